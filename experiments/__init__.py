@@ -1,0 +1,23 @@
+"""genjax experiments: `python -m experiments` lists them, `python -m experiments tour` runs all.
+
+Each experiment is a module `experiments.<name>` defining `EXPERIMENT`; see `_framework.py`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> one line, in tour order (the order of the course). Kept here so that listing the
+# experiments does not import them.
+REGISTRY: dict[str, str] = {
+    "info_theory": "entropy, cross-entropy, KL and JS: the weather-coding table, KL vs JS, forward vs reverse KL",
+}
+
+
+def load(name: str):
+    """The `Experiment` of `experiments.<name>`; unknown names list the known ones."""
+    from experiments._framework import ConfigError
+
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(REGISTRY)}")
+    return importlib.import_module(f"experiments.{name}").EXPERIMENT

@@ -1,0 +1,329 @@
+"""Run outputs: crash-safe files, metrics logs, and reports rendered to Markdown and HTML.
+
+Everything an experiment writes goes through here, so that every file in a run directory is
+either complete or absent: files are written to a temporary name in the same directory, flushed,
+fsync'ed and renamed over the target (`os.replace` is atomic on POSIX and Windows). A run killed
+at any moment leaves the previous version of each file intact.
+
+A `Report` collects headings, paragraphs, tables and figures once and renders them both to
+`report.md` (figures as PNG files beside it) and to an HTML fragment that the experiment tour
+stitches into one self-contained page.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import html
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "write_json",
+    "read_json",
+    "to_jsonable",
+    "MetricsLog",
+    "Report",
+    "format_number",
+    "html_page",
+    "read_jsonl",
+]
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes `data` to `path` atomically: readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(value: Any) -> Any:
+    """Converts numpy/JAX scalars and arrays, dataclasses, tuples and paths to JSON values.
+
+    Non-finite floats become the strings "nan", "inf" and "-inf" so that the files stay valid JSON
+    (strict parsers reject bare NaN).
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy / jax arrays and scalars
+        return to_jsonable(value.tolist())
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    raise TypeError(f"cannot write a value of type {type(value).__name__} to JSON: {value!r}")
+
+
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- metrics log
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `metrics.jsonl`.
+
+    Each record is written with a single `write` of a complete line and flushed, so a kill leaves
+    at most one partial last line; `read` skips such a line. On resume, `truncate_after(step)`
+    drops records of steps that the restored checkpoint has not reached, so the log never holds
+    the same step twice.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(to_jsonable(record), sort_keys=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+
+    def read(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path)
+
+    def truncate_after(self, step: int) -> None:
+        """Keeps only the records whose "step" is <= `step` (and those without a step)."""
+        if not self.path.exists():
+            return
+        kept = [r for r in self.read() if not isinstance(r.get("step"), int) or r["step"] <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return records
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def format_number(x: Any, digits: int = 4) -> str:
+    """Formats a table cell: ints as ints, floats with `digits` significant digits."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}" if abs(x) >= 10_000 else str(x)
+    if hasattr(x, "item"):
+        x = x.item()
+        if isinstance(x, int):
+            return format_number(x, digits)
+    if isinstance(x, float):
+        if math.isnan(x) or math.isinf(x):
+            return str(x)
+        if x == 0:
+            return "0"
+        if 1e-3 <= abs(x) < 1e5:
+            return f"{x:.{digits}g}" if abs(x) < 1 else f"{x:.{max(digits - 1 - int(math.log10(abs(x))), 0)}f}"
+        return f"{x:.{digits - 1}e}"
+    return str(x)
+
+
+@dataclasses.dataclass
+class _Block:
+    kind: str  # "heading" | "text" | "table" | "figure"
+    payload: dict[str, Any]
+
+
+class Report:
+    """A report built once and rendered to Markdown (`report.md`) and to an HTML fragment.
+
+    Figures are saved as PNG into `directory` when added, so a crash after a figure was added
+    still leaves the figure on disk.
+
+    Example:
+        report = Report("Information theory", directory=workdir)
+        report.table(["code", "bits"], [["fixed", 3.0]], caption="Average code length")
+        report.figure(fig, "kl_vs_js", caption="KL and JS integrands")
+        report.save()  # writes workdir/report.md
+    """
+
+    def __init__(self, title: str, directory: str | os.PathLike):
+        self.title = title
+        self.directory = Path(directory)
+        self.blocks: list[_Block] = []
+
+    # building ------------------------------------------------------------------------------
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(_Block("heading", {"text": text, "level": level}))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(_Block("text", {"text": text}))
+
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        caption: str | None = None,
+        digits: int = 4,
+    ) -> None:
+        rows = [[format_number(c, digits) for c in row] for row in rows]
+        for r in rows:
+            if len(r) != len(headers):
+                raise ValueError(f"table row has {len(r)} cells but there are {len(headers)} headers: {r}")
+        self.blocks.append(_Block("table", {"headers": list(headers), "rows": rows, "caption": caption}))
+
+    def figure(self, fig: Any, name: str, caption: str | None = None, dpi: int = 110) -> Path:
+        """Saves a matplotlib figure as `<directory>/<name>.png`, closes it, and adds it."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        path = atomic_write_bytes(self.directory / f"{name}.png", buf.getvalue())
+        self.blocks.append(_Block("figure", {"file": path.name, "caption": caption or ""}))
+        return path
+
+    # rendering -----------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for b in self.blocks:
+            p = b.payload
+            if b.kind == "heading":
+                out += ["#" * p["level"] + " " + p["text"], ""]
+            elif b.kind == "text":
+                out += [p["text"], ""]
+            elif b.kind == "table":
+                if p["caption"]:
+                    out += [f"**{p['caption']}**", ""]
+                out.append("| " + " | ".join(p["headers"]) + " |")
+                out.append("|" + "|".join(" --- " for _ in p["headers"]) + "|")
+                out += ["| " + " | ".join(r) + " |" for r in p["rows"]]
+                out.append("")
+            elif b.kind == "figure":
+                out += [f"![{p['caption']}]({p['file']})", ""]
+                if p["caption"]:
+                    out += [f"*{p['caption']}*", ""]
+        return "\n".join(out)
+
+    def to_html(self, embed_images: bool = True, heading_offset: int = 0) -> str:
+        """An HTML fragment; images embedded as base64 so that the page stands alone."""
+        out = [f"<h{1 + heading_offset}>{html.escape(self.title)}</h{1 + heading_offset}>"]
+        for b in self.blocks:
+            p = b.payload
+            if b.kind == "heading":
+                lvl = min(p["level"] + heading_offset, 6)
+                out.append(f"<h{lvl}>{html.escape(p['text'])}</h{lvl}>")
+            elif b.kind == "text":
+                out.append(f"<p>{_inline_markdown_to_html(p['text'])}</p>")
+            elif b.kind == "table":
+                cap = f"<caption>{html.escape(p['caption'])}</caption>" if p["caption"] else ""
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in p["headers"])
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in p["rows"]
+                )
+                out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif b.kind == "figure":
+                if embed_images:
+                    data = base64.b64encode((self.directory / p["file"]).read_bytes()).decode()
+                    src = f"data:image/png;base64,{data}"
+                else:
+                    src = html.escape(p["file"])
+                cap = html.escape(p["caption"])
+                out.append(f'<figure><img src="{src}" alt="{cap}"><figcaption>{cap}</figcaption></figure>')
+        return "\n".join(out)
+
+    def save(self) -> Path:
+        """Writes `report.md` and `report.json` (the blocks, from which `load` rebuilds it)."""
+        blocks = [{"kind": b.kind, **b.payload} for b in self.blocks]
+        write_json(self.directory / "report.json", {"title": self.title, "blocks": blocks})
+        return atomic_write_text(self.directory / "report.md", self.to_markdown())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Report":
+        """Rebuilds a saved report from `<directory>/report.json`."""
+        data = read_json(Path(directory) / "report.json")
+        report = cls(data["title"], directory)
+        for b in data["blocks"]:
+            kind = b.pop("kind")
+            report.blocks.append(_Block(kind, b))
+        return report
+
+
+def _inline_markdown_to_html(text: str) -> str:
+    """Escapes text and renders `code` spans; enough for report paragraphs."""
+    parts = text.split("`")
+    return "".join(
+        f"<code>{html.escape(s)}</code>" if i % 2 else html.escape(s).replace("\n", "<br>")
+        for i, s in enumerate(parts)
+    )
+
+
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+caption { font-weight: 600; text-align: left; padding-bottom: 0.3em; }
+figure { margin: 1em 0; } img { max-width: 100%; }
+figcaption { font-size: 0.9em; color: #555; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+.failed { color: #b00; font-weight: 600; }
+nav li { margin: 0.15em 0; }
+"""
+
+
+def html_page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{HTML_STYLE}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )

@@ -1,0 +1,57 @@
+"""Training runtime: explicit state, fused compiled steps, replicas, data parallelism, checkpoints.
+
+    state = TrainState.create(params=params, tx=optax.adam(1e-3), key=jax.random.key(seed))
+    step = make_train_step(loss_fn)           # (state, batch, axis_name=None) -> (state, metrics)
+    result = fit(state, step, loader, num_steps=10_000, workdir="runs/x", checkpoint_every=1_000)
+
+`fit` fuses `log_every` steps into one `lax.scan`, checkpoints with Orbax, resumes from the last
+good checkpoint, and stops on a non-finite metric. `parallel="pmap"` or `"sharded"` spreads the
+batch over devices (and processes, after `initialize_distributed`); `replicas=True` trains a
+leading axis of independent states (seeds, learning rates) as one program.
+"""
+
+from genjax.train._checkpoint import Checkpointer
+from genjax.train._loop import (
+    DATA_AXIS,
+    FitResult,
+    NonFiniteError,
+    chunk_ends,
+    compile_fused,
+    digest,
+    fit,
+    fuse_steps,
+    init_replicas,
+    initialize_distributed,
+    seed_keys,
+    steps_per_second,
+)
+from genjax.train._state import (
+    TrainState,
+    as_typed_key,
+    make_train_step,
+    params_digest,
+    pmean_if,
+    set_hyperparams,
+)
+
+__all__ = [
+    "Checkpointer",
+    "DATA_AXIS",
+    "FitResult",
+    "NonFiniteError",
+    "TrainState",
+    "as_typed_key",
+    "chunk_ends",
+    "compile_fused",
+    "digest",
+    "fit",
+    "fuse_steps",
+    "init_replicas",
+    "initialize_distributed",
+    "make_train_step",
+    "params_digest",
+    "pmean_if",
+    "seed_keys",
+    "set_hyperparams",
+    "steps_per_second",
+]

@@ -1,0 +1,372 @@
+"""Fused multi-step execution, replicas (vmap), data parallelism (pmap, sharding), the fit loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Literal, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax.train._checkpoint import Checkpointer
+from genjax.train._state import Metrics, PyTree, TrainState, params_digest
+
+DATA_AXIS = "data"
+Parallel = Literal["none", "pmap", "sharded"]
+StepFn = Callable[..., tuple[TrainState, Metrics]]  # (state, batch, axis_name=None)
+
+
+class NonFiniteError(FloatingPointError):
+    """A metric became NaN or infinite; the run stopped before saving anything after it."""
+
+    def __init__(self, step: int, metric: str, value: float):
+        self.step, self.metric, self.value = step, metric, value
+        super().__init__(
+            f"non-finite {metric} = {value} at step {step}; stopped without saving this state "
+            "(the last good checkpoint is kept)"
+        )
+
+
+class BatchSource(Protocol):
+    def batches(self, start_step: int, num_steps: int) -> PyTree: ...
+
+
+# ------------------------------------------------------------------------------ fused steps
+
+
+def fuse_steps(step_fn: StepFn, axis_name: str | None = None) -> Callable[[TrainState, PyTree], tuple[TrainState, dict]]:
+    """`(state, batches[K, ...]) -> (state, summary)`: K steps in one `lax.scan`.
+
+    The metrics are aggregated on device: `summary["mean"][name]` is the mean over the K steps
+    and `summary["first_nonfinite"][name]` the index of the first step where it was NaN or
+    infinite (-1 if none), so the host needs no sync per step.
+    """
+
+    def run(state: TrainState, batches: PyTree):
+        def body(s, batch):
+            return step_fn(s, batch, axis_name=axis_name) if axis_name else step_fn(s, batch)
+
+        state, metrics = jax.lax.scan(body, state, batches)
+        summary = {
+            "mean": jax.tree.map(lambda m: jnp.mean(m.astype(jnp.float32), axis=0), metrics),
+            "last": jax.tree.map(lambda m: m[-1], metrics),
+            "first_nonfinite": jax.tree.map(_first_nonfinite, metrics),
+        }
+        return state, summary
+
+    return run
+
+
+def _first_nonfinite(m: jax.Array) -> jax.Array:
+    bad = ~jnp.isfinite(m.reshape(m.shape[0], -1)).all(axis=1)
+    return jnp.where(bad.any(), jnp.argmax(bad), -1)
+
+
+def compile_fused(
+    step_fn: StepFn,
+    parallel: Parallel = "none",
+    replicas: bool = False,
+    batches_per_replica: bool = False,
+) -> Callable:
+    """The compiled fused step for one execution mode (the state is donated).
+
+    - "none": `jit` on one device.
+    - "pmap": `pmap` over the local devices (state replicated, batches split on the batch axis,
+      gradients averaged with `lax.pmean`). Under `jax.distributed` the axis spans every process.
+    - "sharded": `jit` over a 1-D mesh of all devices, batch sharded along its batch axis, state
+      replicated; XLA inserts the all-reduce (the step itself is the single-device step).
+    `replicas=True` vmaps over a leading replica axis of the state (independent runs, e.g. seeds);
+    the batches are shared unless `batches_per_replica`.
+    """
+    if parallel not in ("none", "pmap", "sharded"):
+        raise ValueError(f"parallel must be 'none', 'pmap' or 'sharded', got {parallel!r}")
+    fused = fuse_steps(step_fn, axis_name=DATA_AXIS if parallel == "pmap" else None)
+    if replicas:
+        fused = jax.vmap(fused, in_axes=(0, 0 if batches_per_replica else None))
+    if parallel == "pmap":
+        return jax.pmap(fused, axis_name=DATA_AXIS, donate_argnums=0)
+    return jax.jit(fused, donate_argnums=0)
+
+
+# ------------------------------------------------------------------------------ placement
+
+
+def local_batch_split(batches: PyTree, num_devices: int, batch_axis: int) -> PyTree:
+    """[..., B, ...] -> [D, ..., B/D, ...]: device d gets rows d*B/D ... (d+1)*B/D - 1."""
+
+    def split(x):
+        x = np.asarray(x)
+        b = x.shape[batch_axis]
+        if b % num_devices:
+            raise ValueError(f"batch size {b} is not divisible by the {num_devices} local devices")
+        shape = x.shape[:batch_axis] + (num_devices, b // num_devices) + x.shape[batch_axis + 1 :]
+        return np.moveaxis(x.reshape(shape), batch_axis, 0)
+
+    return jax.tree.map(split, batches)
+
+
+def data_mesh():
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def place_sharded(batches: PyTree, batch_axis: int) -> PyTree:
+    """Process-local batches -> global arrays sharded along `batch_axis` over all devices."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = data_mesh()
+
+    def put(x):
+        x = np.asarray(x)
+        spec = [None] * x.ndim
+        spec[batch_axis] = DATA_AXIS
+        return jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec(*spec)), x)
+
+    return jax.tree.map(put, batches)
+
+
+def replicate_sharded(tree: PyTree) -> PyTree:
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    sharding = NamedSharding(data_mesh(), PartitionSpec())
+    return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda _: np.asarray(x))
+                        if not jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
+
+
+def replicate_pmap(state: TrainState) -> TrainState:
+    return jax.device_put_replicated(state, jax.local_devices())
+
+
+def unreplicate_pmap(state: TrainState) -> TrainState:
+    return jax.tree.map(lambda x: x[0], state)
+
+
+# ------------------------------------------------------------------------------ distributed
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """`jax.distributed.initialize` from flags, else JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID, else the cluster's own variables (SLURM, Open MPI, TPU VMs: JAX detects them).
+
+    On CPU it selects the gloo collectives so that processes can all-reduce over TCP.
+    """
+    coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and "JAX_NUM_PROCESSES" in os.environ:
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and "JAX_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
+
+
+# ------------------------------------------------------------------------------ the fit loop
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState  # unreplicated (for replicas: the leading axis is the replica)
+    resumed_from: int | None  # the checkpoint step the run started from, or None
+    history: list[dict[str, Any]]  # the records written to metrics.jsonl by this call
+    compiles: int  # distinct compiled chunk lengths
+    seconds: float
+
+
+def chunk_ends(start: int, stop: int, *periods: int) -> list[int]:
+    """Step numbers where a chunk ends: every multiple of each period, and `stop`."""
+    ends = {stop}
+    for p in periods:
+        if p and p > 0:
+            ends.update(range((start // p + 1) * p, stop, p))
+    return sorted(e for e in ends if start < e <= stop)
+
+
+def fit(
+    state: TrainState,
+    step_fn: StepFn,
+    source: BatchSource | Sequence[BatchSource],
+    *,
+    num_steps: int,
+    workdir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    log_every: int = 100,
+    keep_checkpoints: int = 3,
+    parallel: Parallel = "none",
+    replicas: bool = False,
+    batch_axis: int = 0,
+    metrics_log: Any = None,
+    progress: bool = True,
+    description: str = "train",
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Trains `state` to `num_steps` steps, resuming from `<workdir>/checkpoints` if present.
+
+    Steps run in chunks of `log_every` steps fused into one compiled `lax.scan` (a chunk also
+    ends at each checkpoint step), so there is one host dispatch and one small metrics transfer
+    per chunk. Checkpoints are written every `checkpoint_every` steps and at the end. Batches come
+    from `source.batches(start_step, k)`, a pure function of (seed, step), so a resumed run sees
+    the same data. With `replicas=True` the state has a leading replica axis; `source` may then
+    be a sequence of sources, one per replica.
+
+    Raises:
+        NonFiniteError: a metric became NaN/inf; nothing after the last good checkpoint is saved.
+    """
+    from genjax.report import MetricsLog
+
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
+    is_main = jax.process_index() == 0
+    per_replica_sources = isinstance(source, (list, tuple))
+    if per_replica_sources and not replicas:
+        raise ValueError("a sequence of batch sources needs replicas=True (one source per replica)")
+
+    checkpointer = None
+    resumed_from = None
+    if workdir is not None:
+        checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep_checkpoints)
+        restored = checkpointer.restore_latest(state)
+        if restored is not None:
+            state = restored
+            resumed_from = int(np.asarray(state.step).reshape(-1)[0])
+        if metrics_log is None and is_main:
+            metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+    start = int(np.asarray(state.step).reshape(-1)[0])
+    if metrics_log is not None and is_main:
+        metrics_log.truncate_after(start)
+    if resumed_from is not None and is_main:
+        print(f"[{description}] resumed from checkpoint at step {resumed_from}", file=sys.stderr, flush=True)
+
+    compiled = compile_fused(step_fn, parallel, replicas=replicas, batches_per_replica=per_replica_sources)
+    if parallel == "pmap":
+        state = replicate_pmap(state)
+    elif parallel == "sharded":
+        state = replicate_sharded(state)
+
+    def get_batches(step, k):
+        if per_replica_sources:
+            parts = [s.batches(step, k) for s in source]
+            b = jax.tree.map(lambda *xs: np.stack(xs), *parts)
+            axis = batch_axis + 2  # [R, K, B, ...]
+        else:
+            b = source.batches(step, k)
+            axis = batch_axis + 1  # [K, B, ...]
+        if parallel == "pmap":
+            return local_batch_split(b, jax.local_device_count(), axis)
+        if parallel == "sharded":
+            return place_sharded(b, axis)
+        return b
+
+    bar = None
+    if progress and is_main and num_steps > start:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, initial=start, desc=description, unit="step", dynamic_ncols=True,
+                   file=sys.stderr, mininterval=1.0)
+    history: list[dict[str, Any]] = []
+    lengths = set()
+    t0 = time.perf_counter()
+    step = start
+    try:
+        for end in chunk_ends(start, num_steps, log_every, checkpoint_every):
+            k = end - step
+            lengths.add(k)
+            chunk_start = time.perf_counter()
+            state, summary = compiled(state, get_batches(step, k))
+            summary = jax.device_get(summary)
+            if parallel == "pmap":
+                summary = jax.tree.map(lambda x: x[0], summary)
+            _check_finite(summary["first_nonfinite"], summary["last"], step)
+            seconds = time.perf_counter() - chunk_start
+            step = end
+            record = {"step": step, **{k_: _scalar_or_list(v) for k_, v in summary["mean"].items()},
+                      "steps_per_s": k / seconds}
+            history.append(record)
+            if metrics_log is not None and is_main:
+                metrics_log.write(record)
+            if on_log is not None:
+                on_log(record)
+            if bar is not None:
+                bar.update(k)
+                bar.set_postfix({n: _short(v) for n, v in record.items() if n not in ("step", "steps_per_s")},
+                                refresh=False)
+            if checkpointer is not None and (
+                end == num_steps or (checkpoint_every and end % checkpoint_every == 0)
+            ):
+                checkpointer.save(_host_state(state, parallel))
+    finally:
+        if bar is not None:
+            bar.close()
+        if checkpointer is not None:
+            checkpointer.close()
+    return FitResult(
+        state=_host_state(state, parallel),
+        resumed_from=resumed_from,
+        history=history,
+        compiles=len(lengths),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _host_state(state: TrainState, parallel: Parallel) -> TrainState:
+    if parallel == "pmap":
+        return unreplicate_pmap(state)
+    if parallel == "sharded":
+        return jax.tree.map(lambda x: jnp.asarray(np.asarray(x.addressable_data(0)))
+                            if not jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, state)
+    return state
+
+
+def _check_finite(first_bad: dict, last: dict, chunk_start: int) -> None:
+    for name, idx in first_bad.items():
+        idx = np.asarray(idx)
+        if (idx >= 0).any():
+            i = int(idx[idx >= 0].min())
+            raise NonFiniteError(chunk_start + i + 1, name, float(np.asarray(last[name]).reshape(-1)[0]))
+
+
+def _scalar_or_list(v):
+    v = np.asarray(v)
+    return v.item() if v.ndim == 0 else v.tolist()
+
+
+def _short(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return f"[{len(v)}]"
+    return v
+
+
+# ------------------------------------------------------------------------------ replicas
+
+
+def init_replicas(init_fn: Callable[[jax.Array], TrainState], keys: jax.Array) -> TrainState:
+    """One state per key, stacked on a leading replica axis (`jax.vmap(init_fn)(keys)`)."""
+    return jax.vmap(init_fn)(keys)
+
+
+def seed_keys(seeds: Sequence[int]) -> jax.Array:
+    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+
+
+def digest(state: TrainState) -> str:
+    return params_digest(state.params)
+
+
+def steps_per_second(history: list[dict[str, Any]]) -> float:
+    rates = [r["steps_per_s"] for r in history[1:]] or [r["steps_per_s"] for r in history]
+    return float(np.median(rates)) if rates else math.nan

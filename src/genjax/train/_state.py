@@ -1,0 +1,149 @@
+"""The training state pytree and the pure train step."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+# A loss function sees the parameters, one batch, the step's PRNG key and the whole state (for
+# non-gradient state such as batch statistics), and returns the scalar loss and auxiliary output:
+# a dict of scalar metrics and a dict of updated non-gradient state (empty if there is none).
+LossFn = Callable[[PyTree, PyTree, jax.Array, "TrainState"], tuple[jax.Array, tuple[Metrics, dict[str, PyTree]]]]
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a run mutates, as one immutable pytree.
+
+    Attributes:
+        step: int32 scalar, the number of optimizer steps taken.
+        params: the trainable parameters.
+        opt_state: the optax state of `tx`.
+        key: the run's base PRNG key (a typed key); step `s` draws from `fold_in(key, s)`, so the
+            noise of a step depends on (seed, step) only and a resumed run draws the same noise.
+        extras: named non-gradient state, e.g. "ema_params", "codebook", "batch_stats",
+            "historical_average"; a dict so that model families add their own slots.
+        tx: the optax transformation (static: part of the tree structure, not of its leaves).
+    """
+
+    step: jax.Array  # [] int32
+    params: PyTree
+    opt_state: PyTree
+    key: jax.Array  # [] typed PRNG key
+    extras: dict[str, PyTree]
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        params: PyTree,
+        tx: optax.GradientTransformation,
+        key: jax.Array,
+        extras: Mapping[str, PyTree] | None = None,
+    ) -> "TrainState":
+        if not isinstance(tx, optax.GradientTransformation):
+            raise TypeError(f"tx must be an optax.GradientTransformation, got {type(tx).__name__}")
+        key = as_typed_key(key, "key")
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            key=key,
+            extras=dict(extras or {}),
+            tx=tx,
+        )
+
+    def step_key(self) -> jax.Array:
+        """This step's key: `fold_in(base_key, step)`."""
+        return jax.random.fold_in(self.key, self.step)
+
+    def apply_gradients(self, grads: PyTree, extras: Mapping[str, PyTree] | None = None) -> "TrainState":
+        """One optimizer step; `extras` replaces the named non-gradient slots it mentions."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        new_extras = dict(self.extras)
+        if extras:
+            unknown = set(extras) - set(self.extras)
+            if unknown:
+                raise KeyError(f"extras {sorted(unknown)} are not slots of this state; slots: {sorted(self.extras)}")
+            new_extras.update(extras)
+        return self.replace(
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            opt_state=opt_state,
+            extras=new_extras,
+        )
+
+
+def as_typed_key(key: Any, name: str) -> jax.Array:
+    """Accepts a typed key (`jax.random.key`) or a raw uint32[2] key; returns a typed key."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
+        return jax.random.wrap_key_data(key)
+    raise TypeError(f"{name} must be a PRNG key from jax.random.key(seed), got dtype {key.dtype} shape {key.shape}")
+
+
+def pmean_if(tree: PyTree, axis_name: str | None) -> PyTree:
+    """`lax.pmean` over `axis_name` when the step runs under pmap; the identity otherwise."""
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def make_train_step(loss_fn: LossFn) -> Callable[..., tuple[TrainState, Metrics]]:
+    """The standard step `(state, batch, axis_name=None) -> (state, metrics)` for `loss_fn`.
+
+    Under pmap (`axis_name` given) the gradients, the metrics and the updated non-gradient state
+    are averaged across devices with `lax.pmean`, so that every replica stays identical and the
+    step equals a single-device step on the whole batch (for losses that are batch means).
+    The returned metrics always include "loss".
+    """
+
+    def train_step(state: TrainState, batch: PyTree, axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (metrics, new_extras)), grads = grad_fn(state.params, batch, state.step_key(), state)
+        grads = pmean_if(grads, axis_name)
+        metrics = pmean_if({"loss": loss, **metrics}, axis_name)
+        new_extras = pmean_if(new_extras, axis_name)
+        return state.apply_gradients(grads, extras=new_extras), metrics
+
+    return train_step
+
+
+def params_digest(params: PyTree) -> str:
+    """sha256 of a pytree's leaves (path, dtype, shape and bytes of each, in tree order)."""
+    h = hashlib.sha256()
+    leaves, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(params))
+    for path, leaf in leaves:
+        arr = np.asarray(leaf)
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(str(arr.dtype).encode())
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def set_hyperparams(state: TrainState, **values: Any) -> TrainState:
+    """Sets hyper-parameters of an `optax.inject_hyperparams` optimizer inside the state.
+
+    With a vector of values and a vmapped state this trains one replica per value, e.g.
+    `jax.vmap(lambda s, lr: set_hyperparams(s, learning_rate=lr))(states, jnp.array([1e-3, 3e-4]))`.
+    """
+    opt_state = state.opt_state
+    if not hasattr(opt_state, "hyperparams"):
+        raise TypeError("set_hyperparams needs tx built with optax.inject_hyperparams(...)")
+    unknown = set(values) - set(opt_state.hyperparams)
+    if unknown:
+        raise KeyError(f"unknown hyper-parameters {sorted(unknown)}; this optimizer has {sorted(opt_state.hyperparams)}")
+    hyper = dict(opt_state.hyperparams)
+    for k, v in values.items():
+        hyper[k] = jnp.asarray(v, dtype=jnp.asarray(hyper[k]).dtype)
+    return state.replace(opt_state=opt_state._replace(hyperparams=hyper))
