@@ -43,7 +43,8 @@ EMBEDDED_HELDOUT_EVERY = 10
 
 _IMAGES_FILE = "t10k-images-idx3-ubyte.gz"
 _LABELS_FILE = "t10k-labels-idx1-ubyte.gz"
-# sha256 of the .gz files as shipped (same as TFDS's url_checksums for mnist and embedded/README.md).
+# sha256 of the .gz files as shipped; the same values are in embedded/README.md and in TFDS's
+# url_checksums/mnist.txt.
 _SHA256 = {
     _IMAGES_FILE: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     _LABELS_FILE: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",

@@ -248,10 +248,10 @@ def _unavailable_message(name: str, split: str, reason: str) -> str:
 def _embedded_dataset(split: str, *, fallback: bool) -> ImageDataset:
     images, labels = load_embedded_mnist()
     index = embedded_split_indices(split)
-    part = (
-        f"{index.size:,}-image train part" if split == "train"
-        else f"{index.size:,}-image held-out part (i % 10 == 9)"
-    )
+    if split == "train":
+        part = f"{index.size:,}-image train part"
+    else:
+        part = f"{index.size:,}-image held-out part, index % 10 == 9"
     description = f"embedded MNIST test split, {part}" + (" (offline fallback)" if fallback else "")
     return ImageDataset(
         images=images[index],
@@ -369,6 +369,8 @@ def load_images(
         return _embedded_dataset(split, fallback=False)
 
     data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+    if not _is_remote(data_dir):
+        data_dir = os.path.expanduser(data_dir)
     plan = _plan(name, split, data_dir)
     if plan.action == "unavailable":
         if source == "auto" and name == "mnist":

@@ -42,7 +42,8 @@ class ArrayLoader:
       arrays: name -> array with the same leading dimension N, e.g.
         `{"image": images, "label": labels}`.
       batch_size: the GLOBAL batch size B (summed over processes); `N // B` steps per epoch.
-      seed: non-negative int; epoch `e`'s order is `np.random.default_rng([seed, e]).permutation(N)`.
+      seed: non-negative int; epoch `e` visits the examples in the order
+        `np.random.default_rng([seed, e]).permutation(N)`.
       process_index: this process's index p in `0..process_count-1` (`jax.process_index()`).
       process_count: number of processes P (`jax.process_count()`); B must be divisible by P.
 
@@ -160,7 +161,7 @@ class ArrayLoader:
         return self._check_step(step) // self.steps_per_epoch
 
     def permutation(self, epoch: int) -> np.ndarray:
-        """Epoch `epoch`'s visiting order, `default_rng([seed, epoch]).permutation(N)` (read-only)."""
+        """Epoch `epoch`'s order: `default_rng([seed, epoch]).permutation(N)`, read-only `[N]`."""
         epoch = _int(epoch, "epoch")
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
@@ -197,7 +198,7 @@ class ArrayLoader:
         return {k: v[rows] for k, v in self._arrays.items()}
 
     def batches(self, start_step: int, num_steps: int) -> dict[str, np.ndarray]:
-        """Batches of `num_steps` consecutive steps stacked: name -> `[num_steps, local_batch, ...]`.
+        """`num_steps` consecutive batches, stacked: name -> `[num_steps, local_batch_size, ...]`.
 
         Equal to stacking `batch(start_step + i)` for `i < num_steps`; meant for several train
         steps fused into one `lax.scan`.

@@ -53,7 +53,9 @@ def _check_n(n: int) -> int:
     try:
         n = operator.index(n)
     except TypeError:
-        raise TypeError(f"n must be a static Python int (mark it static under jit), got {n!r}") from None
+        raise TypeError(
+            f"n must be a static Python int (mark it static under jit), got {n!r}"
+        ) from None
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     return n

@@ -140,7 +140,9 @@ def replicate_sharded(tree: PyTree) -> PyTree:
 
 
 def replicate_pmap(state: TrainState) -> TrainState:
-    return jax.device_put_replicated(state, jax.local_devices())
+    """A copy of `state` per local device, stacked on a leading axis (pmap's input layout)."""
+    n = jax.local_device_count()
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), state)
 
 
 def unreplicate_pmap(state: TrainState) -> TrainState:
@@ -255,6 +257,8 @@ def fit(
         state = replicate_pmap(state)
     elif parallel == "sharded":
         state = replicate_sharded(state)
+    else:  # the compiled step donates its input state: never donate the caller's own buffers
+        state = jax.tree.map(jnp.copy, state)
 
     def get_batches(step, k):
         if per_replica_sources:
