@@ -11,6 +11,7 @@ import importlib
 # experiments does not import them.
 REGISTRY: dict[str, str] = {
     "info_theory": "entropy, cross-entropy, KL and JS: the weather-coding table, KL vs JS, forward vs reverse KL",
+    "mnist_classifier": "a small CNN trained with the runtime; its features serve FID/KID on MNIST",
 }
 
 

@@ -57,6 +57,31 @@ class Context:
         if self.is_main_process:
             print(f"[{self.name}] {message}", file=sys.stderr, flush=True)
 
+    def fit(self, state: Any, step_fn: Any, source: Any, *, subdir: str | None = None, **kwargs: Any):
+        """`genjax.train.fit` with this run's config: steps, checkpoint_every, log_every,
+        parallel ("auto": sharded over all devices when there are several, else one device),
+        checkpoints and metrics under the workdir (or `workdir/subdir` for a run's sub-model)."""
+        import jax
+
+        from genjax import train
+
+        cfg = self.config
+        parallel = getattr(cfg, "parallel", "auto")
+        if parallel == "auto":
+            parallel = "sharded" if jax.device_count() > 1 else "none"
+        workdir = self.workdir / subdir if subdir else self.workdir
+        options = dict(
+            num_steps=cfg.steps,
+            workdir=workdir,
+            checkpoint_every=cfg.checkpoint_every,
+            log_every=getattr(cfg, "log_every", 100),
+            keep_checkpoints=getattr(cfg, "keep_checkpoints", 3),
+            parallel=parallel,
+            description=f"{self.name}/{subdir}" if subdir else self.name,
+        )
+        options.update(kwargs)
+        return train.fit(state, step_fn, source, **options)
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:

@@ -16,6 +16,7 @@ Conventions shared by every function:
   divided by ``log(base)`` (``base=2``: bits). ``base`` must be a static Python/NumPy number.
 - **No renormalisation.** Probabilities are used as given (like the textbook sums); they are not
   divided by their sum. ``scipy.stats.entropy`` normalises, so compare with it on normalised inputs.
+  They must be non-negative: a negative entry gives NaN rather than a silently wrong number.
 - **Shapes.** Two distributions must have exactly the same shape; nothing is broadcast silently
   (``ValueError`` naming both shapes). ``axis`` is an int, a tuple of ints, or ``None`` (all axes);
   the result has the shape of the input with ``axis`` removed.
@@ -36,6 +37,9 @@ Conventions shared by every function:
   float64 with ``jax_enable_x64``). Half-precision inputs (bfloat16, float16) are computed in
   float32 and the result is returned in the input dtype, so it is the float32 result rounded once.
   Complex or non-numeric inputs raise ``TypeError``.
+- **Compilation.** Arguments are validated eagerly in Python (shapes, ``axis``, ``base``), then
+  one jitted kernel runs: an eager call compiles once per shape and dtype (not once per
+  primitive, and not once per ``base``), and inside a caller's ``jit`` it is simply inlined.
 
 References:
     T. M. Cover and J. A. Thomas, *Elements of Information Theory*, 2nd ed., Wiley, 2006
@@ -48,6 +52,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -98,12 +103,15 @@ def _to_array(x: ArrayLike, name: str) -> jax.Array:
     return arr
 
 
-def _dtypes(*arrays: jax.Array) -> tuple[jnp.dtype, jnp.dtype]:
-    """(output dtype, compute dtype): the promoted input float dtype, and at least float32."""
-    out = jnp.result_type(*arrays)
-    if not jnp.issubdtype(out, jnp.floating):
-        out = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64 is enabled
-    return out, jnp.promote_types(out, jnp.float32)
+def _out_dtype(*arrays: jax.Array) -> jnp.dtype:
+    """The promoted input dtype if floating, else the default float dtype.
+
+    Kernels compute in ``_compute_dtype(out)`` (at least float32) and cast the result to it.
+    """
+    floats = [a for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
+    if not floats:  # only integers/booleans: the default float (float32 unless x64 is enabled)
+        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    return jnp.dtype(jnp.result_type(*floats))
 
 
 def _same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
@@ -145,10 +153,13 @@ def _axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def _log_base(base: float | None) -> float | None:
-    """log(base) as a Python float, or None for nats; ValueError naming `base` if invalid."""
+def _log_base(base: float | None) -> float:
+    """log(base) as a Python float (1.0 for nats); ValueError naming `base` if invalid.
+
+    It is passed to the kernels as a traced scalar, so a new base does not recompile them.
+    """
     if base is None:
-        return None
+        return 1.0
     if isinstance(base, bool) or not isinstance(base, numbers.Real):
         raise ValueError(
             f"`base` must be None or a positive real Python number other than 1, got {base!r}"
@@ -159,23 +170,39 @@ def _log_base(base: float | None) -> float | None:
     return math.log(value)
 
 
-def _finish(value: jax.Array, log_base: float | None, out_dtype) -> jax.Array:
-    if log_base is not None:
-        value = value / jnp.asarray(log_base, value.dtype)
-    return value.astype(out_dtype)
-
-
-def _pair(p: ArrayLike, q: ArrayLike, name_p: str, name_q: str):
-    """Validated same-shape pair in the compute dtype, and the output dtype."""
+def _pair(p: ArrayLike, q: ArrayLike, name_p: str, name_q: str, axis: Axis):
+    """Validated same-shape pair, the normalised axes and the output dtype."""
     p = _to_array(p, name_p)
     q = _to_array(q, name_q)
     _same_shape(p, q, name_p, name_q)
-    out, compute = _dtypes(p, q)
-    return p.astype(compute), q.astype(compute), out
+    out = _out_dtype(p, q)
+    return p, q, _axes(axis, p.ndim), out
+
+
+def _kernel(*static: str):
+    """jit with the given static arguments.
+
+    Each public function validates its arguments in Python, then calls one jitted kernel: an
+    eager call compiles once per shape and dtype instead of once per primitive, and inside a
+    caller's jit/vmap/grad the kernel is simply inlined.
+    """
+    return functools.partial(jax.jit, static_argnames=static)
+
+
+def _compute_dtype(out_dtype) -> jnp.dtype:
+    """float32 for floating types narrower than 32 bits (bfloat16, float16, float8), else as is."""
+    if jnp.finfo(out_dtype).bits < 32:
+        return jnp.dtype(jnp.float32)
+    return jnp.dtype(out_dtype)
+
+
+def _finish(value: jax.Array, log_base: jax.Array, out_dtype) -> jax.Array:
+    """Converts nats to the requested unit (dividing by 1.0 for nats is exact) and casts."""
+    return (value / jnp.asarray(log_base).astype(value.dtype)).astype(out_dtype)
 
 
 # --------------------------------------------------------------------------------------------
-# Elementwise kernels. Each uses the "double where": the unused branch sees safe inputs, so no
+# Elementwise terms. Each uses the "double where": the unused branch sees safe inputs, so no
 # inf/NaN appears in it and no NaN leaks into gradients through the zero cotangent it receives.
 # --------------------------------------------------------------------------------------------
 
@@ -250,16 +277,20 @@ def entropy(p: ArrayLike, axis: Axis = -1, base: float | None = None) -> jax.Arr
     """
     log_base = _log_base(base)
     p = _to_array(p, "p")
-    out, compute = _dtypes(p)
-    axes = _axes(axis, p.ndim)
-    h = jnp.sum(_neg_xlogx(p.astype(compute)), axis=axes)
-    return _finish(h, log_base, out)
+    out = _out_dtype(p)
+    return _entropy_kernel(p, axes=_axes(axis, p.ndim), log_base=log_base, out_dtype=out)
+
+
+@_kernel("axes", "out_dtype")
+def _entropy_kernel(p, *, axes, log_base, out_dtype):
+    p = p.astype(_compute_dtype(out_dtype))
+    return _finish(jnp.sum(_neg_xlogx(p), axis=axes), log_base, out_dtype)
 
 
 def cross_entropy(
     p: ArrayLike, q: ArrayLike, axis: Axis = -1, base: float | None = None
 ) -> jax.Array:
-    """Cross-entropy of ``q`` relative to ``p`` (the expected code length under ``p`` of a code for ``q``).
+    """Cross-entropy ``H(p, q)``: the expected code length under ``p`` of a code made for ``q``.
 
     ``H(p, q) = -sum_i p_i log q_i = H(p) + KL(p || q)``; terms with ``p_i = 0`` are 0, and the
     result is ``+inf`` if ``q_i = 0 < p_i`` for some ``i``.
@@ -289,9 +320,8 @@ def cross_entropy(
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), section 5.4 (wrong code).
     """
     log_base = _log_base(base)
-    p, q, out = _pair(p, q, "p", "q")
-    axes = _axes(axis, p.ndim)
-    return _finish(jnp.sum(_neg_xlogy(p, q), axis=axes), log_base, out)
+    p, q, axes, out = _pair(p, q, "p", "q", axis)
+    return _pair_kernel(p, q, kind="cross_entropy", axes=axes, log_base=log_base, out_dtype=out)
 
 
 def kl_divergence(
@@ -328,9 +358,8 @@ def kl_divergence(
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), eq. (2.26).
     """
     log_base = _log_base(base)
-    p, q, out = _pair(p, q, "p", "q")
-    axes = _axes(axis, p.ndim)
-    return _finish(jnp.sum(_rel_entr(p, q), axis=axes), log_base, out)
+    p, q, axes, out = _pair(p, q, "p", "q", axis)
+    return _pair_kernel(p, q, kind="kl", axes=axes, log_base=log_base, out_dtype=out)
 
 
 def js_divergence(
@@ -366,11 +395,22 @@ def js_divergence(
       145-151 (1991).
     """
     log_base = _log_base(base)
-    p, q, out = _pair(p, q, "p", "q")
-    axes = _axes(axis, p.ndim)
-    m = 0.5 * (p + q)
-    js = 0.5 * jnp.sum(_rel_entr_to_mixture(p, m) + _rel_entr_to_mixture(q, m), axis=axes)
-    return _finish(js, log_base, out)
+    p, q, axes, out = _pair(p, q, "p", "q", axis)
+    return _pair_kernel(p, q, kind="js", axes=axes, log_base=log_base, out_dtype=out)
+
+
+@_kernel("kind", "axes", "out_dtype")
+def _pair_kernel(p, q, *, kind, axes, log_base, out_dtype):
+    compute = _compute_dtype(out_dtype)
+    p, q = p.astype(compute), q.astype(compute)
+    if kind == "cross_entropy":
+        terms = _neg_xlogy(p, q)
+    elif kind == "kl":
+        terms = _rel_entr(p, q)
+    else:  # "js"
+        m = 0.5 * (p + q)
+        terms = 0.5 * (_rel_entr_to_mixture(p, m) + _rel_entr_to_mixture(q, m))
+    return _finish(jnp.sum(terms, axis=axes), log_base, out_dtype)
 
 
 def mutual_information(joint: ArrayLike, base: float | None = None) -> jax.Array:
@@ -402,9 +442,16 @@ def mutual_information(joint: ArrayLike, base: float | None = None) -> jax.Array
     log_base = _log_base(base)
     joint = _to_array(joint, "joint")
     if joint.ndim < 2:
-        raise ValueError(f"`joint` must have at least two axes [..., X, Y], got shape {joint.shape}")
-    out, compute = _dtypes(joint)
-    pxy = joint.astype(compute)
+        raise ValueError(
+            f"`joint` must have at least two axes [..., X, Y], got shape {joint.shape}"
+        )
+    out = _out_dtype(joint)
+    return _mutual_information_kernel(joint, log_base=log_base, out_dtype=out)
+
+
+@_kernel("out_dtype")
+def _mutual_information_kernel(joint, *, log_base, out_dtype):
+    pxy = joint.astype(_compute_dtype(out_dtype))
     px = jnp.sum(pxy, axis=-1, keepdims=True)  # [..., X, 1]
     py = jnp.sum(pxy, axis=-2, keepdims=True)  # [..., 1, Y]
     # Where p(x, y) > 0 both marginals are >= p(x, y) > 0, so (p(x,y) / p(x)) / p(y) is a finite
@@ -414,7 +461,7 @@ def mutual_information(joint: ArrayLike, base: float | None = None) -> jax.Array
     sx = jnp.where(nz, px, 1.0)
     sy = jnp.where(nz, py, 1.0)
     terms = jnp.where(nz, sj * jnp.log((sj / sx) / sy), 0.0)
-    return _finish(jnp.sum(terms, axis=(-2, -1)), log_base, out)
+    return _finish(jnp.sum(terms, axis=(-2, -1)), log_base, out_dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,13 +482,36 @@ def _neg_log_weighted(p: jax.Array, log_q: jax.Array) -> jax.Array:
     return jnp.where(nz, -p * jnp.where(nz, log_q, 0.0), 0.0)
 
 
-def _logits_pair(logits_p, logits_q, axis):
-    logits_p = _to_array(logits_p, "logits_p")
-    logits_q = _to_array(logits_q, "logits_q")
-    _same_shape(logits_p, logits_q, "logits_p", "logits_q")
-    out, compute = _dtypes(logits_p, logits_q)
-    axes = _axes(axis, logits_p.ndim)
-    return logits_p.astype(compute), logits_q.astype(compute), axes, out
+def _rel_entr_from_logs(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax.Array:
+    """p (log p - log q), with 0 wherever p == 0; exactly 0 where log p == log q."""
+    nz = p != 0
+    return jnp.where(nz, p * (jnp.where(nz, log_p, 0.0) - jnp.where(nz, log_q, 0.0)), 0.0)
+
+
+@_kernel("kind", "axes", "out_dtype")
+def _logits_pair_kernel(logits_p, logits_q, *, kind, axes, log_base, out_dtype):
+    compute = _compute_dtype(out_dtype)
+    logits_p, logits_q = logits_p.astype(compute), logits_q.astype(compute)
+    if kind == "cross_entropy":
+        p, _ = _log_probs(logits_p, axes)
+        terms = _neg_log_weighted(p, jax.nn.log_softmax(logits_q, axis=axes))
+    elif kind == "kl":
+        p, log_p = _log_probs(logits_p, axes)
+        terms = _rel_entr_from_logs(p, log_p, jax.nn.log_softmax(logits_q, axis=axes))
+    else:  # "js"
+        raw_log_p = jax.nn.log_softmax(logits_p, axis=axes)
+        raw_log_q = jax.nn.log_softmax(logits_q, axis=axes)
+        p, q = jnp.exp(raw_log_p), jnp.exp(raw_log_q)
+        # log m is read only where p > 0 or q > 0, where it is finite; elsewhere it is replaced
+        # (both log-probabilities may be -inf there), as are log p and log q where p, q == 0.
+        either = (p != 0) | (q != 0)
+        log_m = jnp.logaddexp(
+            jnp.where(either, raw_log_p, 0.0), jnp.where(either, raw_log_q, 0.0)
+        ) - jnp.asarray(math.log(2.0), compute)
+        terms = 0.5 * (
+            _rel_entr_from_logs(p, raw_log_p, log_m) + _rel_entr_from_logs(q, raw_log_q, log_m)
+        )
+    return _finish(jnp.sum(terms, axis=axes), log_base, out_dtype)
 
 
 def entropy_from_logits(
@@ -471,10 +541,15 @@ def entropy_from_logits(
     """
     log_base = _log_base(base)
     logits = _to_array(logits, "logits")
-    out, compute = _dtypes(logits)
+    out = _out_dtype(logits)
     axes = _axes(axis, logits.ndim)
-    p, log_p = _log_probs(logits.astype(compute), axes)
-    return _finish(-jnp.sum(p * log_p, axis=axes), log_base, out)
+    return _entropy_from_logits_kernel(logits, axes=axes, log_base=log_base, out_dtype=out)
+
+
+@_kernel("axes", "out_dtype")
+def _entropy_from_logits_kernel(logits, *, axes, log_base, out_dtype):
+    p, log_p = _log_probs(logits.astype(_compute_dtype(out_dtype)), axes)
+    return _finish(jnp.sum(-p * log_p, axis=axes), log_base, out_dtype)
 
 
 def cross_entropy_from_logits(
@@ -510,10 +585,9 @@ def cross_entropy_from_logits(
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), section 5.4.
     """
     log_base = _log_base(base)
-    logits_p, logits_q, axes, out = _logits_pair(logits_p, logits_q, axis)
-    p, _ = _log_probs(logits_p, axes)
-    log_q = jax.nn.log_softmax(logits_q, axis=axes)
-    return _finish(jnp.sum(_neg_log_weighted(p, log_q), axis=axes), log_base, out)
+    lp, lq, axes, out = _pair(logits_p, logits_q, "logits_p", "logits_q", axis)
+    kind = "cross_entropy"
+    return _logits_pair_kernel(lp, lq, kind=kind, axes=axes, log_base=log_base, out_dtype=out)
 
 
 def kl_divergence_from_logits(
@@ -548,11 +622,8 @@ def kl_divergence_from_logits(
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), eq. (2.26).
     """
     log_base = _log_base(base)
-    logits_p, logits_q, axes, out = _logits_pair(logits_p, logits_q, axis)
-    p, log_p = _log_probs(logits_p, axes)
-    log_q = jax.nn.log_softmax(logits_q, axis=axes)
-    kl = jnp.sum(p * log_p + _neg_log_weighted(p, log_q), axis=axes)
-    return _finish(kl, log_base, out)
+    lp, lq, axes, out = _pair(logits_p, logits_q, "logits_p", "logits_q", axis)
+    return _logits_pair_kernel(lp, lq, kind="kl", axes=axes, log_base=log_base, out_dtype=out)
 
 
 def js_divergence_from_logits(
@@ -586,23 +657,8 @@ def js_divergence_from_logits(
       145-151 (1991).
     """
     log_base = _log_base(base)
-    logits_p, logits_q, axes, out = _logits_pair(logits_p, logits_q, axis)
-    raw_log_p = jax.nn.log_softmax(logits_p, axis=axes)
-    raw_log_q = jax.nn.log_softmax(logits_q, axis=axes)
-    p, q = jnp.exp(raw_log_p), jnp.exp(raw_log_q)
-    # log m is read only where p > 0 or q > 0, where it is finite; elsewhere it is replaced
-    # (both log-probabilities may be -inf there), as are log p and log q where p, q == 0.
-    either = (p != 0) | (q != 0)
-    log_m = jnp.logaddexp(
-        jnp.where(either, raw_log_p, 0.0), jnp.where(either, raw_log_q, 0.0)
-    ) - jnp.asarray(math.log(2.0), p.dtype)
-    log_p = jnp.where(p != 0, raw_log_p, 0.0)
-    log_q = jnp.where(q != 0, raw_log_q, 0.0)
-    js = 0.5 * jnp.sum(
-        jnp.where(p != 0, p * (log_p - log_m), 0.0) + jnp.where(q != 0, q * (log_q - log_m), 0.0),
-        axis=axes,
-    )
-    return _finish(js, log_base, out)
+    lp, lq, axes, out = _pair(logits_p, logits_q, "logits_p", "logits_q", axis)
+    return _logits_pair_kernel(lp, lq, kind="js", axes=axes, log_base=log_base, out_dtype=out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,7 +671,7 @@ def bernoulli_kl(rho: ArrayLike, rho_hat: ArrayLike) -> jax.Array:
 
     ``rho log(rho / rho_hat) + (1 - rho) log((1 - rho) / (1 - rho_hat))``, with ``0 log 0 = 0``:
     0 where ``rho_hat == rho``, ``+inf`` (never NaN) where ``rho_hat`` is 0 or 1 and ``rho``
-    is not.
+    differs from it. ``rho == 0`` or ``1`` terms have zero derivative in ``rho`` (module notes).
 
     Args:
       rho: target probabilities, a scalar or an array broadcastable to ``rho_hat.shape``.
@@ -640,11 +696,17 @@ def bernoulli_kl(rho: ArrayLike, rho_hat: ArrayLike) -> jax.Array:
     rho = _to_array(rho, "rho")
     rho_hat = _to_array(rho_hat, "rho_hat")
     _broadcasts_into(rho, rho_hat, "rho", "rho_hat")
-    out, compute = _dtypes(rho, rho_hat)
+    out = _out_dtype(rho, rho_hat)
+    return _bernoulli_kl_kernel(rho, rho_hat, out_dtype=out)
+
+
+@_kernel("out_dtype")
+def _bernoulli_kl_kernel(rho, rho_hat, *, out_dtype):
+    compute = _compute_dtype(out_dtype)
     rho = jnp.broadcast_to(rho.astype(compute), rho_hat.shape)
     rho_hat = rho_hat.astype(compute)
     kl = _rel_entr(rho, rho_hat) + _rel_entr(1.0 - rho, 1.0 - rho_hat)
-    return kl.astype(out)
+    return kl.astype(out_dtype)
 
 
 def gaussian_kl(
@@ -656,8 +718,8 @@ def gaussian_kl(
 ) -> jax.Array:
     """``KL(q || p)`` of diagonal Gaussians in nats, summed over ``axis``.
 
-    ``KL = 1/2 sum (logvar_p - logvar_q + (exp(logvar_q) + (mean_q - mean_p)^2) / exp(logvar_p) - 1)``,
-    evaluated as ``1/2 sum (expm1(d) - d + ((mean_q - mean_p) exp(-logvar_p / 2))^2)`` with
+    ``KL = 1/2 sum (logvar_p - logvar_q + (exp(logvar_q) + (mean_q - mean_p)^2) / exp(logvar_p)
+    - 1)``, evaluated as ``1/2 sum (expm1(d) - d + ((mean_q - mean_p) exp(-logvar_p / 2))^2)`` with
     ``d = logvar_q - logvar_p``: no ``exp(logvar)`` is formed on its own (no overflow for large
     log-variances as long as the result is representable) and ``expm1(d) - d`` keeps precision
     when ``q`` is close to ``p``. With the default ``p = N(0, I)`` this is the VAE's KL term.
@@ -693,14 +755,20 @@ def gaussian_kl(
     _broadcasts_into(mean_p, mean_q, "mean_p", "mean_q")
     _broadcasts_into(logvar_p, mean_q, "logvar_p", "mean_q")
     axes = _axes(axis, mean_q.ndim)
-    out, compute = _dtypes(mean_q, logvar_q, mean_p, logvar_p)
-    mean_q, logvar_q, mean_p, logvar_p = (
-        x.astype(compute) for x in (mean_q, logvar_q, mean_p, logvar_p)
-    )
+    out = _out_dtype(mean_q, logvar_q, mean_p, logvar_p)
+    return _gaussian_kl_kernel(mean_q, logvar_q, mean_p, logvar_p, axes=axes, out_dtype=out)
+
+
+@_kernel("axes", "out_dtype")
+def _gaussian_kl_kernel(mean_q, logvar_q, mean_p, logvar_p, *, axes, out_dtype):
+    compute = _compute_dtype(out_dtype)
+    mean_q, logvar_q = mean_q.astype(compute), logvar_q.astype(compute)
+    mean_p = jnp.broadcast_to(mean_p.astype(compute), mean_q.shape)
+    logvar_p = jnp.broadcast_to(logvar_p.astype(compute), mean_q.shape)
     d = logvar_q - logvar_p
     scaled_diff = (mean_q - mean_p) * jnp.exp(-0.5 * logvar_p)
     terms = jnp.expm1(d) - d + jnp.square(scaled_diff)
-    return (0.5 * jnp.sum(terms, axis=axes)).astype(out)
+    return (0.5 * jnp.sum(terms, axis=axes)).astype(out_dtype)
 
 
 def wasserstein_1d(x: ArrayLike, y: ArrayLike, axis: int = -1) -> jax.Array:
@@ -745,7 +813,13 @@ def wasserstein_1d(x: ArrayLike, y: ArrayLike, axis: int = -1) -> jax.Array:
     (ax,) = _axes(int(axis), x.ndim)
     if x.shape[ax] == 0:
         raise ValueError(f"`x` and `y` have no samples along axis {axis} (shape {x.shape})")
-    out, compute = _dtypes(x, y)
-    xs = jnp.sort(x.astype(compute), axis=ax)
-    ys = jnp.sort(y.astype(compute), axis=ax)
-    return jnp.mean(jnp.abs(xs - ys), axis=ax).astype(out)
+    out = _out_dtype(x, y)
+    return _wasserstein_1d_kernel(x, y, axis=ax, out_dtype=out)
+
+
+@_kernel("axis", "out_dtype")
+def _wasserstein_1d_kernel(x, y, *, axis, out_dtype):
+    compute = _compute_dtype(out_dtype)
+    xs = jnp.sort(x.astype(compute), axis=axis)
+    ys = jnp.sort(y.astype(compute), axis=axis)
+    return jnp.mean(jnp.abs(xs - ys), axis=axis).astype(out_dtype)

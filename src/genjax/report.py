@@ -34,6 +34,9 @@ __all__ = [
     "format_number",
     "html_page",
     "read_jsonl",
+    "TensorBoardWriter",
+    "MetricsSinks",
+    "crc32c",
 ]
 
 
@@ -327,3 +330,123 @@ def html_page(title: str, body: str) -> str:
         f"<title>{html.escape(title)}</title><style>{HTML_STYLE}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )
+
+
+# ----------------------------------------------------------------------------- TensorBoard
+
+
+def _crc32c_table() -> list[int]:
+    poly = 0x82F63B78  # CRC-32C (Castagnoli), reflected
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C of `data` (RFC 3720 B.4: crc32c(b"123456789") == 0xE3069283)."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    n &= (1 << 64) - 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _len_field(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _event(wall_time: float, step: int, *, file_version: str | None = None,
+           scalars: dict[str, float] | None = None) -> bytes:
+    import struct
+
+    msg = _varint(1 << 3 | 1) + struct.pack("<d", wall_time) + _varint(2 << 3 | 0) + _varint(step)
+    if file_version is not None:
+        msg += _len_field(3, file_version.encode())
+    if scalars:
+        values = b"".join(
+            _len_field(1, _len_field(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value))
+            for tag, value in scalars.items()
+        )
+        msg += _len_field(5, values)
+    return msg
+
+
+class TensorBoardWriter:
+    """Writes scalar summaries to a TensorBoard event file, without TensorFlow.
+
+    The file is the TFRecord framing (length, masked CRC-32C of the length, the `Event` protocol
+    buffer, masked CRC-32C of the data) of `tensorflow/core/util/event.proto`; TensorBoard reads it
+    as it reads TensorFlow's. Each `write` appends whole records and flushes. A resumed run opens
+    a new event file; TensorBoard merges the files of a directory.
+    """
+
+    def __init__(self, logdir: str | os.PathLike):
+        import socket
+        import time
+
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.genjax"
+        self.path = self.logdir / name
+        self._append(_event(time.time(), 0, file_version="brain.Event:2"))
+
+    def _append(self, event: bytes) -> None:
+        import struct
+
+        header = struct.pack("<Q", len(event))
+        record = header + struct.pack("<I", _masked_crc(header)) + event + struct.pack("<I", _masked_crc(event))
+        with open(self.path, "ab") as f:
+            f.write(record)
+            f.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        import time
+
+        finite = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if finite:
+            self._append(_event(time.time(), int(step), scalars=finite))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Writes the numeric entries of a metrics record with a "step" (the MetricsLog interface)."""
+        if isinstance(record.get("step"), int):
+            self.scalars(record["step"], {k: v for k, v in record.items() if k != "step"})
+
+    def truncate_after(self, step: int) -> None:  # event files are append-only; see the class doc
+        pass
+
+
+class MetricsSinks:
+    """Fans one metrics record out to several sinks (e.g. `MetricsLog` and `TensorBoardWriter`)."""
+
+    def __init__(self, *sinks: Any):
+        self.sinks = sinks
+
+    def write(self, record: dict[str, Any]) -> None:
+        for s in self.sinks:
+            s.write(record)
+
+    def truncate_after(self, step: int) -> None:
+        for s in self.sinks:
+            s.truncate_after(step)

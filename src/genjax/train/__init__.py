@@ -28,9 +28,11 @@ from genjax.train._loop import (
 from genjax.train._state import (
     TrainState,
     as_typed_key,
+    load_params,
     make_train_step,
     params_digest,
     pmean_if,
+    save_params,
     set_hyperparams,
 )
 
@@ -47,10 +49,12 @@ __all__ = [
     "fit",
     "fuse_steps",
     "init_replicas",
+    "load_params",
     "initialize_distributed",
     "make_train_step",
     "params_digest",
     "pmean_if",
+    "save_params",
     "seed_keys",
     "set_hyperparams",
     "steps_per_second",

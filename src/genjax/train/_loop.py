@@ -212,6 +212,8 @@ def fit(
     progress: bool = True,
     description: str = "train",
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    eval_fn: Callable[[TrainState], dict[str, Any]] | None = None,
+    eval_every: int = 0,
 ) -> FitResult:
     """Trains `state` to `num_steps` steps, resuming from `<workdir>/checkpoints` if present.
 
@@ -220,12 +222,15 @@ def fit(
     per chunk. Checkpoints are written every `checkpoint_every` steps and at the end. Batches come
     from `source.batches(start_step, k)`, a pure function of (seed, step), so a resumed run sees
     the same data. With `replicas=True` the state has a leading replica axis; `source` may then
-    be a sequence of sources, one per replica.
+    be a sequence of sources, one per replica. `eval_fn(state) -> metrics` (on the host-side,
+    unreplicated state) runs every `eval_every` steps and at the end; its metrics join the record.
+    Metrics records go to `metrics_log` (default: `metrics.jsonl` and TensorBoard event files in
+    `workdir`), only on process 0.
 
     Raises:
         NonFiniteError: a metric became NaN/inf; nothing after the last good checkpoint is saved.
     """
-    from genjax.report import MetricsLog
+    from genjax.report import MetricsLog, MetricsSinks, TensorBoardWriter
 
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
@@ -245,7 +250,8 @@ def fit(
             state = restored
             resumed_from = int(np.asarray(state.step).reshape(-1)[0])
         if metrics_log is None and is_main:
-            metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+            metrics_log = MetricsSinks(MetricsLog(os.path.join(workdir, "metrics.jsonl")),
+                                       TensorBoardWriter(os.path.join(workdir, "tensorboard")))
     start = int(np.asarray(state.step).reshape(-1)[0])
     if metrics_log is not None and is_main:
         metrics_log.truncate_after(start)
@@ -285,7 +291,7 @@ def fit(
     t0 = time.perf_counter()
     step = start
     try:
-        for end in chunk_ends(start, num_steps, log_every, checkpoint_every):
+        for end in chunk_ends(start, num_steps, log_every, checkpoint_every, eval_every):
             k = end - step
             lengths.add(k)
             chunk_start = time.perf_counter()
@@ -298,6 +304,9 @@ def fit(
             step = end
             record = {"step": step, **{k_: _scalar_or_list(v) for k_, v in summary["mean"].items()},
                       "steps_per_s": k / seconds}
+            if eval_fn is not None and (end == num_steps or (eval_every and end % eval_every == 0)):
+                record.update({f"eval/{n}": _scalar_or_list(v)
+                               for n, v in jax.device_get(eval_fn(_host_state(state, parallel))).items()})
             history.append(record)
             if metrics_log is not None and is_main:
                 metrics_log.write(record)

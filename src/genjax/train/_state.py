@@ -147,3 +147,20 @@ def set_hyperparams(state: TrainState, **values: Any) -> TrainState:
     for k, v in values.items():
         hyper[k] = jnp.asarray(v, dtype=jnp.asarray(hyper[k]).dtype)
     return state.replace(opt_state=opt_state._replace(hyperparams=hyper))
+
+
+def save_params(path, params: PyTree) -> None:
+    """Writes a parameter pytree as msgpack (flax.serialization; no pickle), atomically."""
+    from flax import serialization
+
+    from genjax.report import atomic_write_bytes
+
+    atomic_write_bytes(path, serialization.msgpack_serialize(jax.tree.map(np.asarray, jax.device_get(params))))
+
+
+def load_params(path) -> PyTree:
+    """Reads a parameter pytree written by `save_params` (nested dicts of numpy arrays)."""
+    from flax import serialization
+
+    with open(path, "rb") as f:
+        return serialization.msgpack_restore(f.read())

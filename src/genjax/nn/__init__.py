@@ -1,0 +1,6 @@
+"""Flax linen modules used by the experiments (parameters are plain pytrees)."""
+
+from genjax.nn._classifier import MnistClassifier, cross_entropy_loss
+from genjax.nn._conv import Conv, conv2d
+
+__all__ = ["Conv", "MnistClassifier", "conv2d", "cross_entropy_loss"]
