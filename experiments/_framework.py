@@ -48,7 +48,7 @@ class Context:
     workdir: Path
     quick: bool
     report: report_lib.Report
-    metrics: report_lib.MetricsLog
+    metrics: report_lib.MetricsLog | report_lib.NullSink
     is_main_process: bool = True
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # launcher options
 
@@ -306,8 +306,8 @@ def run_experiment(
         config=config,
         workdir=workdir,
         quick=quick,
-        report=report_lib.Report(experiment.title, workdir),
-        metrics=report_lib.MetricsLog(workdir / "metrics.jsonl"),
+        report=report_lib.Report(experiment.title, workdir, enabled=is_main),
+        metrics=report_lib.MetricsLog(workdir / "metrics.jsonl") if is_main else report_lib.NullSink(),
         is_main_process=is_main,
         extra=extra,
     )

@@ -33,6 +33,7 @@ class Config:
     warmup_steps: int = 100
     weight_decay: float = 1e-4
     dropout_rate: float = 0.3
+    augment_shift: int = 2  # random translations of up to this many pixels (0: none)
     features_dim: int = 128
     checkpoint_every: int = 500
     log_every: int = 100
@@ -54,8 +55,8 @@ def build(config: Config, num_classes: int):
 
     model = nn.MnistClassifier(num_classes=num_classes, features_dim=config.features_dim,
                                dropout_rate=config.dropout_rate)
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, min(config.warmup_steps, config.steps), max(config.steps, 1))
+    warmup = min(config.warmup_steps, config.steps // 2)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(config.steps, warmup + 1))
     tx = optax.adamw(schedule, weight_decay=config.weight_decay)
 
     def init(key, image_shape):
@@ -63,13 +64,28 @@ def build(config: Config, num_classes: int):
         return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1))
 
     def loss_fn(params, batch, key, state):
+        shift_key, dropout_key = jax.random.split(key)
         x = batch["image"].astype(jnp.float32) / 255.0  # [B, H, W, C]
-        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": key})  # [B, K]
+        if config.augment_shift:
+            x = random_shift(shift_key, x, config.augment_shift)
+        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_key})  # [B, K]
         loss = jnp.mean(nn.cross_entropy_loss(logits, batch["label"]))
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, ({"accuracy": accuracy}, {})
 
     return model, init, loss_fn
+
+
+def random_shift(key, x, max_shift: int):
+    """Translates each image of x [B, H, W, C] by up to `max_shift` pixels (zero fill)."""
+    import jax
+    import jax.numpy as jnp
+
+    b, h, w, c = x.shape
+    m = max_shift
+    padded = jnp.pad(x, ((0, 0), (m, m), (m, m), (0, 0)))
+    offsets = jax.random.randint(key, (b, 2), 0, 2 * m + 1)  # [B, 2]
+    return jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c)))(padded, offsets)
 
 
 def make_evaluator(model, images, labels, batch_size: int = 1000):

@@ -176,3 +176,26 @@ def test_quick_tour_writes_one_report_with_every_experiment(tmp_path):
     assert summary["test_accuracy"] >= 0.90
     tour = json.loads((tmp_path / "summary.json").read_text())
     assert [e["name"] for e in tour["experiments"]] == list(REGISTRY)
+
+
+def test_mnist_classifier_on_two_processes(tmp_path):
+    """`--distributed` on two local processes (CPU collectives): one run, written by process 0."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["mnist_classifier", "--quick", "--steps", "40", "--checkpoint-every", "20", "--log-every", "10",
+            "--eval-every", "40", "--data-source", "embedded", "--workdir", str(tmp_path),
+            "--distributed", "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2"]
+    procs = [subprocess.Popen([sys.executable, "-m", "experiments", *args, "--process-id", str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    summary = report.read_json(tmp_path / "summary.json")
+    assert summary["process_count"] == 2 and summary["device_count"] == 2 and summary["steps"] == 40
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [20, 40]
+    assert [r["step"] for r in report.read_jsonl(tmp_path / "metrics.jsonl")] == [10, 20, 30, 40]
+    assert "held-out accuracy" in outs[0][1] and "held-out accuracy" not in outs[1][1]  # only process 0 logs

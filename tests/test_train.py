@@ -220,6 +220,7 @@ def test_four_virtual_devices_equal_one_device_on_the_whole_batch(mode):
                        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert multi["devices"] == 4 and single["devices"] == 1
     assert_trees_close(multi["params"], single["params"], rtol=1e-5, atol=1e-6)
+    assert_trees_close(multi["ema"], single["ema"], rtol=1e-5, atol=1e-6)  # non-gradient state too
 
 
 def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):

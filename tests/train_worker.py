@@ -61,7 +61,7 @@ def make(noise: float, lr: float = 1e-2):
         h = jnp.tanh(x @ params["w1"] + params["b1"])
         pred = h @ params["w2"] + params["b2"]
         loss = jnp.mean((pred - batch["y"]) ** 2)
-        ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, state.extras["ema"], params)
+        ema = train.ema_update(state.extras["ema"], params, 0.9)
         return loss, ({"abs_err": jnp.mean(jnp.abs(pred - batch["y"]))}, {"ema": ema})
 
     return init, train.make_train_step(loss_fn)
@@ -111,6 +111,7 @@ def main() -> None:
         "step": int(result.state.step),
         "resumed_from": result.resumed_from,
         "params": params,
+        "ema": jax.tree.map(lambda x: np.asarray(x).tolist(), result.state.extras["ema"]),
         "loss": result.history[-1]["loss"] if result.history else None,
     }), flush=True)
     if args.mode == "dist":

@@ -36,6 +36,7 @@ __all__ = [
     "read_jsonl",
     "TensorBoardWriter",
     "MetricsSinks",
+    "NullSink",
     "crc32c",
 ]
 
@@ -187,7 +188,8 @@ class Report:
     """A report built once and rendered to Markdown (`report.md`) and to an HTML fragment.
 
     Figures are saved as PNG into `directory` when added, so a crash after a figure was added
-    still leaves the figure on disk.
+    still leaves the figure on disk. A report with `enabled=False` (on the processes other than
+    process 0 of a multi-host run) collects nothing and writes nothing.
 
     Example:
         report = Report("Information theory", directory=workdir)
@@ -196,9 +198,10 @@ class Report:
         report.save()  # writes workdir/report.md
     """
 
-    def __init__(self, title: str, directory: str | os.PathLike):
+    def __init__(self, title: str, directory: str | os.PathLike, enabled: bool = True):
         self.title = title
         self.directory = Path(directory)
+        self.enabled = enabled
         self.blocks: list[_Block] = []
 
     # building ------------------------------------------------------------------------------
@@ -227,6 +230,9 @@ class Report:
 
         import matplotlib.pyplot as plt
 
+        if not self.enabled:
+            plt.close(fig)
+            return self.directory / f"{name}.png"
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(fig)
@@ -285,6 +291,8 @@ class Report:
 
     def save(self) -> Path:
         """Writes `report.md` and `report.json` (the blocks, from which `load` rebuilds it)."""
+        if not self.enabled:
+            return self.directory / "report.md"
         blocks = [{"kind": b.kind, **b.payload} for b in self.blocks]
         write_json(self.directory / "report.json", {"title": self.title, "blocks": blocks})
         return atomic_write_text(self.directory / "report.md", self.to_markdown())
@@ -435,6 +443,19 @@ class TensorBoardWriter:
 
     def truncate_after(self, step: int) -> None:  # event files are append-only; see the class doc
         pass
+
+
+class NullSink:
+    """A metrics sink that drops everything (processes other than 0 in a multi-host run)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def read(self) -> list[dict[str, Any]]:
+        return []
 
 
 class MetricsSinks:

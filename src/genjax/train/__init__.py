@@ -28,6 +28,7 @@ from genjax.train._loop import (
 from genjax.train._state import (
     TrainState,
     as_typed_key,
+    ema_update,
     load_params,
     make_train_step,
     params_digest,
@@ -46,6 +47,7 @@ __all__ = [
     "chunk_ends",
     "compile_fused",
     "digest",
+    "ema_update",
     "fit",
     "fuse_steps",
     "init_replicas",

@@ -164,3 +164,11 @@ def load_params(path) -> PyTree:
 
     with open(path, "rb") as f:
         return serialization.msgpack_restore(f.read())
+
+
+def ema_update(average: PyTree, value: PyTree, decay: float | jax.Array) -> PyTree:
+    """Exponential moving average of a pytree: decay * average + (1 - decay) * value.
+
+    For EMA weights kept in `state.extras["ema_params"]`; returns the new average.
+    """
+    return jax.tree.map(lambda a, v: decay * a + (1.0 - decay) * v, average, value)

@@ -1,0 +1,307 @@
+"""The timing harness: one `Benchmark` in, one `Result` out.
+
+For each benchmark the harness
+
+1. builds its `Case` (inputs are created here, outside every timing);
+2. times the **first call** (tracing, lowering, XLA compilation and one execution), on a fresh
+   function object, so that nothing is cached yet;
+3. times **compilation** on its own: `jax.jit(wrapper).lower(*args).compile()` of a second fresh
+   wrapper (a new function object, so jit's caches do not hand back the first executable; traces
+   of jitted functions called inside may be cached by step 2), and reads XLA's cost analysis of
+   that executable (FLOPs, bytes accessed, transcendentals);
+4. runs `warmup` untimed repetitions, then `repeats` timed ones (at least `MIN_REPEATS`). A
+   repetition dispatches `calls_per_rep` calls back to back and waits once, with
+   `jax.block_until_ready`, for the last result (so a loop of K dispatched steps is timed as a
+   Python training loop runs it: asynchronously, with one sync at the end);
+5. reports seconds per call (median, min, max over the repetitions), calls/s, steps/s and
+   examples/s where the case says what a call is worth, FLOPs per call, achieved FLOP/s and the
+   fraction of the device's peak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+
+MIN_REPEATS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """What a benchmark's `setup` returns: the function to time, its inputs, and its work.
+
+    Attributes:
+        fn: the function; jitted by the harness (with `donate_argnums`) unless it already is
+            (has `.lower`, like the output of `jax.jit` or `genjax.train.compile_fused`).
+        args: positional arguments (device arrays or pytrees of them).
+        donate_argnums: arguments the function donates (must match `fn` if it is already jitted).
+        carry: `fn` returns `(new_first_argument, aux)`, and the new first argument replaces
+            `args[0]` in the next call: a train step that consumes (donates) its state.
+        calls_per_rep: calls per timed repetition, dispatched back to back and synchronised once
+            at the end; reported times are per call (repetition time / calls_per_rep).
+        examples_per_call: examples processed by one call (None: not meaningful).
+        steps_per_call: optimizer steps taken by one call (None: not a train step).
+        flops_per_call: an analytic FLOP count that replaces XLA's (None: use cost analysis).
+        loop_trip_count: XLA's cost analysis counts the body of a while loop once; a function
+            that is one `lax.scan` over K steps (almost all of its work in the body) sets K here
+            and the counted FLOPs, bytes and transcendentals are multiplied by it.
+    """
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    donate_argnums: tuple[int, ...] = ()
+    carry: bool = False
+    calls_per_rep: int = 1
+    examples_per_call: int | None = None
+    steps_per_call: int | None = None
+    flops_per_call: float | None = None
+    loop_trip_count: int = 1
+
+    def __post_init__(self):
+        if self.calls_per_rep < 1:
+            raise ValueError(f"calls_per_rep must be >= 1, got {self.calls_per_rep}")
+        if self.loop_trip_count < 1:
+            raise ValueError(f"loop_trip_count must be >= 1, got {self.loop_trip_count}")
+        if self.carry and not self.args:
+            raise ValueError("carry=True needs a first argument to carry")
+        if self.donate_argnums and not (self.carry and tuple(self.donate_argnums) == (0,)):
+            raise ValueError(
+                "only the carried first argument may be donated (donate_argnums=(0,), carry=True): "
+                f"a donated input cannot be passed again, got donate_argnums={self.donate_argnums}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """A named benchmark; `setup()` builds its `Case` only when the benchmark is selected."""
+
+    name: str
+    setup: Callable[[], Case]
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The measurements of one benchmark. Times are seconds per call; None: not meaningful."""
+
+    name: str
+    config: dict[str, Any]
+    median_s: float
+    min_s: float
+    max_s: float
+    compile_s: float  # jax.jit(f).lower(*args).compile()
+    first_call_s: float  # the first call: trace + lower + compile + one execution
+    repeats: int
+    warmup: int
+    calls_per_rep: int
+    times_s: list[float]  # every timed repetition, per call
+    calls_per_s: float
+    steps_per_s: float | None
+    examples_per_s: float | None
+    flops_per_call: float | None
+    flops_per_step: float | None
+    flops_per_s: float | None
+    peak_flops: float | None
+    peak_fraction: float | None  # flops_per_s / peak_flops
+    bytes_accessed_per_call: float | None
+    transcendentals_per_call: float | None
+    flops_source: str  # "xla_cost_analysis", "xla_cost_analysis x loop_trip_count", "analytic", "unavailable"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------- cost analysis
+
+
+def cost_analysis(compiled: Any) -> dict[str, float]:
+    """XLA's cost analysis of a compiled executable as one flat dict (empty if unavailable).
+
+    `Compiled.cost_analysis()` has returned a dict (current jax), a list with one dict per
+    program (older jax), or None (backends without an estimate), and may raise on some.
+    """
+    try:
+        raw = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - an estimate we cannot get is simply absent
+        return {}
+    if isinstance(raw, (list, tuple)):
+        raw = next((r for r in raw if isinstance(r, Mapping)), None)
+    if not isinstance(raw, Mapping):
+        return {}
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _nonnegative(cost: Mapping[str, float], key: str) -> float | None:
+    """cost[key] if present, finite and >= 0 (XLA reports -1 for unknown), else None."""
+    value = cost.get(key)
+    if value is None or not math.isfinite(value) or value < 0:
+        return None
+    return value
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def _jitted(fn: Callable[..., Any], donate_argnums: tuple[int, ...]) -> Callable[..., Any]:
+    return fn if hasattr(fn, "lower") else jax.jit(fn, donate_argnums=donate_argnums)
+
+
+def _call(runner: Callable[..., Any], args: tuple[Any, ...], carry: bool):
+    out = runner(*args)
+    if carry:
+        args = (out[0], *args[1:])
+    return out, args
+
+
+def run_benchmark(
+    benchmark: Benchmark,
+    *,
+    repeats: int = 7,
+    warmup: int = 1,
+    peak_flops: float | None = None,
+) -> Result:
+    """Measures one benchmark (see the module docstring for the protocol).
+
+    Args:
+        benchmark: the benchmark; its `setup` is called once here.
+        repeats: timed repetitions, at least `MIN_REPEATS`.
+        warmup: untimed repetitions after the first call, >= 0.
+        peak_flops: the device's peak FLOP/s for `peak_fraction` (None: unknown).
+
+    Returns:
+        The `Result`.
+    """
+    if repeats < MIN_REPEATS:
+        raise ValueError(f"repeats must be >= {MIN_REPEATS} (for a meaningful median), got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    case = benchmark.setup()
+    args = tuple(case.args)
+    jax.block_until_ready(args)
+
+    # 1. the first call, on a fresh function object: trace + lower + compile + run.
+    runner = _jitted(case.fn, case.donate_argnums)
+    start = time.perf_counter()
+    out, args = _call(runner, args, case.carry)
+    jax.block_until_ready(out)
+    first_call_s = time.perf_counter() - start
+
+    # 2. compilation alone, of another fresh function object (no executable cache hit).
+    fn = case.fn
+
+    def wrapper(*a):
+        return fn(*a)
+
+    start = time.perf_counter()
+    compiled = jax.jit(wrapper, donate_argnums=case.donate_argnums).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    cost = cost_analysis(compiled)
+    del compiled
+
+    # 3. warm-up and timed repetitions.
+    for _ in range(warmup):
+        for _ in range(case.calls_per_rep):
+            out, args = _call(runner, args, case.carry)
+        jax.block_until_ready(out)
+    times = []
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(case.calls_per_rep):
+                out, args = _call(runner, args, case.carry)
+            jax.block_until_ready(out)
+            times.append((time.perf_counter() - start) / case.calls_per_rep)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    del out, args
+
+    # 4. derived numbers.
+    median_s = statistics.median(times)
+    trips = case.loop_trip_count
+
+    def counted(key: str) -> float | None:
+        value = _nonnegative(cost, key)
+        return None if value is None else value * trips
+
+    if case.flops_per_call is not None:
+        flops, flops_source = float(case.flops_per_call), "analytic"
+    else:
+        flops = counted("flops")
+        if flops is None:
+            flops_source = "unavailable"
+        else:
+            flops_source = "xla_cost_analysis" + (f" x loop_trip_count={trips}" if trips > 1 else "")
+    flops_per_s = None if flops is None else flops / median_s
+    fraction = None if flops_per_s is None or not peak_flops else flops_per_s / peak_flops
+    steps = case.steps_per_call
+    return Result(
+        name=benchmark.name,
+        config=dict(benchmark.config),
+        median_s=median_s,
+        min_s=min(times),
+        max_s=max(times),
+        compile_s=compile_s,
+        first_call_s=first_call_s,
+        repeats=repeats,
+        warmup=warmup,
+        calls_per_rep=case.calls_per_rep,
+        times_s=times,
+        calls_per_s=1.0 / median_s,
+        steps_per_s=None if steps is None else steps / median_s,
+        examples_per_s=None if case.examples_per_call is None else case.examples_per_call / median_s,
+        flops_per_call=flops,
+        flops_per_step=None if flops is None or steps is None else flops / steps,
+        flops_per_s=flops_per_s,
+        peak_flops=peak_flops,
+        peak_fraction=fraction,
+        bytes_accessed_per_call=counted("bytes accessed"),
+        transcendentals_per_call=counted("transcendentals"),
+        flops_source=flops_source,
+    )
+
+
+# ---------------------------------------------------------------------------------- selection
+
+
+class SelectionError(ValueError):
+    """`--only` named something that matches no benchmark; the message lists the names."""
+
+
+def select(benchmarks: Sequence[Benchmark], only: str | Sequence[str] | None) -> list[Benchmark]:
+    """The benchmarks whose name contains any of the substrings in `only` (all if None/empty).
+
+    `only` is a comma-separated string or a sequence of substrings. Every substring must match at
+    least one name; otherwise `SelectionError` lists the available names.
+    """
+    if only is None:
+        return list(benchmarks)
+    tokens = only.split(",") if isinstance(only, str) else list(only)
+    tokens = [t.strip() for t in tokens if t.strip()]
+    if not tokens:
+        return list(benchmarks)
+    names = [b.name for b in benchmarks]
+    unknown = [t for t in tokens if not any(t in n for n in names)]
+    if unknown:
+        listing = "\n  ".join(names)
+        raise SelectionError(
+            f"--only {', '.join(map(repr, unknown))} matches no benchmark; available benchmarks "
+            f"(any substring of these names selects them):\n  {listing}"
+        )
+    return [b for b in benchmarks if any(t in b.name for t in tokens)]
