@@ -94,8 +94,9 @@ def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result])
     out = ["# genjax benchmarks", ""]
     out += [f"- {line}" for line in header_lines(meta, peak)]
     out += [
-        f"- times are seconds per call (median, min, max of {results[0].repeats if results else 0} "
-        "repetitions, each synchronised); FLOPs from XLA's cost analysis",
+        f"- times are milliseconds per call (median, min, max of {results[0].repeats if results else 0} "
+        "synchronised repetitions); compile and first call in seconds; FLOPs from XLA's cost "
+        "analysis; % peak = achieved FLOP/s / peak",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|",

@@ -22,7 +22,7 @@ import dataclasses
 import math
 from typing import Any
 
-from benchmarks._harness import Benchmark, Case
+from benchmarks._harness import MIN_REPEATS, Benchmark, Case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,10 @@ class Config:
     def __post_init__(self):
         if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be positive ints, got {self.batch_sizes}")
+        if self.repeats < MIN_REPEATS:
+            raise ValueError(f"repeats must be >= {MIN_REPEATS}, got {self.repeats}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         for name in ("event_size", "train_batch_size", "fused_steps", "peak_matmul_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -490,13 +490,26 @@ EXTREME_FNS = {
 }
 
 
+@pytest.fixture(scope="module")
+def extreme_results():
+    """{name: (values [4], grads [4, 4])} for every case at every extreme logit vector.
+
+    One compiled program for all cases (compiling them one by one costs more than the tests).
+    """
+
+    @jax.jit
+    @jax.vmap
+    def evaluate(logits):
+        return {name: jax.value_and_grad(fn)(logits) for name, fn in EXTREME_FNS.items()}
+
+    return evaluate(jnp.stack(EXTREME_LOGITS))
+
+
 @pytest.mark.parametrize("name", sorted(EXTREME_FNS))
-def test_extreme_logits_give_finite_values_and_gradients(name):
-    fn = jax.jit(jax.value_and_grad(EXTREME_FNS[name]))
-    for logits in EXTREME_LOGITS:
-        value, grad = fn(logits)
-        assert bool(jnp.isfinite(value)), (name, logits, value)
-        assert bool(jnp.all(jnp.isfinite(grad))), (name, logits, grad)
+def test_extreme_logits_give_finite_values_and_gradients(name, extreme_results):
+    values, grads = extreme_results[name]
+    assert bool(jnp.all(jnp.isfinite(values))), (name, values)
+    assert bool(jnp.all(jnp.isfinite(grads))), (name, grads)
 
 
 def test_kl_through_softmax_when_q_underflows_where_p_is_zero():
@@ -591,11 +604,18 @@ def test_float64_inputs_stay_float64():
 
 def test_strict_dtype_and_rank_promotion():
     # As in suites that turn on strict promotion (equinox): no implicit promotion inside.
-    # bfloat16 is where a stray float32 constant would promote.
+    # bfloat16 is where a stray float32 constant would promote. Promotion errors are raised while
+    # tracing, so eval_shape (trace only, no compilation) is enough, for values and gradients.
     with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
         for name, (fn, args) in DTYPE_CASES.items():
             args = [jnp.asarray(a, jnp.bfloat16) for a in args]
-            assert fn(*args).dtype == jnp.bfloat16, name
+            assert jax.eval_shape(fn, *args).dtype == jnp.bfloat16, name
+
+            def total(*a, fn=fn):
+                return jnp.sum(fn(*a).astype(jnp.float32))
+
+            grads = jax.eval_shape(jax.grad(total, argnums=tuple(range(len(args)))), *args)
+            assert all(g.dtype == jnp.bfloat16 for g in grads), name
         # Python-scalar and lower-rank parameters broadcast explicitly, not by promotion.
         q = jnp.asarray(_BQ, jnp.bfloat16)
         assert dv.bernoulli_kl(0.05, q).shape == q.shape

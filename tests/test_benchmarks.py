@@ -1,0 +1,175 @@
+"""The benchmark harness and its command line: schema and bookkeeping only, never speed."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import (
+    Benchmark,
+    Case,
+    Config,
+    SelectionError,
+    all_benchmarks,
+    cost_analysis,
+    device_peak,
+    published_peak,
+    run_benchmark,
+    select,
+)
+from benchmarks.__main__ import main
+from genjax import divergences
+
+RESULT_FIELDS = {
+    "name", "config", "median_s", "min_s", "max_s", "compile_s", "first_call_s", "repeats",
+    "times_s", "calls_per_s", "steps_per_s", "examples_per_s", "flops_per_call", "flops_per_s",
+    "peak_fraction", "flops_source",
+}
+
+
+def _matmul_benchmark(n: int = 64) -> Benchmark:
+    def setup() -> Case:
+        ka, kb = jax.random.split(jax.random.key(0))
+        a = jax.random.normal(ka, (n, n), jnp.float32)
+        b = jax.random.normal(kb, (n, n), jnp.float32)
+        return Case(fn=jnp.matmul, args=(a, b), examples_per_call=n)
+
+    return Benchmark("tiny/matmul", setup, config={"n": n})
+
+
+def test_tiny_matmul_result_has_the_json_schema():
+    peak = 1e10
+    result = run_benchmark(_matmul_benchmark(64), repeats=5, warmup=1, peak_flops=peak)
+    d = json.loads(json.dumps(result.as_dict()))  # JSON-serialisable as is
+    assert RESULT_FIELDS <= set(d)
+    assert d["name"] == "tiny/matmul" and d["config"] == {"n": 64}
+    assert len(d["times_s"]) == d["repeats"] == 5
+    assert 0 < d["min_s"] <= d["median_s"] <= d["max_s"]
+    assert d["compile_s"] > 0 and d["first_call_s"] > 0
+    # XLA counts a dense n x n @ n x n product as 2 n^3 FLOPs.
+    assert d["flops_per_call"] > 0
+    assert d["flops_per_call"] == pytest.approx(2 * 64**3, rel=0.05)
+    assert d["flops_source"] == "xla_cost_analysis"
+    assert d["flops_per_s"] == pytest.approx(d["flops_per_call"] / d["median_s"])
+    assert d["peak_fraction"] == pytest.approx(d["flops_per_s"] / peak)
+    assert d["calls_per_s"] == pytest.approx(1 / d["median_s"])
+    assert d["examples_per_s"] == pytest.approx(64 / d["median_s"])
+    assert d["steps_per_s"] is None and d["flops_per_step"] is None
+
+
+def test_carried_donated_scan_counts_steps_and_loop_flops():
+    """A fused 'train step': the carried state is donated; K scan steps per call."""
+    k, n = 4, 32
+
+    def setup() -> Case:
+        w = jnp.eye(n, dtype=jnp.float32)
+        xs = jnp.ones((k, n, n), jnp.float32)
+
+        def fused(state, batches):
+            state, _ = jax.lax.scan(lambda s, x: (jnp.tanh(s @ x), None), state, batches)
+            return state, jnp.sum(state)
+
+        return Case(fn=jax.jit(fused, donate_argnums=0), args=(w, xs), donate_argnums=(0,), carry=True,
+                    calls_per_rep=2, steps_per_call=k, examples_per_call=k * n, loop_trip_count=k)
+
+    d = run_benchmark(Benchmark("tiny/fused", setup), repeats=5, warmup=1).as_dict()
+    assert d["calls_per_rep"] == 2
+    assert d["steps_per_s"] == pytest.approx(k / d["median_s"])
+    assert d["flops_per_call"] >= k * 2 * n**3  # the body (one matmul) counted once per step
+    assert d["flops_per_step"] == pytest.approx(d["flops_per_call"] / k)
+    assert "loop_trip_count=4" in d["flops_source"]
+    assert d["peak_fraction"] is None  # no peak given
+
+
+def test_donating_an_argument_that_is_not_carried_is_rejected():
+    with pytest.raises(ValueError, match="donated"):
+        Case(fn=jnp.sin, args=(jnp.ones(3),), donate_argnums=(0,))
+
+
+def test_cost_analysis_accepts_every_shape_jax_has_returned():
+    class Fake:
+        def __init__(self, value):
+            self.value = value
+
+        def cost_analysis(self):
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    assert cost_analysis(Fake({"flops": 3.0, "bytes accessed": 8})) == {"flops": 3.0, "bytes accessed": 8.0}
+    assert cost_analysis(Fake([{"flops": 5.0}])) == {"flops": 5.0}
+    assert cost_analysis(Fake([])) == {}
+    assert cost_analysis(Fake(None)) == {}
+    assert cost_analysis(Fake(NotImplementedError("no estimate"))) == {}
+
+
+def test_cli_writes_json_and_markdown(tmp_path, capsys):
+    name = "divergences/gaussian_kl/forward/b64"
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    rc = main(["--quick", "--only", name, "--peak-matmul-size", "128",
+               "--json", str(out_json), "--markdown", str(out_md)])
+    assert rc == 0
+    doc = json.loads(out_json.read_text())
+    for key in ("device", "backend", "jax_version", "peak_flops", "peak", "config", "results"):
+        assert key in doc
+    assert doc["backend"] == jax.default_backend()
+    assert doc["jax_version"] == jax.__version__
+    assert doc["peak_flops"] > 0  # measured on CPU, published on GPU/TPU in the table
+    [result] = doc["results"]
+    assert RESULT_FIELDS <= set(result)
+    assert result["name"] == name
+    assert result["config"]["batch"] == 64
+    assert result["min_s"] <= result["median_s"] <= result["max_s"]
+    assert result["flops_per_call"] > 0
+    assert result["peak_fraction"] == pytest.approx(result["flops_per_s"] / doc["peak_flops"])
+    assert result["examples_per_s"] == pytest.approx(64 / result["median_s"])
+    markdown = out_md.read_text()
+    assert f"`{name}`" in markdown and "| benchmark |" in markdown
+    assert name in capsys.readouterr().out  # the stdout table
+
+
+def test_unknown_only_is_an_error_that_lists_the_names(capsys):
+    assert main(["--only", "no_such_benchmark"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_benchmark" in err
+    assert "train_step/mnist_classifier/fused" in err
+    with pytest.raises(SelectionError, match="divergences/entropy/forward/b64"):
+        select(all_benchmarks(Config()), "entropy,nope")
+
+
+def test_only_selects_by_comma_separated_substrings():
+    names = [b.name for b in select(all_benchmarks(Config()), "wasserstein_1d/grad, train_step")]
+    assert names == [
+        "divergences/wasserstein_1d/grad/b64",
+        "divergences/wasserstein_1d/grad/b1024",
+        "divergences/wasserstein_1d/grad/b8192",
+        "train_step/mnist_classifier/dispatch",
+        "train_step/mnist_classifier/fused",
+    ]
+
+
+def test_every_public_divergence_has_forward_and_grad_benchmarks():
+    names = {b.name for b in all_benchmarks(Config(batch_sizes=(8,)))}
+    for fn in divergences.__all__:
+        for mode in ("forward", "grad"):
+            assert f"divergences/{fn}/{mode}/b8" in names
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="repeats"):
+        Config(repeats=3)
+    assert main(["--repeats", "3", "--only", "entropy"]) == 2
+
+
+def test_published_peaks_by_device_kind():
+    assert published_peak("NVIDIA H100 80GB HBM3").flops_per_s == pytest.approx(989.5e12)
+    assert published_peak("NVIDIA H100 80GB HBM3").by_dtype["float32"] == pytest.approx(67e12)
+    assert published_peak("NVIDIA H200").flops_per_s == pytest.approx(989.5e12)
+    assert published_peak("NVIDIA A100-SXM4-40GB").flops_per_s == pytest.approx(312e12)
+    assert published_peak("TPU v4").flops_per_s == pytest.approx(275e12)
+    assert published_peak("TPU v5 lite").flops_per_s == pytest.approx(197e12)
+    assert published_peak("Some Future Accelerator") is None
+    assert device_peak(override=1e12).flops_per_s == 1e12
