@@ -78,6 +78,8 @@ def format_table(results: Sequence[Result]) -> str:
 def _peak_line(peak: Peak) -> str:
     if peak.flops_per_s is None:
         return f"peak: none ({peak.source})"
+    if peak.flops_per_s >= 1e12:
+        return f"peak: {peak.flops_per_s / 1e12:.4g} TFLOP/s ({peak.source})"
     return f"peak: {peak.flops_per_s / 1e9:.4g} GFLOP/s ({peak.source})"
 
 
@@ -96,7 +98,7 @@ def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result])
     out += [
         f"- times are milliseconds per call (median, min, max of {results[0].repeats if results else 0} "
         "synchronised repetitions); compile and first call in seconds; FLOPs from XLA's cost "
-        "analysis; % peak = achieved FLOP/s / peak",
+        "analysis of the HLO before optimisation; % peak = achieved FLOP/s / peak",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|",

@@ -24,7 +24,7 @@ from experiments._framework import Context, Experiment
 @dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
-    dataset: str = "mnist"
+    dataset: Literal["mnist", "fashion_mnist", "cifar10"] = "mnist"
     data_source: Literal["auto", "tfds", "embedded"] = "auto"
     data_dir: str | None = None
     steps: int = 3_000

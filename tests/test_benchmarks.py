@@ -52,7 +52,8 @@ def test_tiny_matmul_result_has_the_json_schema():
     # XLA counts a dense n x n @ n x n product as 2 n^3 FLOPs.
     assert d["flops_per_call"] > 0
     assert d["flops_per_call"] == pytest.approx(2 * 64**3, rel=0.05)
-    assert d["flops_source"] == "xla_cost_analysis"
+    assert d["flops_source"] == "hlo_cost_analysis"
+    assert d["flops_per_call_compiled"] == pytest.approx(2 * 64**3, rel=0.05)
     assert d["flops_per_s"] == pytest.approx(d["flops_per_call"] / d["median_s"])
     assert d["peak_fraction"] == pytest.approx(d["flops_per_s"] / peak)
     assert d["calls_per_s"] == pytest.approx(1 / d["median_s"])

@@ -50,6 +50,28 @@ def tree_to_state(tree: dict[str, Any], template: TrainState) -> TrainState:
     )
 
 
+class _OrphanedReadErrors(logging.Filter):
+    """Drops asyncio's "Future exception was never retrieved" records for reads of checkpoints
+    that `restore_latest` has already reported as corrupted: when one array of a damaged
+    checkpoint fails to load, Orbax abandons the other reads of the same checkpoint, whose
+    failures asyncio would otherwise print at exit, once per array."""
+
+    def __init__(self):
+        super().__init__()
+        self.directories: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Future exception was never retrieved"):
+            return True
+        text = str(record.exc_info[1]) if record.exc_info else str(getattr(record, "context", ""))
+        text += " " + str(record.args)
+        return not any(d in text for d in self.directories)
+
+
+_orphaned_read_errors = _OrphanedReadErrors()
+logging.getLogger("asyncio").addFilter(_orphaned_read_errors)
+
+
 class Checkpointer:
     """Saves and restores `TrainState`s under `directory/<step>/`.
 
@@ -123,6 +145,7 @@ class Checkpointer:
                        "falling back to the previous one")
                 log.warning(msg)
                 print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+                _orphaned_read_errors.directories.add(str(self.directory / str(step)))
         return None
 
     def wait(self) -> None:
