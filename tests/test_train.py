@@ -281,3 +281,25 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_digest(tmp_path):
     assert final["digest"] == reference["digest"]
     steps = [r["step"] for r in report.read_jsonl(workdir / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 600
+
+
+def test_parts_with_their_own_optimizers_update_independently():
+    """A GAN-style state: two parts, each with its own optimizer, stepped separately."""
+    params = {"generator": {"w": jnp.ones(3)}, "discriminator": {"w": jnp.ones(2)}}
+    state = train.TrainState.create(params=params, key=jax.random.key(0),
+                                    tx={"generator": optax.sgd(0.1), "discriminator": optax.adam(0.1)})
+    grads_d = {"w": jnp.array([1.0, -1.0])}
+    s1 = state.update_part("discriminator", grads_d)
+    assert int(s1.step) == 0
+    np.testing.assert_array_equal(s1.params["generator"]["w"], params["generator"]["w"])  # untouched
+    # Adam's first step moves each coordinate by lr * sign(g) (Kingma & Ba 2015, Algorithm 1).
+    np.testing.assert_allclose(s1.params["discriminator"]["w"], [0.9, 1.1], rtol=1e-5)
+    s2 = s1.update_part("generator", {"w": jnp.ones(3)}).next_step()
+    assert int(s2.step) == 1
+    np.testing.assert_allclose(s2.params["generator"]["w"], [0.9, 0.9, 0.9], rtol=1e-6)
+    with pytest.raises(KeyError, match="'critic' is not a part"):
+        state.update_part("critic", grads_d)
+    with pytest.raises(ValueError, match="params must be a dict with the parts"):
+        train.TrainState.create(params={"g": 1.0}, tx={"generator": optax.sgd(1.0)}, key=jax.random.key(0))
+    # jit-able and checkpointable like any state
+    jax.jit(lambda s: s.update_part("generator", {"w": jnp.ones(3)}).next_step())(state)

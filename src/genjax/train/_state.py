@@ -24,7 +24,7 @@ class TrainState(flax.struct.PyTreeNode):
     """Everything a run mutates, as one immutable pytree.
 
     Attributes:
-        step: int32 scalar, the number of optimizer steps taken.
+        step: int32 scalar, the number of training steps taken.
         params: the trainable parameters.
         opt_state: the optax state of `tx`.
         key: the run's base PRNG key (a typed key); step `s` draws from `fold_in(key, s)`, so the
@@ -32,6 +32,11 @@ class TrainState(flax.struct.PyTreeNode):
         extras: named non-gradient state, e.g. "ema_params", "codebook", "batch_stats",
             "historical_average"; a dict so that model families add their own slots.
         tx: the optax transformation (static: part of the tree structure, not of its leaves).
+            For models trained as several parts with their own optimizers and update schedules
+            (a GAN's generator and discriminator), `create` also takes a dict
+            `{part: transformation}` with `params` a dict of the same keys; it is stored as a
+            tuple of pairs (static fields must be hashable), `opt_state` is a dict per part, and
+            `update_part` steps one part.
     """
 
     step: jax.Array  # [] int32
@@ -39,25 +44,36 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: PyTree
     key: jax.Array  # [] typed PRNG key
     extras: dict[str, PyTree]
-    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation | tuple[tuple[str, optax.GradientTransformation], ...] = (
+        flax.struct.field(pytree_node=False))
 
     @classmethod
     def create(
         cls,
         *,
         params: PyTree,
-        tx: optax.GradientTransformation,
+        tx: optax.GradientTransformation | Mapping[str, optax.GradientTransformation],
         key: jax.Array,
         extras: Mapping[str, PyTree] | None = None,
     ) -> "TrainState":
-        if not isinstance(tx, optax.GradientTransformation):
-            raise TypeError(f"tx must be an optax.GradientTransformation, got {type(tx).__name__}")
-        key = as_typed_key(key, "key")
+        if isinstance(tx, Mapping):
+            for name, t in tx.items():
+                if not isinstance(t, optax.GradientTransformation):
+                    raise TypeError(f"tx[{name!r}] must be an optax.GradientTransformation, got {type(t).__name__}")
+            if not isinstance(params, Mapping) or set(params) != set(tx):
+                got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
+                raise ValueError(f"with a tx per part, params must be a dict with the parts {sorted(tx)}; got {got}")
+            opt_state = {name: t.init(params[name]) for name, t in tx.items()}
+            tx = tuple(sorted(tx.items()))
+        elif isinstance(tx, optax.GradientTransformation):
+            opt_state = tx.init(params)
+        else:
+            raise TypeError(f"tx must be an optax.GradientTransformation (or a dict of them), got {type(tx).__name__}")
         return cls(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            opt_state=tx.init(params),
-            key=key,
+            opt_state=opt_state,
+            key=as_typed_key(key, "key"),
             extras=dict(extras or {}),
             tx=tx,
         )
@@ -66,21 +82,50 @@ class TrainState(flax.struct.PyTreeNode):
         """This step's key: `fold_in(base_key, step)`."""
         return jax.random.fold_in(self.key, self.step)
 
-    def apply_gradients(self, grads: PyTree, extras: Mapping[str, PyTree] | None = None) -> "TrainState":
-        """One optimizer step; `extras` replaces the named non-gradient slots it mentions."""
-        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    @property
+    def parts(self) -> dict[str, optax.GradientTransformation]:
+        """The per-part transformations (empty for a single `tx`)."""
+        # (a GradientTransformation is a NamedTuple itself, so test for it first)
+        return {} if isinstance(self.tx, optax.GradientTransformation) else dict(self.tx)
+
+    def _with_extras(self, extras: Mapping[str, PyTree] | None) -> dict[str, PyTree]:
         new_extras = dict(self.extras)
         if extras:
             unknown = set(extras) - set(self.extras)
             if unknown:
                 raise KeyError(f"extras {sorted(unknown)} are not slots of this state; slots: {sorted(self.extras)}")
             new_extras.update(extras)
+        return new_extras
+
+    def apply_gradients(self, grads: PyTree, extras: Mapping[str, PyTree] | None = None) -> "TrainState":
+        """One optimizer step of all parameters, step + 1; `extras` replaces the slots it names."""
+        if self.parts:
+            state = self
+            for name in self.parts:
+                state = state.update_part(name, grads[name])
+            return state.next_step(extras)
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         return self.replace(
             step=self.step + 1,
             params=optax.apply_updates(self.params, updates),
             opt_state=opt_state,
-            extras=new_extras,
+            extras=self._with_extras(extras),
         )
+
+    def update_part(self, name: str, grads: PyTree) -> "TrainState":
+        """One optimizer step of the part `name` only (the step counter does not move)."""
+        parts = self.parts
+        if name not in parts:
+            raise KeyError(f"{name!r} is not a part of this state; parts: {sorted(parts) or 'none (single tx)'}")
+        updates, part_state = parts[name].update(grads, self.opt_state[name], self.params[name])
+        return self.replace(
+            params={**self.params, name: optax.apply_updates(self.params[name], updates)},
+            opt_state={**self.opt_state, name: part_state},
+        )
+
+    def next_step(self, extras: Mapping[str, PyTree] | None = None) -> "TrainState":
+        """Ends a training step made of `update_part` calls: step + 1, and new extras."""
+        return self.replace(step=self.step + 1, extras=self._with_extras(extras))
 
 
 def as_typed_key(key: Any, name: str) -> jax.Array:
@@ -131,13 +176,14 @@ def params_digest(params: PyTree) -> str:
     return h.hexdigest()
 
 
-def set_hyperparams(state: TrainState, **values: Any) -> TrainState:
+def set_hyperparams(state: TrainState, part: str | None = None, **values: Any) -> TrainState:
     """Sets hyper-parameters of an `optax.inject_hyperparams` optimizer inside the state.
 
     With a vector of values and a vmapped state this trains one replica per value, e.g.
     `jax.vmap(lambda s, lr: set_hyperparams(s, learning_rate=lr))(states, jnp.array([1e-3, 3e-4]))`.
+    For a state with a tx per part, `part` names the part whose optimizer is changed.
     """
-    opt_state = state.opt_state
+    opt_state = state.opt_state if part is None else state.opt_state[part]
     if not hasattr(opt_state, "hyperparams"):
         raise TypeError("set_hyperparams needs tx built with optax.inject_hyperparams(...)")
     unknown = set(values) - set(opt_state.hyperparams)
@@ -146,7 +192,8 @@ def set_hyperparams(state: TrainState, **values: Any) -> TrainState:
     hyper = dict(opt_state.hyperparams)
     for k, v in values.items():
         hyper[k] = jnp.asarray(v, dtype=jnp.asarray(hyper[k]).dtype)
-    return state.replace(opt_state=opt_state._replace(hyperparams=hyper))
+    new = opt_state._replace(hyperparams=hyper)
+    return state.replace(opt_state=new if part is None else {**state.opt_state, part: new})
 
 
 def save_params(path, params: PyTree) -> None:
