@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 
 from benchmarks._harness import SelectionError, run_benchmark, select
@@ -86,10 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _log(header_lines(meta, peak)[1])
 
-    results = []
+    results, failures = [], []
     for i, bench in enumerate(benchmarks, 1):
-        result = run_benchmark(bench, repeats=config.repeats, warmup=config.warmup,
-                               peak_flops=peak.flops_per_s)
+        try:
+            result = run_benchmark(bench, repeats=config.repeats, warmup=config.warmup,
+                                   peak_flops=peak.flops_per_s)
+        except Exception as e:  # noqa: BLE001 - report it, run the rest, exit non-zero
+            failures.append({"name": bench.name, "error": f"{type(e).__name__}: {e}"})
+            _log(f"{i}/{len(benchmarks)} {bench.name}: FAILED\n{traceback.format_exc()}")
+            continue
         results.append(result)
         _log(f"{i}/{len(benchmarks)} {bench.name}: median {result.median_s * 1e3:.4g} ms, "
              f"compile {result.compile_s:.3g} s")
@@ -101,13 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         from genjax.report import write_json
 
-        write_json(args.json, report_document(meta, peak, config_dict, results))
+        write_json(args.json, report_document(meta, peak, config_dict, results, failures))
         _log(f"wrote {args.json}")
     if args.markdown:
         from genjax.report import atomic_write_text
 
-        atomic_write_text(args.markdown, format_markdown(meta, peak, results))
+        atomic_write_text(args.markdown, format_markdown(meta, peak, results, failures))
         _log(f"wrote {args.markdown}")
+    if failures:
+        _log(f"{len(failures)} benchmark(s) failed: {', '.join(f['name'] for f in failures)}")
+        return 1
     _log(f"done in {meta['total_s']:.1f} s")
     return 0
 

@@ -91,7 +91,8 @@ def header_lines(meta: dict[str, Any], peak: Peak) -> list[str]:
     ]
 
 
-def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result]) -> str:
+def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result],
+                    failures: Sequence[dict[str, str]] = ()) -> str:
     """The same table as Markdown, under a short header naming device, versions and peak."""
     out = ["# genjax benchmarks", ""]
     out += [f"- {line}" for line in header_lines(meta, peak)]
@@ -105,16 +106,19 @@ def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result])
     ]
     out += ["| " + " | ".join(f"`{row[0]}`" if i == 0 else c for i, c in enumerate(row)) + " |"
             for row in table_rows(results)]
+    if failures:
+        out += ["", "Failed:", ""] + [f"- `{f['name']}`: {f['error']}" for f in failures]
     return "\n".join(out) + "\n"
 
 
 def report_document(meta: dict[str, Any], peak: Peak, config: dict[str, Any],
-                    results: Sequence[Result]) -> dict[str, Any]:
-    """The `--json` document."""
+                    results: Sequence[Result], failures: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """The `--json` document; `failures` are `{"name", "error"}` of benchmarks that raised."""
     return {
         **meta,
         "peak_flops": peak.flops_per_s,
         "peak": peak.as_dict(),
         "config": config,
         "results": [r.as_dict() for r in results],
+        "failures": list(failures),
     }

@@ -123,6 +123,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     doc = json.loads(out_json.read_text())
     for key in ("device", "backend", "jax_version", "peak_flops", "peak", "config", "results"):
         assert key in doc
+    assert doc["failures"] == []
     assert doc["backend"] == jax.default_backend()
     assert doc["jax_version"] == jax.__version__
     assert doc["peak_flops"] > 0  # measured on CPU, published on GPU/TPU in the table

@@ -1,0 +1,67 @@
+"""MNIST-feature FID/KID for the generative experiments, from the runtime's trained classifier.
+
+`mnist_evaluator(ctx)` finds the classifier trained by `experiments/mnist_classifier.py` beside
+the experiment's own run directory (`<workdir>/../mnist_classifier/classifier.msgpack`: that is
+`runs/mnist_classifier` for a single run and `runs/tour/mnist_classifier` in the tour, which runs
+the classifier first). If it is not there it trains it there first (the quick config when the
+experiment runs with `--quick`), so an experiment never silently scores against another model.
+
+The scores are "MNIST-feature FID/KID": the Frechet distance and KID between classifier features
+of generated digits and of the 1,000 held-out real digits. They rank models evaluated with the
+same classifier; they are not comparable with Inception-feature FIDs from papers. As a floor,
+`real_fid` is the same distance between 1,000 training digits and the held-out digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from experiments._framework import Context
+
+
+@dataclasses.dataclass(frozen=True)
+class MnistEvaluator:
+    feature_fn: Callable[[Any], np.ndarray]
+    classifier_dir: Path
+    reference_features: np.ndarray  # held-out real digits [N, D]
+    real_fid: float  # FID(train digits, held-out digits): what a perfect model would get here
+
+    def fid(self, images: Any) -> float:
+        from genjax import metrics
+
+        return metrics.fid(self.feature_fn(images), self.reference_features)
+
+    def kid(self, images: Any, seed: int = 0) -> tuple[float, float]:
+        from genjax import metrics
+
+        return metrics.kid(self.feature_fn(images), self.reference_features, seed=seed,
+                           num_subsets=50, subset_size=min(1000, len(self.reference_features)))
+
+
+def classifier_dir(ctx: Context) -> Path:
+    return ctx.workdir.resolve().parent / "mnist_classifier"
+
+
+def mnist_evaluator(ctx: Context, data_source: str = "auto", data_dir: str | None = None) -> MnistEvaluator:
+    from experiments import mnist_classifier
+    from experiments._framework import run_experiment
+    from genjax import data, metrics, train
+
+    directory = classifier_dir(ctx)
+    path = directory / "classifier.msgpack"
+    if not path.exists():
+        ctx.log(f"no trained MNIST classifier in {directory}; training it there first "
+                f"({'quick' if ctx.quick else 'full'} config)")
+        exp = mnist_classifier.EXPERIMENT
+        config = exp.make_config(quick=ctx.quick, seed=0, data_source=data_source, data_dir=data_dir)
+        run_experiment(exp, config, directory, quick=ctx.quick)
+    feature_fn = metrics.classifier_feature_fn(train.load_params(path))
+    test = data.load_images("mnist", "test", source=data_source, data_dir=data_dir)
+    trn = data.load_images("mnist", "train", source=data_source, data_dir=data_dir)
+    reference = feature_fn(test.images)
+    real = metrics.fid(feature_fn(trn.images[: len(test.images)]), reference)
+    return MnistEvaluator(feature_fn, directory, reference, real)
