@@ -125,7 +125,6 @@ class Experiment:
         p = argparse.ArgumentParser(
             prog=f"python -m experiments.{self.name}",
             description=f"{self.title}. {self.description}",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         p.add_argument("--workdir", type=Path, default=None, help=f"run directory (default: runs/{self.name})")
         p.add_argument("--quick", action="store_true", help=f"the small config: {dict(self.quick)}")
@@ -135,7 +134,7 @@ class Experiment:
             flag = "--" + name.replace("_", "-")
             default = getattr(defaults, name)
             p.add_argument(flag, dest=name, default=None, metavar=type_name(tp),
-                           help=f"config field (default {default!r})")
+                           help=f"default {default!r}" + (f"; --quick: {self.quick[name]!r}" if name in self.quick else ""))
         return p
 
     def parse_args(self, argv: Sequence[str] | None) -> tuple[Any, Path, bool, dict[str, Any]]:
