@@ -1,0 +1,913 @@
+"""Denoising diffusion: variance schedules, the forward process, DDPM and DDIM sampling.
+
+A diffusion model adds Gaussian noise to data in `T` small steps,
+
+    q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I),
+    q(x_t | x_0)     = N(sqrt(abar_t) x_0, (1 - abar_t) I),    abar_t = prod_{s <= t} (1 - beta_s),
+
+and learns to undo them with a denoiser `eps_fn(x_t, t) -> eps_hat` trained to predict the noise
+(Ho et al. 2020). Sampling runs the learned reverse chain: ancestral DDPM sampling, or DDIM
+(Song et al. 2021), which reuses the same denoiser on any subsequence of the timesteps.
+
+Conventions shared by every function:
+
+- **Timesteps are 0-based**: `t` in `0 .. T-1`, where index `t` is step `t + 1` of the papers
+  (so `x_0` is the data and `q_sample(schedule, x0, t=0, noise)` is the first noisy state); this
+  is the indexing of diffusers' schedulers. `abar_t` is `schedule.alphas_cumprod[t]`, and "before
+  step 0" the cumulative product is 1. A timestep is a Python int, an int array of shape `[]`, or
+  an int array of shape `[B]` with one entry per example (the leading axis of `x`); anything
+  else raises `ValueError`. Out-of-range values cannot be checked under `jit`: they are clamped
+  by the gather, so keep `t` in range.
+- **A denoiser** is `eps_fn(x_t, t) -> predicted noise`, with `x_t` `[B, ...]`, `t` an int32
+  array `[B]`, and an output of `x_t`'s shape.
+- **Schedules** are computed on the host in float64 NumPy (`linear_beta_schedule`,
+  `cosine_beta_schedule`) and `make_schedule` stores every derived quantity as float32 JAX
+  arrays in a `Schedule` pytree, which functions take as an ordinary (traced) argument. The
+  schedules and the DDPM/DDIM steps follow diffusers' `DDPMScheduler` / `DDIMScheduler`
+  (`linear` and `squaredcos_cap_v2` betas, `add_noise`, `step`), which the tests check.
+- **Keys** are never defaulted where a function always samples (first argument). `ddim_step`
+  only needs one when `eta > 0`.
+- Pure functions of their arguments, safe under `jit`, `vmap` and `grad`. The samplers run the
+  whole chain as one `lax.scan` and are jitted with the denoiser as a static argument, so
+  calling them again with the same `eps_fn` object, schedule and shape does not recompile; to
+  sample with new parameters without recompiling, jit a function of the parameters that builds
+  `eps_fn` inside (see `sample`).
+
+References:
+    J. Ho, A. Jain, P. Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020
+    (arXiv:2006.11239): eqs. (2)-(4) forward process, (6)-(7) posterior, (11) and Algorithm 2
+    sampling, (14) the simple loss; the linear schedule 1e-4 .. 0.02 (section 4).
+    A. Nichol, P. Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML 2021
+    (arXiv:2102.09672), eq. (17): the cosine schedule with s = 0.008, betas clipped at 0.999.
+    J. Song, C. Meng, S. Ermon, "Denoising Diffusion Implicit Models", ICLR 2021
+    (arXiv:2010.02502), eqs. (12) and (16): the DDIM step and its sigma_t(eta).
+    T. Salimans, J. Ho, "Progressive Distillation for Fast Sampling of Diffusion Models", ICLR
+    2022 (arXiv:2202.00512), section 4: the v-parameterisation.
+    diffusers, `src/diffusers/schedulers/scheduling_ddpm.py` and `scheduling_ddim.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+import operator
+from typing import Any, Callable, Literal
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "Schedule",
+    "linear_beta_schedule",
+    "cosine_beta_schedule",
+    "make_schedule",
+    "q_step",
+    "q_sample",
+    "q_posterior",
+    "predict_x0",
+    "predict_eps",
+    "v_target",
+    "to_eps_fn",
+    "ddpm_loss",
+    "ddpm_step",
+    "sample",
+    "ddim_timesteps",
+    "ddim_step",
+    "ddim_sample",
+]
+
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+Variance = Literal["fixed_small", "fixed_large"]
+Prediction = Literal["epsilon", "x0", "v"]
+_VARIANCES = ("fixed_small", "fixed_large")
+_PREDICTIONS = ("epsilon", "x0", "v")
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------------------------
+
+
+def _num_timesteps(num_timesteps: Any, name: str = "num_timesteps") -> int:
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, numbers.Integral):
+        raise TypeError(f"`{name}` must be a Python int, got {num_timesteps!r}")
+    if num_timesteps < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {num_timesteps}")
+    return int(num_timesteps)
+
+
+def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02):
+    """The linear variance schedule of Ho et al. (2020): `T` betas evenly spaced in [start, end].
+
+        beta_t = beta_start + (beta_end - beta_start) t / (T - 1),   t = 0 .. T-1
+
+    The same betas as diffusers' `beta_schedule="linear"` (`torch.linspace(beta_start, beta_end,
+    T)`), here in float64.
+
+    Args:
+        num_timesteps: T >= 1 (Ho et al. use 1000; a single step gives `[beta_start]`).
+        beta_start: beta of the first step, in (0, 1).
+        beta_end: beta of the last step, in (0, 1).
+
+    Returns:
+        float64 NumPy array `[T]`; pass it to `make_schedule`.
+
+    Examples:
+        >>> betas = linear_beta_schedule(1000)
+        >>> float(betas[0]), float(betas[-1])
+        (0.0001, 0.02)
+
+    References:
+        Ho et al. 2020, section 4 (T = 1000, beta from 1e-4 to 0.02).
+    """
+    import numpy as np
+
+    T = _num_timesteps(num_timesteps)
+    for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        if not (isinstance(value, numbers.Real) and 0.0 < float(value) < 1.0):
+            raise ValueError(f"`{name}` must be a real number in (0, 1), got {value!r}")
+    return np.linspace(float(beta_start), float(beta_end), T, dtype=np.float64)
+
+
+def cosine_beta_schedule(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999):
+    """The cosine schedule of Nichol & Dhariwal (2021), eq. (17).
+
+        f(u) = cos^2(pi/2 (u + s) / (1 + s)),   abar(u) = f(u) / f(0),
+        beta_t = min(1 - abar((t + 1) / T) / abar(t / T), max_beta),   t = 0 .. T-1
+
+    so that, before clipping, `prod_{s <= t} (1 - beta_s) = f((t + 1) / T) / f(0)`. The last beta
+    is always clipped (f(1) = 0). The same betas as diffusers' `beta_schedule="squaredcos_cap_v2"`
+    (`betas_for_alpha_bar`), which uses s = 0.008 and max_beta = 0.999.
+
+    Args:
+        num_timesteps: T >= 1.
+        s: the small offset that keeps beta_0 from being vanishingly small; >= 0.
+        max_beta: upper clip for each beta, in (0, 1), "to prevent singularities near t = T".
+
+    Returns:
+        float64 NumPy array `[T]`; pass it to `make_schedule`.
+
+    Examples:
+        >>> betas = cosine_beta_schedule(1000)
+        >>> float(betas[-1])
+        0.999
+
+    References:
+        Nichol & Dhariwal 2021, section 3.2 and eq. (17).
+    """
+    import numpy as np
+
+    T = _num_timesteps(num_timesteps)
+    if not (isinstance(s, numbers.Real) and float(s) >= 0.0):
+        raise ValueError(f"`s` must be a real number >= 0, got {s!r}")
+    if not (isinstance(max_beta, numbers.Real) and 0.0 < float(max_beta) < 1.0):
+        raise ValueError(f"`max_beta` must be a real number in (0, 1), got {max_beta!r}")
+    u = np.arange(T + 1, dtype=np.float64) / T
+    f = np.cos((u + s) / (1.0 + s) * np.pi / 2.0) ** 2
+    return np.minimum(1.0 - f[1:] / f[:-1], float(max_beta))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A variance schedule with every quantity the forward and reverse processes need.
+
+    Every field is a float32 array `[T]` indexed by the 0-based timestep t (built by
+    `make_schedule` from float64 betas). With alpha_t = 1 - beta_t and
+    abar_t = prod_{s <= t} alpha_s:
+
+    Attributes:
+        betas: beta_t.
+        alphas: alpha_t = 1 - beta_t.
+        alphas_cumprod: abar_t.
+        alphas_cumprod_prev: abar_{t-1}, with abar_{-1} = 1.
+        sqrt_alphas_cumprod: sqrt(abar_t).
+        sqrt_one_minus_alphas_cumprod: sqrt(1 - abar_t).
+        sqrt_recip_alphas_cumprod: 1 / sqrt(abar_t).
+        sqrt_recipm1_alphas_cumprod: sqrt(1 / abar_t - 1).
+        posterior_variance: tilde-beta_t = beta_t (1 - abar_{t-1}) / (1 - abar_t)  (0 at t = 0).
+        posterior_log_variance_clipped: log tilde-beta_t, with the t = 0 entry (log 0) replaced by
+            log tilde-beta_1, as in Ho et al.'s code (`posterior_log_variance_clipped`).
+        posterior_mean_coef1: sqrt(abar_{t-1}) beta_t / (1 - abar_t), the weight of x_0.
+        posterior_mean_coef2: sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t), the weight of x_t.
+
+    It is a pytree (all fields are leaves), so it can be passed through `jit`, `vmap` or stored
+    in a training state. `num_timesteps` is static (the shape of the arrays).
+    """
+
+    betas: jax.Array  # [T]
+    alphas: jax.Array  # [T]
+    alphas_cumprod: jax.Array  # [T]
+    alphas_cumprod_prev: jax.Array  # [T]
+    sqrt_alphas_cumprod: jax.Array  # [T]
+    sqrt_one_minus_alphas_cumprod: jax.Array  # [T]
+    sqrt_recip_alphas_cumprod: jax.Array  # [T]
+    sqrt_recipm1_alphas_cumprod: jax.Array  # [T]
+    posterior_variance: jax.Array  # [T]
+    posterior_log_variance_clipped: jax.Array  # [T]
+    posterior_mean_coef1: jax.Array  # [T]
+    posterior_mean_coef2: jax.Array  # [T]
+
+    @property
+    def num_timesteps(self) -> int:
+        """T, the number of diffusion steps (static)."""
+        return int(self.betas.shape[0])
+
+
+def make_schedule(betas: Any) -> Schedule:
+    """Precomputes every quantity of the diffusion with variances `betas`, in float64.
+
+    See `Schedule` for the formulas. The computation runs on the host in float64 NumPy (the
+    cumulative product of 1000 factors loses about 4 digits in float32) and the results are
+    stored as float32 JAX arrays. Call it outside `jit` (the betas must be concrete).
+
+    Args:
+        betas: `[T]` real numbers in (0, 1): a NumPy/JAX array or a sequence.
+
+    Returns:
+        The `Schedule`.
+
+    Raises:
+        TypeError: `betas` is traced (inside `jit`) or not numeric.
+        ValueError: `betas` is not a non-empty 1-D array of numbers in (0, 1).
+
+    Examples:
+        >>> sched = make_schedule(linear_beta_schedule(1000))
+        >>> sched.num_timesteps, sched.alphas_cumprod.dtype
+        (1000, dtype('float32'))
+    """
+    import numpy as np
+
+    try:
+        b = np.asarray(betas, dtype=np.float64)
+    except jax.errors.TracerArrayConversionError:
+        raise TypeError("`betas` must be concrete (make_schedule runs on the host): call it outside jit") from None
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`betas` must be an array of real numbers, got {type(betas).__name__}: {err}") from err
+    if b.ndim != 1 or b.shape[0] < 1:
+        raise ValueError(f"`betas` must be a non-empty 1-D array [T], got shape {b.shape}")
+    if not np.all((b > 0.0) & (b < 1.0)):
+        bad = b[~((b > 0.0) & (b < 1.0))]
+        raise ValueError(f"every beta must lie in (0, 1); got {bad.size} outside, e.g. {bad[0]!r}")
+    alphas = 1.0 - b
+    abar = np.cumprod(alphas)
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    post_var = b * (1.0 - abar_prev) / (1.0 - abar)
+    # post_var[0] = 0 exactly (abar_prev = 1): clip the log as Ho et al. do.
+    log_floor = post_var[1] if b.shape[0] > 1 else b[0]
+    post_log_var = np.log(np.concatenate([[log_floor], post_var[1:]]))
+    arrays = dict(
+        betas=b,
+        alphas=alphas,
+        alphas_cumprod=abar,
+        alphas_cumprod_prev=abar_prev,
+        sqrt_alphas_cumprod=np.sqrt(abar),
+        sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
+        sqrt_recip_alphas_cumprod=np.sqrt(1.0 / abar),
+        sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1.0),
+        posterior_variance=post_var,
+        posterior_log_variance_clipped=post_log_var,
+        posterior_mean_coef1=np.sqrt(abar_prev) * b / (1.0 - abar),
+        posterior_mean_coef2=np.sqrt(alphas) * (1.0 - abar_prev) / (1.0 - abar),
+    )
+    return Schedule(**{k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers (static, at trace time)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_schedule(schedule: Any) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"`schedule` must be a genjax.diffusion.Schedule (from make_schedule), got {type(schedule).__name__}")
+    return schedule
+
+
+def _float_array(x: Any, name: str) -> jax.Array:
+    arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        raise TypeError(f"`{name}` must be a floating-point array, got dtype {arr.dtype}")
+    if arr.ndim < 1:
+        raise ValueError(f"`{name}` must be a batch [B, ...] with at least one axis, got a scalar")
+    return arr
+
+
+def _timestep(t: Any, x: jax.Array, name: str = "t") -> jax.Array:
+    """`t` as int32 of shape [] or [B] (B = x.shape[0]); ValueError/TypeError otherwise."""
+    if isinstance(t, bool):
+        raise TypeError(f"`{name}` must be an int or an int array, got {t!r}")
+    arr = t if isinstance(t, jax.Array) else jnp.asarray(t)
+    if not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(f"`{name}` must be an integer timestep (or an int array), got dtype {arr.dtype}")
+    if arr.ndim == 1 and arr.shape[0] == x.shape[0]:
+        return arr.astype(jnp.int32)
+    if arr.ndim == 0:
+        return arr.astype(jnp.int32)
+    raise ValueError(
+        f"`{name}` must be a scalar or have shape [B] = ({x.shape[0]},) (one timestep per example of "
+        f"the batch), got shape {arr.shape} for a batch of shape {x.shape}"
+    )
+
+
+def _same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape} "
+            "(nothing is broadcast implicitly)"
+        )
+
+
+def _coef(values: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+    """values[t] shaped to broadcast against x: [] or [B, 1, ..., 1]."""
+    c = values[t]
+    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim))
+
+
+def _finish(y: jax.Array, like: jax.Array) -> jax.Array:
+    return y.astype(like.dtype)
+
+
+def _clip(x0: jax.Array, clip_x0: tuple[float, float] | None) -> jax.Array:
+    if clip_x0 is None:
+        return x0
+    return jnp.clip(x0, clip_x0[0], clip_x0[1])
+
+
+def _check_clip(clip_x0: Any) -> tuple[float, float] | None:
+    if clip_x0 is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in clip_x0)
+    except (TypeError, ValueError):
+        raise ValueError(f"`clip_x0` must be None or a pair (low, high), got {clip_x0!r}") from None
+    if not lo < hi:
+        raise ValueError(f"`clip_x0` must satisfy low < high, got {clip_x0!r}")
+    return (lo, hi)
+
+
+# --------------------------------------------------------------------------------------------
+# The forward process
+# --------------------------------------------------------------------------------------------
+
+
+def q_step(schedule: Schedule, x_prev: Any, t: Any, noise: Any) -> jax.Array:
+    """One forward step: a sample of q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I).
+
+        x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) noise
+
+    With 0-based `t`, `x_prev` is the state before step t (the data for t = 0).
+
+    Args:
+        schedule: the `Schedule`.
+        x_prev: `[B, ...]`, float.
+        t: int, `[]` or `[B]`.
+        noise: standard normal noise of `x_prev`'s shape.
+
+    Returns:
+        x_t, `[B, ...]` in `x_prev`'s dtype.
+
+    Examples:
+        >>> sched = make_schedule(linear_beta_schedule(10))
+        >>> q_step(sched, jnp.ones((2, 3)), 0, jnp.zeros((2, 3))).shape
+        (2, 3)
+
+    References:
+        Ho et al. 2020, eq. (2).
+    """
+    schedule = _check_schedule(schedule)
+    x_prev = _float_array(x_prev, "x_prev")
+    noise = _float_array(noise, "noise")
+    _same_shape(x_prev, noise, "x_prev", "noise")
+    t = _timestep(t, x_prev)
+    y = jnp.sqrt(_coef(schedule.alphas, t, x_prev)) * x_prev + jnp.sqrt(_coef(schedule.betas, t, x_prev)) * noise
+    return _finish(y, x_prev)
+
+
+def q_sample(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
+    """A sample of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) in closed form.
+
+        x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise
+
+    This is diffusers' `add_noise(original_samples, noise, timesteps)`.
+
+    Args:
+        schedule: the `Schedule`.
+        x0: data `[B, ...]`, float.
+        t: int, `[]` or `[B]`.
+        noise: standard normal noise of `x0`'s shape.
+
+    Returns:
+        x_t, `[B, ...]` in `x0`'s dtype.
+
+    Examples:
+        >>> sched = make_schedule(linear_beta_schedule(1000))
+        >>> x = q_sample(sched, jnp.ones((2, 2)), jnp.array([0, 999]), jnp.zeros((2, 2)))
+        >>> [round(float(v), 4) for v in x[:, 0]]
+        [0.9999, 0.0064]
+
+    References:
+        Ho et al. 2020, eq. (4).
+    """
+    schedule = _check_schedule(schedule)
+    x0 = _float_array(x0, "x0")
+    noise = _float_array(noise, "noise")
+    _same_shape(x0, noise, "x0", "noise")
+    t = _timestep(t, x0)
+    y = _coef(schedule.sqrt_alphas_cumprod, t, x0) * x0 + _coef(schedule.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+    return _finish(y, x0)
+
+
+def q_posterior(schedule: Schedule, x0: Any, xt: Any, t: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The forward-process posterior q(x_{t-1} | x_t, x_0) = N(mean, variance I).
+
+        mean     = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t
+        variance = tilde-beta_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+
+    For t = 0 ("x_{-1}" is the data) the mean is x_0 and the variance 0; `log_variance` is then
+    clipped to log tilde-beta_1 (`Schedule.posterior_log_variance_clipped`).
+
+    Args:
+        schedule: the `Schedule`.
+        x0: `[B, ...]`.
+        xt: `[B, ...]`, the same shape.
+        t: int, `[]` or `[B]`.
+
+    Returns:
+        `(mean, variance, log_variance)`, each of `x0`'s shape and dtype.
+
+    References:
+        Ho et al. 2020, eqs. (6)-(7).
+    """
+    schedule = _check_schedule(schedule)
+    x0 = _float_array(x0, "x0")
+    xt = _float_array(xt, "xt")
+    _same_shape(x0, xt, "x0", "xt")
+    t = _timestep(t, x0)
+    mean = _coef(schedule.posterior_mean_coef1, t, x0) * x0 + _coef(schedule.posterior_mean_coef2, t, x0) * xt
+    var = jnp.broadcast_to(_coef(schedule.posterior_variance, t, x0), x0.shape)
+    log_var = jnp.broadcast_to(_coef(schedule.posterior_log_variance_clipped, t, x0), x0.shape)
+    return _finish(mean, x0), _finish(var, x0), _finish(log_var, x0)
+
+
+def predict_x0(schedule: Schedule, xt: Any, t: Any, eps: Any) -> jax.Array:
+    """The data that `xt` came from, given its noise: q_sample solved for x_0.
+
+        x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
+
+    Args:
+        schedule: the `Schedule`.
+        xt: `[B, ...]`.
+        t: int, `[]` or `[B]`.
+        eps: (predicted) noise of `xt`'s shape.
+
+    Returns:
+        x0_hat, `[B, ...]`.
+
+    References:
+        Ho et al. 2020, eq. (15).
+    """
+    schedule = _check_schedule(schedule)
+    xt = _float_array(xt, "xt")
+    eps = _float_array(eps, "eps")
+    _same_shape(xt, eps, "xt", "eps")
+    t = _timestep(t, xt)
+    y = _coef(schedule.sqrt_recip_alphas_cumprod, t, xt) * xt - _coef(schedule.sqrt_recipm1_alphas_cumprod, t, xt) * eps
+    return _finish(y, xt)
+
+
+def predict_eps(schedule: Schedule, xt: Any, t: Any, x0: Any) -> jax.Array:
+    """The noise that took `x0` to `xt`: q_sample solved for the noise.
+
+        eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)
+
+    Returns:
+        eps, `[B, ...]`.
+    """
+    schedule = _check_schedule(schedule)
+    xt = _float_array(xt, "xt")
+    x0 = _float_array(x0, "x0")
+    _same_shape(xt, x0, "xt", "x0")
+    t = _timestep(t, xt)
+    y = (xt - _coef(schedule.sqrt_alphas_cumprod, t, xt) * x0) / _coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt)
+    return _finish(y, xt)
+
+
+def v_target(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
+    """The velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022).
+
+    Returns:
+        v, `[B, ...]`.
+    """
+    schedule = _check_schedule(schedule)
+    x0 = _float_array(x0, "x0")
+    noise = _float_array(noise, "noise")
+    _same_shape(x0, noise, "x0", "noise")
+    t = _timestep(t, x0)
+    y = _coef(schedule.sqrt_alphas_cumprod, t, x0) * noise - _coef(schedule.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+    return _finish(y, x0)
+
+
+def to_eps_fn(model_fn: EpsFn, schedule: Schedule, prediction: Prediction = "epsilon") -> EpsFn:
+    """Wraps a network that predicts x_0 or v as a noise predictor, for the samplers.
+
+        x0:  eps = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)
+        v:   eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v_hat
+
+    Args:
+        model_fn: `(x_t, t) -> prediction`, with `t` an int array `[B]`.
+        schedule: the `Schedule`.
+        prediction: what `model_fn` predicts: "epsilon" (returned unchanged), "x0" or "v".
+
+    Returns:
+        `eps_fn(x_t, t) -> predicted noise`.
+    """
+    if prediction not in _PREDICTIONS:
+        raise ValueError(f"`prediction` must be one of {_PREDICTIONS}, got {prediction!r}")
+    if prediction == "epsilon":
+        return model_fn
+
+    def eps_fn(xt, t):
+        out = model_fn(xt, t)
+        if prediction == "x0":
+            return predict_eps(schedule, xt, t, out)
+        return _coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt) * xt + _coef(schedule.sqrt_alphas_cumprod, t, xt) * out
+
+    return eps_fn
+
+
+def ddpm_loss(
+    key: jax.Array, eps_fn: EpsFn, schedule: Schedule, x0: Any, prediction: Prediction = "epsilon"
+) -> jax.Array:
+    """The simple denoising loss of Ho et al. (2020), per example.
+
+        t ~ U{0, ..., T-1},  eps ~ N(0, I),  x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps
+        loss_i = mean over the data axes of (eps_fn(x_t, t) - eps)^2
+
+    `jnp.mean(ddpm_loss(...))` is L_simple (eq. 14; the mean over the data axes instead of the
+    sum only rescales it). With `prediction="x0"` or `"v"`, `eps_fn` is a network predicting x_0
+    or v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 and the target changes accordingly (sample
+    with `to_eps_fn(model_fn, schedule, prediction)`).
+
+    Args:
+        key: PRNG key; the timesteps and the noise are drawn from `jax.random.split(key)`.
+        eps_fn: the denoiser `(x_t [B, ...], t [B] int32) -> [B, ...]`.
+        schedule: the `Schedule`.
+        x0: a data batch `[B, ...]`, float.
+        prediction: "epsilon" (default), "x0" or "v".
+
+    Returns:
+        float `[B]`, the loss of each example (at its own random timestep).
+
+    Raises:
+        ValueError: the denoiser's output does not have the shape of `x0`.
+
+    Examples:
+        >>> sched = make_schedule(linear_beta_schedule(100))
+        >>> ddpm_loss(jax.random.key(0), lambda x, t: jnp.zeros_like(x), sched, jnp.ones((4, 2))).shape
+        (4,)
+
+    References:
+        Ho et al. 2020, Algorithm 1 and eq. (14); Salimans & Ho 2022 (v).
+    """
+    schedule = _check_schedule(schedule)
+    x0 = _float_array(x0, "x0")
+    if prediction not in _PREDICTIONS:
+        raise ValueError(f"`prediction` must be one of {_PREDICTIONS}, got {prediction!r}")
+    t_key, noise_key = jax.random.split(key)
+    b = x0.shape[0]
+    t = jax.random.randint(t_key, (b,), 0, schedule.num_timesteps, dtype=jnp.int32)  # [B]
+    noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+    xt = q_sample(schedule, x0, t, noise)
+    out = eps_fn(xt, t)
+    if jnp.shape(out) != x0.shape:
+        raise ValueError(f"the denoiser returned shape {jnp.shape(out)} for inputs of shape {x0.shape}; they must agree")
+    if prediction == "epsilon":
+        target = noise
+    elif prediction == "x0":
+        target = x0
+    else:
+        target = v_target(schedule, x0, t, noise)
+    sq = jnp.square(out.astype(jnp.float32) - target.astype(jnp.float32))
+    return jnp.mean(sq.reshape(b, math.prod(x0.shape[1:])), axis=1)  # [B]
+
+
+# --------------------------------------------------------------------------------------------
+# The reverse process: DDPM
+# --------------------------------------------------------------------------------------------
+
+
+def ddpm_step(
+    key: jax.Array,
+    schedule: Schedule,
+    eps: Any,
+    xt: Any,
+    t: Any,
+    variance: Variance = "fixed_small",
+    clip_x0: tuple[float, float] | None = None,
+) -> jax.Array:
+    """One ancestral step x_t -> x_{t-1} of the learned reverse process.
+
+        x0_hat  = predict_x0(x_t, t, eps)          (clipped to `clip_x0` if given)
+        mu      = posterior mean of q(x_{t-1} | x_t, x0_hat)
+        x_{t-1} = mu + sigma_t z,   z = jax.random.normal(key, x_t.shape, x_t.dtype),
+
+    with sigma_t^2 = tilde-beta_t ("fixed_small") or beta_t ("fixed_large"), and no noise at
+    t = 0 (the last step returns the mean). This is diffusers' `DDPMScheduler.step` for
+    `prediction_type="epsilon"` (`clip_sample=True` corresponds to `clip_x0=(-1, 1)`).
+
+    Args:
+        key: PRNG key for z.
+        schedule: the `Schedule`.
+        eps: the denoiser's output at (x_t, t), `[B, ...]`.
+        xt: `[B, ...]`.
+        t: int, `[]` or `[B]`.
+        variance: "fixed_small" (tilde-beta_t, the lower bound on the reverse variance) or
+            "fixed_large" (beta_t, the upper bound); Ho et al. found both give similar samples.
+        clip_x0: None, or a (low, high) range that x0_hat is clipped to (the data range).
+
+    Returns:
+        x_{t-1}, `[B, ...]`.
+
+    References:
+        Ho et al. 2020, eq. (11), Algorithm 2 and section 3.2.
+    """
+    schedule = _check_schedule(schedule)
+    if variance not in _VARIANCES:
+        raise ValueError(f"`variance` must be one of {_VARIANCES}, got {variance!r}")
+    clip_x0 = _check_clip(clip_x0)
+    xt = _float_array(xt, "xt")
+    eps = _float_array(eps, "eps")
+    _same_shape(xt, eps, "xt", "eps")
+    t = _timestep(t, xt)
+    x0 = _clip(predict_x0(schedule, xt, t, eps), clip_x0)
+    mean, _, _ = q_posterior(schedule, x0, xt, t)
+    var = schedule.posterior_variance if variance == "fixed_small" else schedule.betas
+    sigma = jnp.where(t > 0, jnp.sqrt(var[t]), 0.0)
+    sigma = sigma.reshape(sigma.shape + (1,) * (xt.ndim - sigma.ndim))
+    z = jax.random.normal(key, xt.shape, xt.dtype)
+    return _finish(mean + sigma * z, xt)
+
+
+def _check_sample_args(schedule, shape, name="shape") -> tuple[int, ...]:
+    _check_schedule(schedule)
+    try:
+        shape = tuple(_index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a tuple of ints [B, ...], got {shape!r}") from None
+    if len(shape) < 1 or any(s < 0 for s in shape):
+        raise ValueError(f"`{name}` must be a non-empty tuple of non-negative ints [B, ...], got {shape!r}")
+    return shape
+
+
+def _index(v: Any) -> int:
+    if isinstance(v, bool):
+        raise TypeError(f"expected an int, got {v!r}")
+    return operator.index(v)
+
+
+def sample(
+    key: jax.Array,
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    variance: Variance = "fixed_small",
+    *,
+    clip_x0: tuple[float, float] | None = None,
+    return_trajectory: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Ancestral sampling (DDPM): x_T ~ N(0, I), then `ddpm_step` for t = T-1, ..., 0.
+
+    The whole chain is one `lax.scan` over the T timesteps, inside a `jit` whose static
+    arguments are `eps_fn`, `shape`, `variance`, `clip_x0` and `return_trajectory`: calling again
+    with the same `eps_fn` object does not recompile. The starting noise comes from
+    `jax.random.split(key)[0]`, step t's noise from `fold_in(split(key)[1], t)`.
+
+    Args:
+        key: PRNG key.
+        eps_fn: the denoiser `(x_t [B, ...], t [B] int32) -> [B, ...]`.
+        schedule: the `Schedule`.
+        shape: the batch shape `(B, ...)` (static).
+        variance: "fixed_small" (tilde-beta_t) or "fixed_large" (beta_t).
+        clip_x0: None, or the data range (low, high) that each x0_hat is clipped to.
+        return_trajectory: also return every state of the chain.
+
+    Returns:
+        x_0 `[B, ...]`; with `return_trajectory`, `(x_0, trajectory)` where trajectory
+        `[T + 1, B, ...]` holds the start noise followed by the state after each step
+        (`trajectory[T - t]` is the state before step t is undone; `trajectory[T]` is x_0).
+
+    Examples:
+        To sample a Flax model for any parameters with a single compilation, jit a function of
+        the parameters that builds the denoiser inside::
+
+            @jax.jit
+            def generate(params, key):
+                return sample(key, lambda x, t: model.apply(params, x, t), schedule, (64, 28, 28, 1))
+
+        >>> sched = make_schedule(linear_beta_schedule(50))
+        >>> sample(jax.random.key(0), lambda x, t: jnp.zeros_like(x), sched, (3, 2)).shape
+        (3, 2)
+
+    References:
+        Ho et al. 2020, Algorithm 2.
+    """
+    shape = _check_sample_args(schedule, shape)
+    if variance not in _VARIANCES:
+        raise ValueError(f"`variance` must be one of {_VARIANCES}, got {variance!r}")
+    return _sample(key, schedule, eps_fn, shape, variance, _check_clip(clip_x0), bool(return_trajectory))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _sample(key, schedule, eps_fn, shape, variance, clip_x0, return_trajectory):
+    init_key, step_key = jax.random.split(key)
+    x = jax.random.normal(init_key, shape, jnp.float32)
+    b = shape[0]
+
+    def body(x, t):
+        eps = eps_fn(x, jnp.full((b,), t, jnp.int32))
+        x = ddpm_step(jax.random.fold_in(step_key, t), schedule, eps, x, t, variance, clip_x0)
+        return x, (x if return_trajectory else None)
+
+    ts = jnp.arange(schedule.num_timesteps - 1, -1, -1, dtype=jnp.int32)
+    x_final, xs = jax.lax.scan(body, x, ts)
+    if return_trajectory:
+        return x_final, jnp.concatenate([x[None], xs], axis=0)
+    return x_final
+
+
+# --------------------------------------------------------------------------------------------
+# The reverse process: DDIM
+# --------------------------------------------------------------------------------------------
+
+
+def ddim_timesteps(num_timesteps: int, num_steps: int):
+    """The DDIM timesteps with "leading" spacing, in sampling (descending) order.
+
+        ratio = T // num_steps,   timesteps = [(num_steps - 1) ratio, ..., 2 ratio, ratio, 0]
+
+    As diffusers' `DDIMScheduler.set_timesteps` (`timestep_spacing="leading"`, `steps_offset=0`).
+    Each step goes from `timesteps[i]` to `timesteps[i + 1]`, and the last from 0 to "-1", the
+    end of the chain, where the cumulative alpha is 1.
+
+    Args:
+        num_timesteps: T, the training schedule's length.
+        num_steps: the number of sampling steps, in 1 .. T.
+
+    Returns:
+        int32 NumPy array `[num_steps]`, descending.
+
+    Examples:
+        >>> ddim_timesteps(1000, 4).tolist()
+        [750, 500, 250, 0]
+
+    References:
+        Song et al. 2021, section 4.2 and appendix D.2 (a "linear" sub-sequence of the steps).
+    """
+    import numpy as np
+
+    T = _num_timesteps(num_timesteps)
+    n = _num_timesteps(num_steps, "num_steps")
+    if n > T:
+        raise ValueError(f"`num_steps` must be at most num_timesteps = {T}, got {n}")
+    ratio = T // n
+    return (np.arange(n, dtype=np.int32) * ratio)[::-1].copy()
+
+
+def ddim_step(
+    schedule: Schedule,
+    eps: Any,
+    xt: Any,
+    t: Any,
+    t_prev: Any,
+    eta: float | jax.Array = 0.0,
+    key: jax.Array | None = None,
+    *,
+    clip_x0: tuple[float, float] | None = None,
+) -> jax.Array:
+    """One DDIM step from timestep t to an earlier timestep t_prev (any t_prev < t).
+
+        x0_hat   = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)        (clipped to `clip_x0` if given)
+        sigma    = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
+        x_prev   = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma z
+
+    with abar_prev = abar_{t_prev}, or 1 for a negative `t_prev` (the end of the chain), and
+    z = jax.random.normal(key, x_t.shape, x_t.dtype). eta = 0 is the deterministic DDIM; eta = 1
+    with t_prev = t - 1 is the DDPM step with the "fixed_small" variance. This is diffusers'
+    `DDIMScheduler.step` (`set_alpha_to_one=True`, `use_clipped_model_output=False`).
+
+    Args:
+        schedule: the `Schedule`.
+        eps: the denoiser's output at (x_t, t), `[B, ...]`.
+        xt: `[B, ...]`.
+        t: int, `[]` or `[B]`.
+        t_prev: int, `[]` or `[B]`; negative for the last step.
+        eta: the noise scale, in [0, 1]; may be a traced array.
+        key: PRNG key for z; needed unless `eta` is the Python number 0.
+        clip_x0: None, or a (low, high) range that x0_hat is clipped to.
+
+    Returns:
+        x_{t_prev}, `[B, ...]`.
+
+    References:
+        Song et al. 2021, eqs. (12) and (16).
+    """
+    schedule = _check_schedule(schedule)
+    clip_x0 = _check_clip(clip_x0)
+    xt = _float_array(xt, "xt")
+    eps = _float_array(eps, "eps")
+    _same_shape(xt, eps, "xt", "eps")
+    t = _timestep(t, xt)
+    t_prev = _timestep(t_prev, xt, "t_prev")
+    deterministic = isinstance(eta, numbers.Real) and float(eta) == 0.0
+    if isinstance(eta, numbers.Real) and not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"`eta` must lie in [0, 1], got {eta!r}")
+    if not deterministic and key is None:
+        raise ValueError("ddim_step with eta > 0 (or a traced eta) needs a PRNG `key`")
+    abar_t = _coef(schedule.alphas_cumprod, t, xt)
+    abar_prev = jnp.where(t_prev >= 0, schedule.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
+    abar_prev = abar_prev.reshape(abar_prev.shape + (1,) * (xt.ndim - abar_prev.ndim))
+    x0 = _clip((xt - jnp.sqrt(1.0 - abar_t) * eps) / jnp.sqrt(abar_t), clip_x0)
+    out = jnp.sqrt(abar_prev) * x0
+    if deterministic:
+        out = out + jnp.sqrt(1.0 - abar_prev) * eps
+    else:
+        var = (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)
+        sigma = jnp.asarray(eta, jnp.float32) * jnp.sqrt(var)
+        direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps
+        out = out + direction + sigma * jax.random.normal(key, xt.shape, xt.dtype)
+    return _finish(out, xt)
+
+
+def ddim_sample(
+    key: jax.Array,
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    num_steps: int,
+    eta: float = 0.0,
+    *,
+    clip_x0: tuple[float, float] | None = None,
+    return_trajectory: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """DDIM sampling in `num_steps` steps: x_T ~ N(0, I), then `ddim_step` along
+    `ddim_timesteps(T, num_steps)`, the last step ending the chain (t_prev = -1).
+
+    One `lax.scan` inside a `jit` with static `eps_fn`, `shape`, `num_steps`, `clip_x0` and
+    `return_trajectory` (`eta` is traced: changing it does not recompile). The start noise comes
+    from `jax.random.split(key)[0]`; with eta > 0, step i's noise from `fold_in(split(key)[1], i)`.
+    With eta = 0 the map from the start noise to the sample is deterministic.
+
+    Args:
+        key: PRNG key.
+        eps_fn: the denoiser `(x_t [B, ...], t [B] int32) -> [B, ...]`.
+        schedule: the `Schedule`.
+        shape: the batch shape `(B, ...)` (static).
+        num_steps: sampling steps, 1 .. T (static).
+        eta: the noise scale in [0, 1] (0: deterministic DDIM; 1: DDPM-like).
+        clip_x0: None, or the data range (low, high) that each x0_hat is clipped to.
+        return_trajectory: also return every state of the chain.
+
+    Returns:
+        x_0 `[B, ...]`; with `return_trajectory`, `(x_0, trajectory)` with trajectory
+        `[num_steps + 1, B, ...]`: the start noise, then the state after each step.
+
+    Examples:
+        >>> sched = make_schedule(linear_beta_schedule(100))
+        >>> ddim_sample(jax.random.key(0), lambda x, t: jnp.zeros_like(x), sched, (3, 2), 10).shape
+        (3, 2)
+
+    References:
+        Song et al. 2021, eq. (12) and section 4.2.
+    """
+    shape = _check_sample_args(schedule, shape)
+    ts = ddim_timesteps(schedule.num_timesteps, num_steps)
+    if isinstance(eta, numbers.Real) and not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"`eta` must lie in [0, 1], got {eta!r}")
+    return _ddim_sample(key, schedule, jnp.asarray(eta, jnp.float32), eps_fn, shape, int(num_steps),
+                        _check_clip(clip_x0), bool(return_trajectory))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, return_trajectory):
+    import numpy as np
+
+    init_key, step_key = jax.random.split(key)
+    x = jax.random.normal(init_key, shape, jnp.float32)
+    b = shape[0]
+    ts = ddim_timesteps(schedule.num_timesteps, num_steps)
+    t_prevs = np.concatenate([ts[1:], np.array([-1], np.int32)])
+    steps = (jnp.asarray(ts), jnp.asarray(t_prevs), jnp.arange(num_steps, dtype=jnp.int32))
+
+    def body(x, step):
+        t, t_prev, i = step
+        eps = eps_fn(x, jnp.full((b,), t, jnp.int32))
+        x = ddim_step(schedule, eps, x, t, t_prev, eta, jax.random.fold_in(step_key, i), clip_x0=clip_x0)
+        return x, (x if return_trajectory else None)
+
+    x_final, xs = jax.lax.scan(body, x, steps)
+    if return_trajectory:
+        return x_final, jnp.concatenate([x[None], xs], axis=0)
+    return x_final
