@@ -87,7 +87,7 @@ class Config:
 QUICK = {
     "num_seeds": 2,
     "models": ("mlp50", "mlp2"),
-    "steps": 3_000,
+    "steps": 2_000,
     "batch_size": 100,
     "lr_schedule": "constant",
     "iwae_samples": 500,
@@ -201,8 +201,12 @@ def make_init(model, tx, image_shape, output_bias, seeds):
         params["dec_out"] = out
         return params
 
+    @jax.jit  # one compilation instead of one per eager initializer op
+    def init_all(keys):
+        return jax.vmap(init_params)(keys)  # leaves [R, ...]
+
     def init():
-        params = jax.vmap(init_params)(train.seed_keys(seeds))  # leaves [R, ...]
+        params = init_all(train.seed_keys(seeds))
         return train.TrainState.create(params=params, tx=tx, key=jax.random.key(seeds[0]))
 
     return init

@@ -181,7 +181,7 @@ def test_closed_form_elbo_is_log_px_minus_the_reverse_kl():
 
 
 def test_monte_carlo_elbo_is_below_log_px_and_iwae_rises_to_it():
-    n = 400  # independent replicates of each estimate, on the batch axis
+    n = 200  # independent replicates of each estimate, on the batch axis
     x = jnp.broadcast_to(_f32(_XLG), (n, 3))
     m = jnp.broadcast_to(_f32(_POST_MEAN), (n, 2))
     lv = jnp.broadcast_to(_f32(_MF_LOGVAR), (n, 2))
@@ -195,17 +195,18 @@ def test_monte_carlo_elbo_is_below_log_px_and_iwae_rises_to_it():
     def encode(x_):
         return m[: x_.shape[0]], lv[: x_.shape[0]]
 
-    bounds = {}
-    for k, chunk in ((1, 1), (10, 10), (100, 50), (5000, 500)):
-        est = vae.estimate_log_likelihood(jax.random.key(k), x, encode, _decode, k, chunk_size=chunk,
-                                          likelihood="gaussian", decoder_logvar=math.log(_S2))
+    bounds, spread = {}, {}
+    for k, chunk in ((1, 1), (10, 10), (100, 100), (5000, 1000)):
+        estimate = jax.jit(lambda key, k=k, chunk=chunk: vae.estimate_log_likelihood(
+            key, x, encode, _decode, k, chunk_size=chunk, likelihood="gaussian", decoder_logvar=math.log(_S2)))
+        est = estimate(jax.random.key(k))
         assert est.shape == (n,)
-        bounds[k] = float(jnp.mean(est))
+        bounds[k], spread[k] = float(jnp.mean(est)), float(jnp.std(est)) / math.sqrt(n)
     # L_1 is the ELBO (in expectation); L_k rises with k (Burda et al. 2016, Theorem 1) ...
-    assert bounds[1] == pytest.approx(exact_elbo, abs=0.05)
-    assert bounds[1] < bounds[10] < bounds[100] < bounds[5000] <= _LOG_PX + 1e-3
-    # ... and reaches log p(x): the remaining gap is below 1% of the ELBO's gap.
-    assert _LOG_PX - bounds[5000] < 0.01 * (_LOG_PX - exact_elbo) + 1e-3
+    assert bounds[1] == pytest.approx(exact_elbo, abs=5 * spread[1])
+    assert bounds[1] < bounds[10] < bounds[100] < bounds[5000]
+    # ... and reaches log p(x): within 1% of the ELBO's gap, up to Monte Carlo error.
+    assert abs(_LOG_PX - bounds[5000]) < 0.01 * (_LOG_PX - exact_elbo) + 5 * spread[5000]
 
 
 def test_both_gradient_estimators_agree_in_expectation():
@@ -428,28 +429,33 @@ def test_jit_vmap_and_no_retrace():
 def test_vae_mlp_defaults_are_pytorchs_example():
     from genjax.nn._vae import VaeMlp
 
+    # Shapes only (jax.eval_shape traces without compiling).
     model = VaeMlp()
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))["params"]
+    x, key = jax.ShapeDtypeStruct((3, 28, 28, 1), F32), jax.random.key(1)
+    params = jax.eval_shape(model.init, key, x, key)["params"]
     shapes = {k: v["kernel"].shape for k, v in params.items()}
     # pytorch/examples vae/main.py: fc1 784->400, fc21/fc22 400->20, fc3 20->400, fc4 400->784.
     assert shapes == {"enc_0": (784, 400), "enc_mean": (400, 20), "enc_logvar": (400, 20), "dec_0": (20, 400),
                       "dec_out": (400, 784)}
-    assert sum(x.size for x in jax.tree.leaves(params)) == 652_824
-    logits, mean, logvar = model.apply({"params": params}, jnp.zeros((3, 28, 28, 1)), jax.random.key(2))
+    assert sum(math.prod(v.shape) for v in jax.tree.leaves(params)) == 652_824
+    logits, mean, logvar = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, key), params, x)
     assert logits.shape == (3, 28, 28, 1) and mean.shape == logvar.shape == (3, 20)
     with pytest.raises(ValueError, match="x must be a batch of images"):
-        model.apply({"params": params}, jnp.zeros((3, 784)), jax.random.key(2))
+        jax.eval_shape(lambda p: model.apply({"params": p}, jnp.zeros((3, 784)), key), params)
 
 
 def test_vae_conv_shapes_and_parameter_names():
     from genjax.nn._vae import VaeConv
 
     model = VaeConv(channels=(4, 8), hidden_dim=16, latent_dim=3)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))["params"]
+    key = jax.random.key(0)
+    params = jax.eval_shape(model.init, key, jax.ShapeDtypeStruct((1, 28, 28, 1), F32), key)["params"]
     assert all(k.startswith(("enc_", "dec_")) for k in params)
-    mean, logvar = model.apply({"params": params}, jnp.zeros((2, 28, 28, 1)), method=model.encode)
+    mean, logvar = jax.eval_shape(lambda p: model.apply({"params": p}, jnp.zeros((2, 28, 28, 1)), method=model.encode),
+                                  params)
     assert mean.shape == logvar.shape == (2, 3)
-    assert model.apply({"params": params}, jnp.zeros((5, 3)), method=model.decode).shape == (5, 28, 28, 1)
+    out = jax.eval_shape(lambda p: model.apply({"params": p}, jnp.zeros((5, 3)), method=model.decode), params)
+    assert out.shape == (5, 28, 28, 1)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,616 @@
+"""VQ-VAE on MNIST: a 7x7 grid of discrete codes, the EMA codebook vs the codebook loss, a beta sweep.
+
+A convolutional VQ-VAE (van den Oord et al. 2017) maps a 28x28 digit to a 7x7 grid of
+D-dimensional latents (two stride-2 convolutions), snaps each to its nearest code among K
+(`genjax.vq.quantize`, straight-through gradient) and decodes the grid back (nearest-neighbour
+upsampling + convolutions). It is trained once per variant, all on the same batches from the same
+initial weights:
+
+- codebook learned by the loss: `recon + vq_loss(z, e, beta)` (eq. 3 of the paper), the codebook
+  a parameter;
+- EMA codebook: `recon + beta * commitment_loss(z, e)`, the codebook an `EmaCodebook` in
+  `TrainState.extras`, updated in the step by `genjax.vq.ema_update` (decay 0.99, dm-haiku's
+  zero-debiased, Laplace-smoothed update);
+- each of them for beta in (0.1, 0.25, 1, 2): the paper reports results robust in that range.
+
+The reconstruction loss is the mean squared error divided by the training data's variance (as in
+the Sonnet/dm-haiku VQ-VAE example). The report shows reconstructions, the codebook usage
+histogram, perplexity and reconstruction error over training, and a table of held-out
+reconstruction error, perplexity and codes used for every variant. Each variant trains in its own
+subdirectory (`<workdir>/<codebook>_beta<beta>/`, with checkpoints and exact resume).
+
+The trained autoencoder (the EMA variant at `main_beta`) is saved for the latent-diffusion
+experiment: `<workdir>/autoencoder.msgpack` (parameters `{"encoder", "decoder", "codebook"}`,
+flax msgpack, no pickle) and `<workdir>/autoencoder.json` (architecture and statistics). Load it
+with
+
+    from experiments.vqvae import load_autoencoder
+    encode, decode, info = load_autoencoder("runs/vqvae")
+    z, idx = encode(images)        # uint8 [B, 28, 28, 1] (0..255) or float in [0, 1]
+                                   # -> z: continuous pre-quantization latents [B, 7, 7, D] float32,
+                                   #    idx: their nearest codes [B, 7, 7] int32
+    x = decode(z)                  # [B, 7, 7, D] -> images [B, 28, 28, 1] float32 in [0, 1]; the
+                                   # latents are first snapped to the codebook (quantize=True,
+                                   # the default, as the decoder was trained); quantize=False
+                                   # decodes them as they are
+    info["codebook"]               # [K, D] float32 numpy array (x = decode(info["codebook"][idx]))
+    info["latent_shape"], info["latent_std"], info["num_codes"], ...   # see autoencoder.json
+
+`encode` and `decode` are jitted and take any batch size. For diffusion in latent space scale
+the latents by `1 / info["latent_std"]` (the std of the training set's latents, Rombach et al.
+2022, section 4.3.2 / appendix G).
+
+Offline, MNIST is the embedded MNIST test split (9,000 train / 1,000 held out; `genjax.data`).
+
+    python -m experiments.vqvae [--quick] [--steps N] [--betas 0.25,1] [--codebooks ema]
+        [--workdir DIR] [--seed N]
+
+References:
+    A. van den Oord, O. Vinyals, K. Kavukcuoglu, "Neural Discrete Representation Learning",
+    NeurIPS 2017 (arXiv:1711.00937).
+    R. Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from experiments._framework import ConfigError, Context, Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
+    data_source: Literal["auto", "tfds", "embedded"] = "auto"
+    data_dir: str | None = None
+    steps: int = 6_000  # per variant
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    num_codes: int = 128  # K
+    latent_dim: int = 16  # D
+    channels: tuple[int, ...] = (32, 64)  # encoder/decoder widths at 14x14 and 7x7
+    res_blocks: int = 1
+    res_hidden: int = 32
+    codebooks: tuple[str, ...] = ("ema", "loss")  # "ema": EMA updates; "loss": the codebook term
+    betas: tuple[float, ...] = (0.1, 0.25, 1.0, 2.0)  # commitment weights to sweep
+    main_beta: float = 0.25  # the paper's beta: the variant saved as the autoencoder
+    decay: float = 0.99  # EMA decay (paper, Appendix A.1)
+    epsilon: float = 1e-5  # Laplace smoothing of the EMA counts (dm-haiku/Sonnet)
+    restart_threshold: float = 0.0  # EMA codes used < this per batch are restarted (0: off)
+    checkpoint_every: int = 1_000
+    log_every: int = 100
+    eval_every: int = 1_000
+    keep_checkpoints: int = 2
+    parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
+
+
+QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16,
+         "checkpoint_every": 400, "eval_every": 400, "log_every": 100}
+
+CODEBOOKS = ("ema", "loss")
+CODEBOOK_LABELS = {"ema": "EMA codebook", "loss": "codebook loss"}
+
+
+def variant_name(codebook: str, beta: float) -> str:
+    return f"{codebook}_beta{beta:g}"
+
+
+def check_config(cfg: Config) -> None:
+    if not cfg.codebooks or set(cfg.codebooks) - set(CODEBOOKS):
+        raise ConfigError(f"--codebooks must be a non-empty subset of {list(CODEBOOKS)}, got {list(cfg.codebooks)}")
+    if not cfg.betas or any(b < 0 for b in cfg.betas) or len(set(cfg.betas)) != len(cfg.betas):
+        raise ConfigError(f"--betas must be distinct non-negative numbers, got {list(cfg.betas)}")
+    if cfg.main_beta not in cfg.betas:
+        raise ConfigError(f"--main-beta {cfg.main_beta} must be one of --betas {list(cfg.betas)}")
+    if len(cfg.channels) != 2:
+        raise ConfigError(f"--channels needs two widths (14x14 and 7x7 stages), got {list(cfg.channels)}")
+    if not 0.0 <= cfg.decay < 1.0:
+        raise ConfigError(f"--decay must be in [0, 1), got {cfg.decay}")
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+@dataclasses.dataclass(frozen=True)
+class Autoencoder:
+    """The encoder and decoder modules and the pure functions around them.
+
+    `encode(params, x)`: images in [0, 1] [B, H, W, C] -> latents [B, H/4, W/4, D];
+    `decode(params, z)`: latents -> images (unclipped; ~[0, 1]). The inputs are centred
+    (x - 0.5) before the encoder and the decoder's output is shifted back by 0.5.
+    """
+
+    latent_dim: int
+    channels: tuple[int, ...]
+    res_blocks: int
+    res_hidden: int
+    out_channels: int
+
+    @property
+    def encoder(self):
+        from genjax.nn._vqvae import VQVAEEncoder
+
+        return VQVAEEncoder(self.latent_dim, tuple(self.channels), self.res_blocks, self.res_hidden)
+
+    @property
+    def decoder(self):
+        from genjax.nn._vqvae import VQVAEDecoder
+
+        return VQVAEDecoder(self.out_channels, tuple(self.channels), self.res_blocks, self.res_hidden)
+
+    def init(self, key, image_shape) -> dict:
+        import jax
+        import jax.numpy as jnp
+
+        h, w, _ = image_shape
+        enc = self.encoder.init(jax.random.fold_in(key, 0), jnp.zeros((1, *image_shape)))["params"]
+        dec = self.decoder.init(jax.random.fold_in(key, 1), jnp.zeros((1, h // 4, w // 4, self.latent_dim)))["params"]
+        return {"encoder": enc, "decoder": dec}
+
+    def encode(self, params, x):
+        return self.encoder.apply({"params": params["encoder"]}, x - 0.5)
+
+    def decode(self, params, z):
+        return self.decoder.apply({"params": params["decoder"]}, z) + 0.5
+
+    def config(self) -> dict:
+        return {"latent_dim": self.latent_dim, "channels": list(self.channels), "res_blocks": self.res_blocks,
+                "res_hidden": self.res_hidden, "out_channels": self.out_channels}
+
+
+def init_codebook(key, num_codes: int, dim: int):
+    """dm-haiku's initializer for its VQ embeddings: uniform variance scaling, fan-in = D."""
+    import jax
+
+    limit = (3.0 / dim) ** 0.5
+    return jax.random.uniform(key, (num_codes, dim), minval=-limit, maxval=limit)
+
+
+def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: float):
+    """`init(key) -> TrainState` and the step `(state, batch, axis_name=None) -> (state, metrics)`.
+
+    "loss": params {"encoder", "decoder", "codebook"}, loss = recon + vq_loss(z, e, beta).
+    "ema": params {"encoder", "decoder"}, extras {"codebook": EmaCodebook}, loss = recon +
+    beta * commitment_loss(z, e); after the gradient step the codebook gets `vq.ema_update`
+    from this step's latents and assignments (summed over devices under pmap).
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from genjax import train, vq
+
+    model = Autoencoder(cfg.latent_dim, tuple(cfg.channels), cfg.res_blocks, cfg.res_hidden, image_shape[-1])
+    tx = optax.adam(cfg.learning_rate)
+    k = cfg.num_codes
+    ema = codebook == "ema"
+
+    def init(key):
+        params = model.init(key, image_shape)
+        initial_codebook = init_codebook(jax.random.fold_in(key, 2), k, cfg.latent_dim)
+        if ema:
+            extras = {"codebook": vq.ema_init(initial_codebook)}
+        else:
+            params["codebook"] = initial_codebook
+            extras = {}
+        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 3), extras=extras)
+
+    def step(state, batch, axis_name=None):
+        x = batch["image"].astype(jnp.float32) / 255.0  # [B, H, W, C]
+
+        def loss_fn(params):
+            book = state.extras["codebook"].codebook if ema else params["codebook"]  # [K, D]
+            z = model.encode(params, x)  # [B, h, w, D]
+            z_q, idx = vq.quantize(z, book)  # [B, h, w, D], [B, h, w]
+            mse = jnp.mean((model.decode(params, z_q) - x) ** 2)
+            e_k = vq.lookup(book, idx)
+            latent = beta * vq.commitment_loss(z, e_k) if ema else vq.vq_loss(z, e_k, beta)
+            return mse / data_variance + latent, (z, idx, mse)
+
+        (loss, (z, idx, mse)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads = train.pmean_if(grads, axis_name)
+        extras = {}
+        if ema:
+            book = vq.ema_update(state.extras["codebook"], z, idx, cfg.decay, cfg.epsilon, axis_name=axis_name)
+            if cfg.restart_threshold > 0:
+                book = vq.restart_dead_codes(state.step_key(), book, z, cfg.restart_threshold, axis_name=axis_name)
+            extras["codebook"] = book
+        usage = vq.codebook_usage(idx, k, axis_name=axis_name)
+        metrics = {
+            **train.pmean_if({"loss": loss, "recon_mse": mse}, axis_name),
+            "perplexity": vq.perplexity(idx, k, axis_name=axis_name),  # over the whole (global) batch
+            "codes_used": jnp.sum(usage > 0),
+        }
+        return state.apply_gradients(grads, extras=extras), metrics
+
+    return model, init, step
+
+
+def codebook_of(state, codebook: str):
+    return state.extras["codebook"].codebook if codebook == "ema" else state.params["codebook"]
+
+
+def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int = 500):
+    """`(params, codebook) -> dict` over a whole split: reconstruction MSE of the clipped
+    reconstructions, perplexity and number of codes used, code usage counts [K]."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from genjax import vq
+
+    @jax.jit
+    def run(params, codebook, x):
+        x = x.astype(jnp.float32) / 255.0
+        z = model.encode(params, x)
+        z_q, idx = vq.quantize(z, codebook)
+        x_hat = jnp.clip(model.decode(params, z_q), 0.0, 1.0)
+        return jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3)), idx  # [B], [B, h, w]
+
+    def evaluate(params, codebook):
+        errs, idxs = [], []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            pad = batch_size - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            e, idx = jax.device_get(run(params, codebook, chunk))
+            errs.append(e[: batch_size - pad])
+            idxs.append(idx[: batch_size - pad])
+        idx = np.concatenate(idxs)
+        counts = np.bincount(idx.reshape(-1), minlength=num_codes)
+        return {
+            "recon_mse": float(np.mean(np.concatenate(errs))),
+            "perplexity": float(vq.perplexity(jnp.asarray(idx), num_codes)),
+            "codes_used": int(np.sum(counts > 0)),
+            "usage": counts,
+        }
+
+    return evaluate
+
+
+# ------------------------------------------------------------------------------ saving, loading
+
+AUTOENCODER_PARAMS = "autoencoder.msgpack"
+AUTOENCODER_CONFIG = "autoencoder.json"
+
+
+def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: int = 500) -> dict:
+    """Mean and std over all entries of the training set's continuous and quantized latents."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from genjax import vq
+
+    @jax.jit
+    def moments(x):
+        z = model.encode(params, x.astype(jnp.float32) / 255.0)
+        z_q, _ = vq.quantize(z, codebook)
+        return jnp.stack([jnp.sum(z), jnp.sum(z**2), jnp.sum(z_q), jnp.sum(z_q**2)]), z.size
+
+    batch_size = min(batch_size, len(images))
+    total = np.zeros(4)
+    n = 0
+    for i in range(0, len(images) - len(images) % batch_size, batch_size):  # whole batches: one shape
+        m, size = moments(images[i : i + batch_size])
+        total += np.asarray(m, np.float64)
+        n += int(size)
+    mean, mean_q = total[0] / n, total[2] / n
+    return {
+        "latent_mean": float(mean),
+        "latent_std": float(np.sqrt(max(total[1] / n - mean**2, 0.0))),
+        "quantized_latent_mean": float(mean_q),
+        "quantized_latent_std": float(np.sqrt(max(total[3] / n - mean_q**2, 0.0))),
+    }
+
+
+def save_autoencoder(workdir, model: Autoencoder, params, codebook, info: dict) -> None:
+    """Writes `autoencoder.msgpack` ({"encoder", "decoder", "codebook"}) and `autoencoder.json`."""
+    from genjax import report, train
+
+    workdir = Path(workdir)
+    train.save_params(workdir / AUTOENCODER_PARAMS,
+                      {"encoder": params["encoder"], "decoder": params["decoder"], "codebook": codebook})
+    report.write_json(workdir / AUTOENCODER_CONFIG, {"architecture": model.config(), **info})
+
+
+def load_autoencoder(workdir):
+    """The trained VQ-VAE autoencoder of a run directory: `(encode, decode, info)`.
+
+    - `encode(images) -> (z, indices)`: images uint8 [B, H, W, C] (0..255) or floats in [0, 1]
+      -> continuous pre-quantization latents `z` [B, H/4, W/4, D] float32 and their nearest
+      codes `indices` [B, H/4, W/4] int32.
+    - `decode(z, quantize=True) -> images` [B, H, W, C] float32 in [0, 1]; with `quantize` the
+      latents are first snapped to their nearest codes (the decoder was trained on quantized
+      latents), otherwise decoded as given.
+    - `info`: the contents of `autoencoder.json` (architecture, `num_codes`, `image_shape`,
+      `latent_shape`, `latent_mean`/`latent_std` of the training latents, held-out metrics, ...)
+      plus `"codebook"`, the [K, D] float32 numpy array.
+
+    Raises:
+      FileNotFoundError: the run directory holds no saved autoencoder (run the experiment).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from genjax import report, train, vq
+
+    workdir = Path(workdir)
+    config_path, params_path = workdir / AUTOENCODER_CONFIG, workdir / AUTOENCODER_PARAMS
+    if not config_path.exists() or not params_path.exists():
+        raise FileNotFoundError(
+            f"no trained VQ-VAE autoencoder in {workdir} (expected {AUTOENCODER_PARAMS} and {AUTOENCODER_CONFIG}); "
+            f"run `python -m experiments.vqvae --workdir {workdir}` first"
+        )
+    info = report.read_json(config_path)
+    arch = info["architecture"]
+    model = Autoencoder(arch["latent_dim"], tuple(arch["channels"]), arch["res_blocks"], arch["res_hidden"],
+                        arch["out_channels"])
+    params = jax.tree.map(jnp.asarray, train.load_params(params_path))
+    codebook = params.pop("codebook")
+    image_shape = tuple(info["image_shape"])
+    latent_shape = tuple(info["latent_shape"])
+
+    @jax.jit
+    def _encode(x):
+        z = model.encode(params, x)
+        return z, vq.nearest_code(z, codebook)
+
+    @jax.jit
+    def _decode_quantized(z):
+        return jnp.clip(model.decode(params, vq.quantize(z, codebook)[0]), 0.0, 1.0)
+
+    @jax.jit
+    def _decode(z):
+        return jnp.clip(model.decode(params, z), 0.0, 1.0)
+
+    def encode(images):
+        x = jnp.asarray(images)
+        if x.ndim != 4 or x.shape[1:] != image_shape:
+            raise ValueError(f"encode expects images [B, {', '.join(map(str, image_shape))}], got shape {x.shape}")
+        x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+        return _encode(x)
+
+    def decode(z, quantize: bool = True):
+        z = jnp.asarray(z, jnp.float32)
+        if z.ndim != 4 or z.shape[1:] != latent_shape:
+            raise ValueError(f"decode expects latents [B, {', '.join(map(str, latent_shape))}], got shape {z.shape}")
+        return _decode_quantized(z) if quantize else _decode(z)
+
+    info["codebook"] = np.asarray(codebook, np.float32)
+    return encode, decode, info
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def run(ctx: Context) -> dict:
+    import jax
+    import numpy as np
+
+    from genjax import data, report, train
+
+    cfg: Config = ctx.config
+    check_config(cfg)
+    train_ds = data.load_images(cfg.dataset, "train", source=cfg.data_source, data_dir=cfg.data_dir)
+    test_ds = data.load_images(cfg.dataset, "test", source=cfg.data_source, data_dir=cfg.data_dir)
+    ctx.log(f"data: {train_ds.description} ({train_ds.num_examples} train / {test_ds.num_examples} test)")
+    image_shape = train_ds.image_shape
+    data_variance = float(np.var(train_ds.images.astype(np.float64) / 255.0))
+    loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed,
+                                           process_index=jax.process_index(), process_count=jax.process_count())
+    key = jax.random.key(cfg.seed)
+
+    variants = [(c, b) for c in cfg.codebooks for b in cfg.betas]
+    results: dict[str, dict[str, Any]] = {}
+    states: dict[str, Any] = {}
+    evaluate = None
+    for codebook, beta in variants:
+        name = variant_name(codebook, beta)
+        model, init, step = build(cfg, image_shape, codebook, beta, data_variance)
+        if evaluate is None:
+            evaluate = make_evaluator(model, test_ds.images, cfg.num_codes)
+
+        def eval_fn(s, codebook=codebook):
+            out = evaluate(s.params, codebook_of(s, codebook))
+            return {k: v for k, v in out.items() if k != "usage"}
+
+        ctx.log(f"training {name} ({CODEBOOK_LABELS[codebook]}, beta={beta:g})")
+        fit = ctx.fit(init(key), step, loader, subdir=name, eval_fn=eval_fn, eval_every=cfg.eval_every)
+        state = fit.state
+        ev = evaluate(state.params, codebook_of(state, codebook))
+        states[name] = state
+        results[name] = {
+            "codebook": codebook,
+            "beta": beta,
+            "recon_mse": ev["recon_mse"],
+            "perplexity": ev["perplexity"],
+            "codes_used": ev["codes_used"],
+            "usage": ev["usage"],
+            "steps": int(state.step),
+            "steps_per_s": train.steps_per_second(fit.history) if fit.history else float("nan"),
+            "resumed_from": fit.resumed_from,
+        }
+        if fit.history:  # trained in this call (a finished variant that is only re-evaluated logs nothing)
+            ctx.metrics.write({"variant": name, **{k: v for k, v in results[name].items() if k != "usage"}})
+        ctx.log(f"{name}: held-out recon MSE {ev['recon_mse']:.4f}, perplexity {ev['perplexity']:.1f}, "
+                f"codes used {ev['codes_used']}/{cfg.num_codes}")
+
+    # the autoencoder for latent diffusion ---------------------------------------------------
+    main = variant_name(cfg.codebooks[0], cfg.main_beta)
+    main_codebook = cfg.codebooks[0]
+    main_state = states[main]
+    main_book = codebook_of(main_state, main_codebook)
+    stats = latent_statistics(model, main_state.params, main_book, train_ds.images)
+    h, w, _ = image_shape
+    info = {
+        "variant": main,
+        "codebook_update": main_codebook,
+        "beta": cfg.main_beta,
+        "num_codes": cfg.num_codes,
+        "image_shape": list(image_shape),
+        "latent_shape": [h // 4, w // 4, cfg.latent_dim],
+        "input": "images in [0, 1], centred as x - 0.5 before the encoder; decoder output + 0.5",
+        "steps": int(main_state.step),
+        "dataset": train_ds.as_dict(),
+        "data_variance": data_variance,
+        **stats,
+        "held_out": {k: results[main][k] for k in ("recon_mse", "perplexity", "codes_used")},
+        "params_digest": train.params_digest({"params": main_state.params, "codebook": main_book}),
+    }
+    if ctx.is_main_process:
+        save_autoencoder(ctx.workdir, model, main_state.params, main_book, info)
+    digest = train.params_digest({n: {"params": s.params, "extras": s.extras} for n, s in states.items()})
+
+    write_report(ctx, cfg, model, states, results, main, train_ds, test_ds, data_variance)
+    return {
+        "recon_mse": results[main]["recon_mse"],
+        "perplexity": results[main]["perplexity"],
+        "codes_used": results[main]["codes_used"],
+        "num_codes": cfg.num_codes,
+        "main_variant": main,
+        "steps": results[main]["steps"],
+        "params_digest": digest,
+        "variants": {n: {k: v for k, v in r.items() if k != "usage"} for n, r in results.items()},
+        "autoencoder": {"params": AUTOENCODER_PARAMS, "config": AUTOENCODER_CONFIG, **stats},
+        "data_variance": data_variance,
+        "dataset": train_ds.as_dict(),
+        "test_dataset": test_ds.as_dict(),
+    }
+
+
+def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results, main, train_ds, test_ds,
+                 data_variance) -> None:
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from genjax import report, vq
+
+    rep = ctx.report
+    k = cfg.num_codes
+    rep.text(
+        f"Data: {train_ds.description}; evaluated on {test_ds.description}. Model: convolutional VQ-VAE, "
+        f"28x28 -> 7x7 x {cfg.latent_dim} latents, K = {k} codes, widths {tuple(cfg.channels)}, "
+        f"{cfg.res_blocks} residual block(s). Adam {cfg.learning_rate:g}, batch {cfg.batch_size}, "
+        f"{cfg.steps} steps per variant, all variants from the same initial weights on the same batches. "
+        f"Loss: MSE / data variance ({data_variance:.4f}) + latent loss. EMA: decay {cfg.decay:g}, "
+        f"epsilon {cfg.epsilon:g}" + (f", dead codes restarted below {cfg.restart_threshold:g} per batch"
+                                        if cfg.restart_threshold > 0 else ", no restarts") + "."
+    )
+
+    # table ---------------------------------------------------------------------------------
+    rows = [(CODEBOOK_LABELS[r["codebook"]], r["beta"], r["recon_mse"], r["perplexity"],
+             f"{r['codes_used']} / {k}", r["steps"], r["steps_per_s"]) for r in results.values()]
+    rep.table(["codebook", "beta", "held-out recon MSE", "perplexity", "codes used", "steps", "steps/s"], rows,
+              caption="held-out reconstruction error (per pixel, images in [0, 1]), perplexity of the code "
+                      "distribution and number of distinct codes used, per variant")
+
+    # reconstructions ------------------------------------------------------------------------
+    n = 12
+    x = test_ds.images[:n]
+    shown = [(r["codebook"], name) for name, r in results.items() if r["beta"] == cfg.main_beta]
+    fig, axes = plt.subplots(1 + 2 * len(shown), n, figsize=(n * 0.9, (1 + 2 * len(shown)) * 1.0))
+    axes = np.atleast_2d(axes)
+    for j in range(n):
+        axes[0, j].imshow(x[j, ..., 0], cmap="gray_r", vmin=0, vmax=255)
+    axes[0, 0].set_title("original", fontsize=8, loc="left")
+    for i, (codebook, name) in enumerate(shown):
+        state = states[name]
+        book = codebook_of(state, codebook)
+        z = model.encode(state.params, jnp.asarray(x, jnp.float32) / 255.0)
+        z_q, idx = vq.quantize(z, book)
+        x_hat = np.asarray(jnp.clip(model.decode(state.params, z_q), 0, 1))
+        idx = np.asarray(idx)
+        for j in range(n):
+            axes[1 + 2 * i, j].imshow(x_hat[j, ..., 0], cmap="gray_r", vmin=0, vmax=1)
+            axes[2 + 2 * i, j].imshow(idx[j], cmap="tab20", vmin=0, vmax=k - 1)
+        axes[1 + 2 * i, 0].set_title(f"{CODEBOOK_LABELS[codebook]} (beta {cfg.main_beta:g}): reconstruction",
+                                     fontsize=8, loc="left")
+        axes[2 + 2 * i, 0].set_title("its 7x7 code indices", fontsize=8, loc="left")
+    for ax in axes.ravel():
+        ax.axis("off")
+    rep.figure(fig, "reconstructions",
+               caption=f"held-out digits, their reconstructions from 49 discrete codes each (beta = {cfg.main_beta:g}), "
+                       "and the code index maps")
+
+    # codebook usage ---------------------------------------------------------------------------
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 3.2), squeeze=False)
+    for ax, (codebook, name) in zip(axes[0], shown):
+        r = results[name]
+        counts = np.sort(r["usage"])[::-1]
+        ax.bar(np.arange(k), counts / max(counts.sum(), 1), width=1.0)
+        ax.set_title(f"{CODEBOOK_LABELS[codebook]}, beta {r['beta']:g}: perplexity {r['perplexity']:.1f}, "
+                     f"{r['codes_used']}/{k} codes used", fontsize=9)
+        ax.set_xlabel("code (sorted by usage)")
+        ax.set_ylabel("fraction of held-out latents")
+    rep.figure(fig, "codebook_usage", caption="codebook usage histogram on the held-out digits")
+
+    # training curves --------------------------------------------------------------------------
+    colors = dict(zip(cfg.betas, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    styles = {"ema": "-", "loss": "--"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for name, r in results.items():
+        history = report.read_jsonl(ctx.workdir / name / "metrics.jsonl")
+        steps = [h["step"] for h in history]
+        label = f"{r['codebook']}, beta {r['beta']:g}"
+        kw = dict(color=colors[r["beta"]], linestyle=styles[r["codebook"]], label=label)
+        axes[0].plot(steps, [h["recon_mse"] for h in history], **kw)
+        axes[1].plot(steps, [h["perplexity"] for h in history], **kw)
+        ev = [(h["step"], h["eval/recon_mse"]) for h in history if "eval/recon_mse" in h]
+        if ev:
+            axes[2].plot(*zip(*ev), marker="o", **kw)
+    axes[0].set_title("reconstruction MSE (training batches)")
+    axes[0].set_yscale("log")
+    axes[1].set_title(f"perplexity of the batch's codes (K = {k})")
+    axes[2].set_title("held-out reconstruction MSE")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[1].legend(fontsize=7, ncol=2)
+    rep.figure(fig, "training_curves",
+               caption="reconstruction error and perplexity over training (solid: EMA codebook, dashed: codebook loss)")
+
+    # beta sweep -----------------------------------------------------------------------------
+    if len(cfg.betas) > 1:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
+        for codebook in cfg.codebooks:
+            rs = sorted((r for r in results.values() if r["codebook"] == codebook), key=lambda r: r["beta"])
+            betas = [r["beta"] for r in rs]
+            for ax, key in zip(axes, ("recon_mse", "perplexity", "codes_used")):
+                ax.plot(betas, [r[key] for r in rs], "o" + styles[codebook], label=CODEBOOK_LABELS[codebook])
+        for ax, title in zip(axes, ("held-out reconstruction MSE", "perplexity", f"codes used (of {k})")):
+            ax.set_xscale("log")
+            ax.set_xticks(cfg.betas)
+            ax.set_xticklabels([f"{b:g}" for b in cfg.betas])
+            ax.set_xlabel("beta (commitment weight)")
+            ax.set_title(title)
+        axes[0].set_ylim(0, None)
+        axes[0].legend()
+        rep.figure(fig, "beta_sweep", caption="the beta sweep: the paper reports results robust for beta in 0.1-2")
+        by_codebook = {c: [r["recon_mse"] for r in results.values() if r["codebook"] == c] for c in cfg.codebooks}
+        spread = ", ".join(f"{CODEBOOK_LABELS[c]}: {min(v):.4f}-{max(v):.4f} (max/min {max(v) / min(v):.2f})"
+                           for c, v in by_codebook.items())
+        rep.text(f"Held-out reconstruction MSE over the beta sweep: {spread}.")
+    rep.text(f"Saved autoencoder: `{AUTOENCODER_PARAMS}` + `{AUTOENCODER_CONFIG}` ({main}); load it with "
+             "`experiments.vqvae.load_autoencoder(workdir)`.")
+
+
+EXPERIMENT = Experiment(
+    name="vqvae",
+    title="VQ-VAE on MNIST: straight-through quantization, EMA codebook vs codebook loss, beta sweep",
+    description="A convolutional VQ-VAE with a 7x7 grid of discrete codes; its autoencoder serves latent diffusion.",
+    config=Config,
+    quick=QUICK,
+    run=run,
+    trains=True,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(EXPERIMENT.main())
