@@ -506,7 +506,7 @@ def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results,
     )
 
     # table ---------------------------------------------------------------------------------
-    rows = [(CODEBOOK_LABELS[r["codebook"]], r["beta"], r["recon_mse"], r["perplexity"],
+    rows = [(CODEBOOK_LABELS[r["codebook"]], f"{r['beta']:g}", r["recon_mse"], r["perplexity"],
              f"{r['codes_used']} / {k}", r["steps"], r["steps_per_s"]) for r in results.values()]
     rep.table(["codebook", "beta", "held-out recon MSE", "perplexity", "codes used", "steps", "steps/s"], rows,
               caption="held-out reconstruction error (per pixel, images in [0, 1]), perplexity of the code "
@@ -592,6 +592,8 @@ def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results,
             ax.set_xlabel("beta (commitment weight)")
             ax.set_title(title)
         axes[0].set_ylim(0, None)
+        axes[1].set_ylim(0, None)
+        axes[2].set_ylim(0, k)
         axes[0].legend()
         rep.figure(fig, "beta_sweep", caption="the beta sweep: the paper reports results robust for beta in 0.1-2")
         by_codebook = {c: [r["recon_mse"] for r in results.values() if r["codebook"] == c] for c in cfg.codebooks}

@@ -244,7 +244,12 @@ def corrupt(
 
     An "example" is one slice along the event ``axis`` (default ``-1``: pass ``axis=(1, 2, 3)``
     to corrupt whole images ``[B, H, W, C]``); the other axes are batch axes. The result depends
-    on ``(key, x)`` only; different examples get independent corruptions.
+    on ``(key, x, level)`` only; different examples get independent corruptions.
+
+    Cost: a concrete ``level`` (a Python number) fixes the count when tracing, and the entries
+    are chosen by one ``lax.top_k`` of uniform scores per example (a new level compiles a new
+    program); a traced ``level`` draws a random permutation of each example instead, a slower
+    sort on CPU. The two are different draws from the same distribution.
 
     Args:
       key: a PRNG key (``jax.random.key(seed)``), required.
@@ -440,16 +445,16 @@ def sparsity_penalty_from_logits(logits: ArrayLike | Sequence[ArrayLike], rho: f
       Ng, "Sparse autoencoder", CS294A notes (2011), section 3.
     """
     total = None
-    for l in _layers(logits, "logits"):
+    for layer in _layers(logits, "logits"):
         rho_arr = jnp.asarray(rho) if isinstance(rho, numbers.Real) else _float_array(rho, "rho")
         try:
-            units = jnp.broadcast_shapes(rho_arr.shape, l.shape[1:])
+            units = jnp.broadcast_shapes(rho_arr.shape, layer.shape[1:])
         except ValueError:
             units = None
-        if units != l.shape[1:]:
+        if units != layer.shape[1:]:
             raise ValueError(f"`rho` with shape {rho_arr.shape} must be a scalar or broadcastable to the "
-                             f"units {l.shape[1:]} of `logits` without changing them")
-        kl = _sparsity_from_logits_kernel(l, rho_arr)
+                             f"units {layer.shape[1:]} of `logits` without changing them")
+        kl = _sparsity_from_logits_kernel(layer, rho_arr)
         total = kl if total is None else total + kl
     return total
 

@@ -696,8 +696,9 @@ def sample(
 
     Returns:
         x_0 `[B, ...]`; with `return_trajectory`, `(x_0, trajectory)` where trajectory
-        `[T + 1, B, ...]` holds the start noise followed by the state after each step
-        (`trajectory[T - t]` is the state before step t is undone; `trajectory[T]` is x_0).
+        `[T + 1, B, ...]` holds the start noise followed by the state after each step:
+        `trajectory[T - 1 - t]` is the state at noise level t (before step t is undone, the
+        reverse counterpart of `q_sample(schedule, x0, t, noise)`), and `trajectory[T]` is x_0.
 
     Examples:
         To sample a Flax model for any parameters with a single compilation, jit a function of

@@ -186,7 +186,7 @@ def _decoder_logvar(decoder_logvar: Any, decoder_out: jax.Array) -> jax.Array:
     return lv
 
 
-def _static_float(value: Any, name: str) -> Any:
+def _scalar(value: Any, name: str) -> Any:
     """A Python number, or a traced/array scalar (e.g. an annealed beta)."""
     if isinstance(value, bool):
         raise TypeError(f"`{name}` must be a real number, got {value!r}")
@@ -459,7 +459,7 @@ def elbo(
     mean, logvar = _posterior(mean, logvar)
     x, decoder_out = _data(x, decoder_out, mean.shape[:-1])
     lv = _decoder_logvar(decoder_logvar, decoder_out)
-    beta = _static_float(beta, "beta")
+    beta = _scalar(beta, "beta")
     dtype = _compute_dtype(x, decoder_out, mean, logvar, lv)
     event_ndim = x.ndim - (mean.ndim - 1)
     return _elbo_kernel(x, decoder_out, mean, logvar, lv, beta, likelihood=likelihood,
@@ -542,7 +542,7 @@ def score_function_elbo(
     _same_shape(z, mean, "z", "mean")
     x, decoder_out = _data(x, decoder_out, mean.shape[:-1])
     lv = _decoder_logvar(decoder_logvar, decoder_out)
-    beta = _static_float(beta, "beta")
+    beta = _scalar(beta, "beta")
     baseline = _array(baseline, "baseline")
     _broadcasts_into(baseline, mean.shape[:-1], "baseline", "the batch shape of mean")
     dtype = _compute_dtype(x, decoder_out, z, mean, logvar, lv)

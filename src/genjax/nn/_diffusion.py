@@ -186,17 +186,19 @@ class MlpDenoiser(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-Conv3x3, + Dense(time embedding), GroupNorm-SiLU-Conv3x3, + skip."""
+    """GroupNorm-SiLU-Conv3x3, + Dense(time embedding), GroupNorm-SiLU-Conv3x3, + skip.
+
+    GroupNorm uses gcd(groups, channels) groups, so any width works."""
 
     features: int
     groups: int = 8
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
-        h = nn.silu(nn.GroupNorm(num_groups=min(self.groups, x.shape[-1]), name="norm1")(x))
+        h = nn.silu(nn.GroupNorm(num_groups=math.gcd(self.groups, x.shape[-1]), name="norm1")(x))
         h = Conv(self.features, (3, 3), name="conv1")(h)
         h = h + nn.Dense(self.features, name="time")(nn.silu(temb))[:, None, None, :]
-        h = nn.silu(nn.GroupNorm(num_groups=min(self.groups, self.features), name="norm2")(h))
+        h = nn.silu(nn.GroupNorm(num_groups=math.gcd(self.groups, self.features), name="norm2")(h))
         h = Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros, name="conv2")(h)
         if x.shape[-1] != self.features:
             x = Conv(self.features, (1, 1), name="skip")(x)
@@ -211,7 +213,7 @@ class AttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         b, hgt, wid, c = x.shape
-        h = nn.GroupNorm(num_groups=min(self.groups, c), name="norm")(x).reshape(b, hgt * wid, c)
+        h = nn.GroupNorm(num_groups=math.gcd(self.groups, c), name="norm")(x).reshape(b, hgt * wid, c)
         q, k, v = (nn.Dense(c, name=n)(h) for n in ("q", "k", "v"))
         w = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(c), axis=-1)  # [B, HW, HW]
         out = nn.Dense(c, kernel_init=nn.initializers.zeros, name="out")(jnp.einsum("bqk,bkc->bqc", w, v))
@@ -267,6 +269,6 @@ class UNet(nn.Module):
             if i > 0:
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # nearest-neighbour x2
                 h = Conv(self.channels[i - 1], (3, 3), name=f"upsample{i}")(h)
-        h = nn.silu(nn.GroupNorm(num_groups=min(self.groups, h.shape[-1]), name="norm_out")(h))
+        h = nn.silu(nn.GroupNorm(num_groups=math.gcd(self.groups, h.shape[-1]), name="norm_out")(h))
         out = self.out_channels or x.shape[-1]
         return Conv(out, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out")(h)

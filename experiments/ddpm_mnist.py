@@ -1,0 +1,367 @@
+"""DDPM on MNIST: the forward process of a digit, training a U-Net, DDPM vs DDIM sampling.
+
+1. The forward-process strip: one digit pushed through q(x_t | x_0) at t = 0, 100, ..., 900, 999
+   for the linear schedule of Ho et al. (2020) and the cosine schedule of Nichol & Dhariwal
+   (2021) (the same noise in both rows: the cosine schedule destroys the digit more gradually).
+2. Training: `genjax.nn.UNet` (a small DDPM U-Net, 28 -> 14 -> 7) with `genjax.diffusion.ddpm_loss`
+   on images scaled to [-1, 1], Adam with warm-up and gradient clipping, EMA of the weights.
+3. Sampling with the EMA weights: ancestral DDPM with all T = 1000 steps, and DDIM (eta = 0) with
+   100, 50, 20 and 10 steps, each the whole chain in one `lax.scan`, predicted x_0 clipped to
+   [-1, 1] as in Ho et al.'s code. Quality is the MNIST-feature FID and KID
+   (`experiments/_features.py`: features of the runtime's trained classifier, against the 1,000
+   held-out digits; the FID of 1,000 real training digits is the floor), speed is seconds per
+   1,000 samples (one compiled sampler per method, compiled ahead of time, then timed with
+   `block_until_ready`).
+
+The same number of samples is scored for every sampler, so their FIDs are comparable with each
+other; FID is biased upward for small sample counts (`--quick` scores only 64), KID is not.
+`samples.npy` holds the DDPM samples, float32 [num_samples, 28, 28, 1] in [0, 1]; the EMA
+weights are saved to `ddpm_params.msgpack`.
+
+    python -m experiments.ddpm_mnist [--quick] [--steps N] [--workdir DIR] [--seed N]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Literal
+
+from experiments._framework import Context, Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    data_source: Literal["auto", "tfds", "embedded"] = "auto"
+    data_dir: str | None = None
+    num_timesteps: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    channels: tuple[int, ...] = (32, 64, 64)
+    num_res_blocks: int = 2
+    time_dim: int = 32
+    attention: bool = True
+    steps: int = 20_000
+    batch_size: int = 128
+    learning_rate: float = 5e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    num_samples: int = 1_000  # scored per sampler (the held-out reference has 1,000 digits)
+    sample_batch: int = 500  # samples per compiled sampler call
+    ddim_steps: tuple[int, ...] = (100, 50, 20, 10)
+    checkpoint_every: int = 2_000
+    log_every: int = 200
+    keep_checkpoints: int = 2
+    parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
+
+
+QUICK = {"channels": (8, 16, 16), "num_res_blocks": 1, "attention": False, "steps": 400, "batch_size": 64,
+         "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "num_samples": 64, "sample_batch": 64,
+         "checkpoint_every": 200, "log_every": 50}
+
+STRIP_TIMES = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)
+
+
+# ------------------------------------------------------------------------------ shared helpers
+# (latent_diffusion uses these too)
+
+
+def make_schedule(name: str, num_timesteps: int):
+    from genjax import diffusion
+
+    fn = diffusion.linear_beta_schedule if name == "linear" else diffusion.cosine_beta_schedule
+    return diffusion.make_schedule(fn(num_timesteps))
+
+
+def make_optimizer(learning_rate: float, warmup_steps: int, steps: int, grad_clip: float):
+    import optax
+
+    warmup = min(warmup_steps, max(steps // 2, 1))
+    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1),
+                                            end_value=0.1 * learning_rate)
+    parts = ([optax.clip_by_global_norm(grad_clip)] if grad_clip else []) + [optax.adam(lr)]
+    return optax.chain(*parts)
+
+
+def make_ddpm_step(apply_fn: Callable, schedule, ema_decay: float, preprocess: Callable, data_key: str):
+    """The train step: the mean simple loss on `preprocess(batch[data_key])`, then the EMA of the
+    weights in `state.extras["ema_params"]` (decay min(d, (1 + n) / (10 + n)) after n steps)."""
+    import jax.numpy as jnp
+
+    from genjax import diffusion, train
+
+    def loss_fn(params, batch, key, state):
+        x0 = preprocess(batch[data_key])
+        loss = diffusion.ddpm_loss(key, lambda x, t: apply_fn(params, x, t), schedule, x0)  # [B]
+        return jnp.mean(loss), ({}, {})
+
+    base_step = train.make_train_step(loss_fn)
+
+    def step(state, batch, axis_name=None):
+        state, metrics = base_step(state, batch, axis_name)
+        n = state.step.astype(jnp.float32)
+        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+        ema = train.ema_update(state.extras["ema_params"], state.params, decay)
+        return state.replace(extras={**state.extras, "ema_params": ema}), metrics
+
+    return step
+
+
+def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], ddim_steps, clip_x0=None) -> dict:
+    """`{label: (fn(params, key) -> samples of `shape`, number of denoiser calls)}`."""
+    from genjax import diffusion
+
+    T = schedule.num_timesteps
+
+    def ddpm(params, key):
+        return diffusion.sample(key, lambda x, t: apply_fn(params, x, t), schedule, shape, clip_x0=clip_x0)
+
+    fns = {f"DDPM {T}": (ddpm, T)}
+    for n in ddim_steps:
+        def ddim(params, key, n=n):
+            return diffusion.ddim_sample(key, lambda x, t: apply_fn(params, x, t), schedule, shape, n,
+                                         clip_x0=clip_x0)
+
+        fns[f"DDIM {n}"] = (ddim, n)
+    return fns
+
+
+def generate(fn: Callable, params: Any, key, num: int, batch: int):
+    """`num` samples from `fn(params, key) -> [batch, ...]`, compiled once ahead of time.
+
+    Returns (samples as NumPy [num, ...], seconds spent sampling). Batch i uses
+    `fold_in(key, i)`; the time covers every call (each waited for with `block_until_ready`)
+    and excludes compilation. To time a decoder with the sampler, compose it into `fn`.
+    """
+    import jax
+    import numpy as np
+
+    keys = [jax.random.fold_in(key, i) for i in range(-(-num // batch))]
+    compiled = jax.jit(fn).lower(params, keys[0]).compile()
+    out, seconds = [], 0.0
+    for k in keys:
+        start = time.perf_counter()
+        x = jax.block_until_ready(compiled(params, k))
+        seconds += time.perf_counter() - start
+        out.append(np.asarray(x))
+    return np.concatenate(out)[:num], seconds
+
+
+def image_grid(images, rows: int, cols: int):
+    """[N, H, W, 1] in [0, 1] -> one [rows * H, cols * W] image (missing cells are blank)."""
+    import numpy as np
+
+    h, w = images.shape[1:3]
+    grid = np.ones((rows * h, cols * w), np.float32)
+    for i, img in enumerate(images[: rows * cols]):
+        r, c = divmod(i, cols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img[..., 0]
+    return grid
+
+
+def to_unit(x):
+    """[-1, 1] model space -> [0, 1] data space, clipped."""
+    import numpy as np
+
+    return np.clip((np.asarray(x, np.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------ the experiment
+
+
+def build(cfg: Config):
+    import jax
+    import jax.numpy as jnp
+
+    from genjax import train
+    from genjax.nn._diffusion import UNet
+
+    model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
+                 attention=cfg.attention)
+    schedule = make_schedule(cfg.schedule, cfg.num_timesteps)
+    tx = make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
+    apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
+
+    def init(key, image_shape):
+        params = model.init(key, jnp.zeros((1, *image_shape)), jnp.zeros((1,), jnp.int32))["params"]
+        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
+                                       extras={"ema_params": params})
+
+    preprocess = lambda img: img.astype(jnp.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
+    step = make_ddpm_step(apply_fn, schedule, cfg.ema_decay, preprocess, "image")
+    return model, schedule, apply_fn, init, step
+
+
+def forward_strip(ctx: Context, image, cfg: Config):
+    import jax
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+
+    from genjax import diffusion
+
+    x0 = jnp.asarray(image, jnp.float32)[None] / 127.5 - 1.0  # [1, 28, 28, 1]
+    noise = jax.random.normal(jax.random.key(cfg.seed + 3), x0.shape)
+    times = [t for t in STRIP_TIMES if t < cfg.num_timesteps]
+    rows = ("linear", "cosine")
+    fig, axes = plt.subplots(len(rows), len(times) + 1, figsize=(1.25 * (len(times) + 1), 1.5 * len(rows)))
+    for r, name in enumerate(rows):
+        sched = make_schedule(name, cfg.num_timesteps)
+        axes[r, 0].imshow((x0[0, ..., 0] + 1) / 2, cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title("x_0", fontsize=7)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+        for c, t in enumerate(times, 1):
+            xt = diffusion.q_sample(sched, x0, t, noise)
+            axes[r, c].imshow(jnp.clip((xt[0, ..., 0] + 1) / 2, 0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_title(f"t={t}\nabar={float(sched.alphas_cumprod[t]):.2g}", fontsize=6)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ctx.report.figure(fig, "forward_process", caption="the forward process q(x_t | x_0) of one held-out digit "
+                                                      "(0-based t; pixel values in [-1, 1] shown clipped)")
+    plt.close(fig)
+
+
+def run(ctx: Context) -> dict:
+    import jax
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from experiments._features import mnist_evaluator
+    from genjax import data, diffusion, report, train
+
+    cfg: Config = ctx.config
+    if cfg.num_samples < 2 or cfg.sample_batch < 1:
+        raise ValueError(f"num_samples must be >= 2 and sample_batch >= 1, got {cfg.num_samples}, {cfg.sample_batch}")
+    train_ds = data.load_images("mnist", "train", source=cfg.data_source, data_dir=cfg.data_dir)
+    test_ds = data.load_images("mnist", "test", source=cfg.data_source, data_dir=cfg.data_dir)
+    ctx.log(f"data: {train_ds.description}")
+    rep = ctx.report
+    forward_strip(ctx, test_ds.images[0], cfg)
+
+    model, schedule, apply_fn, init, step = build(cfg)
+    loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed,
+                                           process_index=jax.process_index(), process_count=jax.process_count())
+    key = jax.random.key(cfg.seed)
+    fit = ctx.fit(init(key, train_ds.image_shape), step, loader)
+    ema = fit.state.extras["ema_params"]
+    digest = train.digest(fit.state)
+    if ctx.is_main_process:
+        train.save_params(ctx.workdir / "ddpm_params.msgpack", ema)
+    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(ema))
+    ctx.log(f"trained {int(fit.state.step)} steps ({n_params} parameters); sampling")
+
+    evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
+    batch = min(cfg.sample_batch, cfg.num_samples)
+    fns = sampler_fns(apply_fn, schedule, (batch, *train_ds.image_shape), cfg.ddim_steps, clip_x0=(-1.0, 1.0))
+    sample_key = jax.random.fold_in(key, 10_000)
+    results = {}
+    for label, (fn, nfe) in fns.items():
+        x, seconds = generate(fn, ema, sample_key, cfg.num_samples, batch)
+        x = to_unit(x)
+        kid, kid_std = evaluator.kid(x)
+        results[label] = {"samples": x, "nfe": nfe, "seconds_per_1000": seconds / cfg.num_samples * 1000,
+                          "fid": evaluator.fid(x), "kid": kid, "kid_std": kid_std}
+        ctx.log(f"{label}: FID {results[label]['fid']:.2f}, {results[label]['seconds_per_1000']:.1f} s / 1000 samples")
+    ddpm_label = next(iter(fns))
+    if ctx.is_main_process:
+        np.save(ctx.workdir / "samples.npy", results[ddpm_label]["samples"].astype(np.float32))
+
+    # the reverse process of 8 digits
+    _, traj = jax.jit(lambda p, k: diffusion.sample(k, lambda x, t: apply_fn(p, x, t), schedule,
+                                                    (8, *train_ds.image_shape), clip_x0=(-1.0, 1.0),
+                                                    return_trajectory=True))(ema, jax.random.fold_in(key, 20_000))
+    traj = np.asarray(traj)
+
+    # ---------------------------------------------------------------- report
+    T = schedule.num_timesteps
+    rep.text(f"Data: {train_ds.description}. Model: `genjax.nn.UNet` (channels {tuple(cfg.channels)}, "
+             f"{cfg.num_res_blocks} residual block(s) per level, attention at the bottleneck: {cfg.attention}; "
+             f"{n_params:,} parameters), {cfg.steps} steps of batch {cfg.batch_size}, T = {T} ({cfg.schedule} "
+             f"betas), EMA {cfg.ema_decay}. FID/KID: MNIST-feature scores of {cfg.num_samples} samples against the "
+             f"{len(evaluator.reference_features)} held-out digits (classifier in `{evaluator.classifier_dir}`); "
+             f"1,000 real training digits score FID {evaluator.real_fid:.2f}.")
+    history = report.read_jsonl(ctx.workdir / "metrics.jsonl")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title("training loss (mean over each logging interval)")
+    rep.figure(fig, "training_loss", caption="the simple loss E||eps - eps_theta(x_t, t)||^2 per pixel")
+    plt.close(fig)
+
+    rows = [(label, r["nfe"], r["fid"], r["kid"], r["kid_std"], r["seconds_per_1000"]) for label, r in results.items()]
+    rows.append(("real training digits (floor)", 0, evaluator.real_fid, None, None, None))
+    rep.table(["sampler", "denoiser calls", "MNIST-feature FID", "KID", "KID std", "s per 1,000 samples"], rows,
+              caption=f"{cfg.num_samples} samples per sampler, same EMA weights; DDIM with eta = 0 and leading "
+                      "timestep spacing; time measured after compiling, with block_until_ready, on "
+                      f"{jax.devices()[0].device_kind}")
+
+    labels = list(results)
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.9))
+    for ax, label in zip(np.atleast_1d(axes), labels):
+        ax.imshow(image_grid(results[label]["samples"], 6, 6), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{label}\nFID {results[label]['fid']:.1f}", fontsize=8)
+        ax.axis("off")
+    rep.figure(fig, "samples", caption="the first 36 samples of each sampler (the same start noise for every "
+                                       "sampler)")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    nfe = [results[l]["nfe"] for l in labels]
+    axes[0].plot(nfe, [results[l]["fid"] for l in labels], "o-")
+    axes[0].axhline(evaluator.real_fid, color="0.5", ls="--", label="real digits")
+    axes[0].set_ylabel("MNIST-feature FID")
+    axes[0].legend()
+    axes[1].plot(nfe, [results[l]["seconds_per_1000"] for l in labels], "o-")
+    axes[1].set_ylabel("seconds per 1,000 samples")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("denoiser calls (DDIM 10 .. 100, DDPM 1000)")
+    rep.figure(fig, "quality_vs_speed", caption="quality and sampling time against the number of steps")
+    plt.close(fig)
+
+    snaps = [t for t in (999, 750, 500, 250, 100, 50, 10, 0) if t < T]
+    fig, axes = plt.subplots(8, len(snaps) + 1, figsize=(1.1 * (len(snaps) + 1), 1.15 * 8))
+    for r in range(8):
+        for c, t in enumerate([*snaps, None]):
+            img = traj[T, r] if t is None else traj[T - 1 - t, r]
+            axes[r, c].imshow(np.clip((img[..., 0] + 1) / 2, 0, 1), cmap="gray", vmin=0, vmax=1)
+            axes[r, c].axis("off")
+            if r == 0:
+                axes[r, c].set_title("x_0" if t is None else f"t={t}", fontsize=7)
+    rep.figure(fig, "reverse_process", caption="the DDPM sampling chain of 8 digits at noise levels t (0-based)")
+    plt.close(fig)
+
+    summary = {
+        "steps": int(fit.state.step),
+        "final_loss": history[-1]["loss"] if history else None,
+        "num_parameters": n_params,
+        "num_samples": cfg.num_samples,
+        "real_fid": evaluator.real_fid,
+        "params_digest": digest,
+        "resumed_from": fit.resumed_from,
+        "steps_per_s": train.steps_per_second(fit.history),
+        "samples": "samples.npy",
+        "params": "ddpm_params.msgpack",
+    }
+    for label, r in results.items():
+        tag = label.lower().replace(" ", "_")
+        summary[f"fid/{tag}"] = r["fid"]
+        summary[f"kid/{tag}"] = r["kid"]
+        summary[f"seconds_per_1000/{tag}"] = r["seconds_per_1000"]
+    return summary
+
+
+EXPERIMENT = Experiment(
+    name="ddpm_mnist",
+    title="DDPM on MNIST: forward process, U-Net training, DDPM vs DDIM",
+    description="A small DDPM U-Net on MNIST; ancestral sampling with 1000 steps against DDIM with 100-10 steps.",
+    config=Config,
+    quick=QUICK,
+    run=run,
+    trains=True,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(EXPERIMENT.main())

@@ -1,0 +1,411 @@
+"""Diffusion on 2-D toy data: the forward process, the learned reverse process, and mode coverage.
+
+For the swiss roll, the 8-Gaussian ring and the 25-Gaussian grid (`genjax.data`), one MLP
+denoiser (`genjax.nn.MlpDenoiser`) per dataset is trained with the simple loss of Ho et al.
+(2020) (`genjax.diffusion.ddpm_loss`; T = 1000, linear betas 1e-4 .. 0.02), then sampled with
+ancestral DDPM sampling (1000 steps) and DDIM (`ddim_steps`, eta = 0). The report shows
+
+1. the forward process: snapshots X_0, X_t, ..., X_T of data pushed through q(x_t | x_0): the
+   structure dissolves into N(0, I);
+2. the reverse process: the same snapshots of the sampling chain, and the paths of single points;
+3. samples over the data, and for the ring and grid the mode metrics of the GAN chapter
+   (`genjax.gan.mode_metrics`: high-quality samples within 3 std of a mode, captured modes,
+   reverse KL; 2,500 samples as in PacGAN), in one table with the GAN runs found beside this run
+   directory (`<workdir>/../<gan experiment>/summary.json`), and a sliced Wasserstein-1 distance
+   to fresh data for all three datasets.
+
+Data are divided by their overall standard deviation before diffusion (so the noise level
+matches the data's scale) and samples are scaled back: all numbers and figures are in data
+space. `samples.npy` holds the DDPM samples, float32 [num_datasets, num_samples, 2] in the order
+of `datasets`.
+
+    python -m experiments.diffusion_2d [--quick] [--steps N] [--workdir DIR] [--seed N]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from experiments._framework import Context, Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    datasets: tuple[str, ...] = ("swiss_roll", "ring", "grid")
+    num_timesteps: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    steps: int = 20_000  # training steps per dataset
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    hidden: int = 256
+    num_layers: int = 4
+    time_dim: int = 64
+    ema_decay: float = 0.999
+    num_samples: int = 2_500  # samples scored per dataset and sampler (PacGAN uses 2,500)
+    ddim_steps: int = 50
+    checkpoint_every: int = 5_000
+    log_every: int = 500
+    keep_checkpoints: int = 2
+    parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
+
+
+QUICK = {"steps": 3_000, "batch_size": 256, "hidden": 128, "num_layers": 3, "checkpoint_every": 1_500,
+         "log_every": 250, "ema_decay": 0.995}
+
+SNAPSHOT_TIMES = (0, 49, 99, 199, 399, 999)  # 0-based timesteps of the snapshots (for T = 1000)
+# GAN experiments whose summaries hold ring/grid mode metrics, and the runs to compare with.
+GAN_EXPERIMENTS = ("gan_toy", "gan_modes", "gan_mode_collapse", "gan_2d", "gan_improved", "wgan")
+
+
+class ToyBatches:
+    """`batches(start, k)["x"]`: float32 [k, batch_size, 2], data divided by `scale`; step s draws
+    from `fold_in(key(seed), s)`, so a resumed run sees the same data."""
+
+    def __init__(self, name: str, batch_size: int, seed: int, scale: float):
+        import jax
+
+        from genjax import data
+
+        sampler = data.toy_distribution(name).sample
+        base = jax.random.key(seed)
+        self._draw = jax.jit(jax.vmap(lambda s: sampler(jax.random.fold_in(base, s), batch_size) / scale))
+
+    def batches(self, start_step: int, num_steps: int) -> dict:
+        import numpy as np
+
+        return {"x": np.asarray(self._draw(np.arange(start_step, start_step + num_steps)))}
+
+
+def data_scale(name: str) -> float:
+    """The overall standard deviation of a toy distribution (all coordinates pooled), from
+    100,000 exact samples with a fixed key."""
+    import jax
+    import numpy as np
+
+    from genjax import data
+
+    x = np.asarray(data.toy_distribution(name).sample(jax.random.key(12345), 100_000))
+    return float(np.sqrt(np.mean((x - x.mean(0)) ** 2)))
+
+
+def build(cfg: Config):
+    """The model, the schedule, `init(key) -> TrainState` and the train step (EMA in extras)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from genjax import diffusion, train
+    from genjax.nn._diffusion import MlpDenoiser
+
+    model = MlpDenoiser(hidden=cfg.hidden, num_layers=cfg.num_layers, time_dim=cfg.time_dim)
+    betas = (diffusion.linear_beta_schedule if cfg.schedule == "linear" else diffusion.cosine_beta_schedule)(
+        cfg.num_timesteps)
+    schedule = diffusion.make_schedule(betas)
+    warmup = min(cfg.warmup_steps, max(cfg.steps // 2, 1))
+    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup, max(cfg.steps, warmup + 1),
+                                            end_value=0.1 * cfg.learning_rate)
+    tx = optax.adam(lr)
+
+    def init(key):
+        params = model.init(key, jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"]
+        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
+                                       extras={"ema_params": params})
+
+    def loss_fn(params, batch, key, state):
+        eps_fn = lambda x, t: model.apply({"params": params}, x, t)
+        return jnp.mean(diffusion.ddpm_loss(key, eps_fn, schedule, batch["x"])), ({}, {})
+
+    base_step = train.make_train_step(loss_fn)
+
+    def step(state, batch, axis_name=None):
+        state, metrics = base_step(state, batch, axis_name)
+        # EMA with the usual warm-up: decay min(d, (1 + n) / (10 + n)) after n steps.
+        n = state.step.astype(jnp.float32)
+        decay = jnp.minimum(cfg.ema_decay, (1.0 + n) / (10.0 + n))
+        ema = train.ema_update(state.extras["ema_params"], state.params, decay)
+        return state.replace(extras={**state.extras, "ema_params": ema}), metrics
+
+    return model, schedule, init, step
+
+
+def compiled_samplers(model, schedule, cfg: Config, num: int):
+    """`{name: (compiled fn(params, key) -> samples [num, 2], num_steps)}` for DDPM and DDIM,
+    compiled ahead of time so that timing excludes compilation."""
+    import jax
+
+    from genjax import diffusion
+
+    def ddpm(params, key):
+        return diffusion.sample(key, lambda x, t: model.apply({"params": params}, x, t), schedule, (num, 2))
+
+    def ddim(params, key):
+        return diffusion.ddim_sample(key, lambda x, t: model.apply({"params": params}, x, t), schedule, (num, 2),
+                                     cfg.ddim_steps)
+
+    return {f"DDPM ({schedule.num_timesteps} steps)": (ddpm, schedule.num_timesteps),
+            f"DDIM ({cfg.ddim_steps} steps, eta=0)": (ddim, cfg.ddim_steps)}
+
+
+def timed(fn, *args):
+    """(result, seconds): `fn` compiled ahead of time, then one timed call (block_until_ready)."""
+    import time
+
+    import jax
+
+    compiled = jax.jit(fn).lower(*args).compile()
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, time.perf_counter() - start
+
+
+def sliced_w1(key, x, y, num_directions: int = 32) -> float:
+    """Mean over random unit directions of the exact 1-D W1 between the projections of x and y."""
+    import jax
+    import jax.numpy as jnp
+
+    from genjax import divergences
+
+    d = jax.random.normal(key, (num_directions, x.shape[1]))
+    d = d / jnp.linalg.norm(d, axis=1, keepdims=True)
+    return float(jnp.mean(jax.vmap(lambda u: divergences.wasserstein_1d(x @ u, y @ u))(d)))
+
+
+def gan_rows(ctx: Context, dataset: str) -> list[tuple]:
+    """Mode-metric rows of GAN runs beside this run directory, if any: summaries with keys
+    `<variant>/<dataset>/high_quality`, `.../modes_captured`, `.../reverse_kl`."""
+    from genjax import report
+
+    rows = []
+    for name in GAN_EXPERIMENTS:
+        path = ctx.workdir.resolve().parent / name / "summary.json"
+        if not path.exists():
+            continue
+        summary = report.read_json(path)
+        suffix = f"/{dataset}/high_quality"
+        for key in sorted(k for k in summary if k.endswith(suffix)):
+            variant = key[: -len(suffix)]
+            get = lambda m: summary.get(f"{variant}/{dataset}/{m}")
+            rows.append((f"{name}: {variant}", get("high_quality"), get("modes_captured"), get("reverse_kl")))
+    return rows
+
+
+def run(ctx: Context) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from genjax import data, diffusion, gan, report, train
+
+    cfg: Config = ctx.config
+    for name in cfg.datasets:
+        data.toy_distribution(name)  # validates the name
+    model, schedule, init, step = build(cfg)
+    T = schedule.num_timesteps
+    snapshot_times = sorted({min(t, T - 1) for t in SNAPSHOT_TIMES})
+    samplers = compiled_samplers(model, schedule, cfg, cfg.num_samples)
+    key = jax.random.key(cfg.seed)
+    summary: dict = {"datasets": list(cfg.datasets)}
+    results = {}
+    for i, name in enumerate(cfg.datasets):
+        scale = data_scale(name)
+        ctx.log(f"{name}: data scale {scale:.3f}; training {cfg.steps} steps")
+        source = ToyBatches(name, cfg.batch_size, cfg.seed + 1000 * i, scale)
+        fit = ctx.fit(init(jax.random.fold_in(key, i)), step, source, subdir=name)
+        ema = fit.state.extras["ema_params"]
+        res = {"scale": scale, "fit": fit, "samples": {}, "seconds": {}}
+        sample_key = jax.random.fold_in(jax.random.fold_in(key, i), 7)
+        for sampler_name, (fn, _) in samplers.items():
+            x, seconds = timed(fn, ema, sample_key)
+            res["samples"][sampler_name] = np.asarray(x) * scale
+            res["seconds"][sampler_name] = seconds
+        # the chain of a smaller batch, for the reverse-process figures
+        _, traj = jax.jit(lambda p, k: diffusion.sample(
+            k, lambda x, t: model.apply({"params": p}, x, t), schedule, (1000, 2), return_trajectory=True))(
+            ema, jax.random.fold_in(sample_key, 1))
+        res["trajectory"] = np.asarray(traj) * scale  # [T + 1, 1000, 2]
+        _, traj = jax.jit(lambda p, k: diffusion.ddim_sample(
+            k, lambda x, t: model.apply({"params": p}, x, t), schedule, (100, 2), cfg.ddim_steps,
+            return_trajectory=True))(ema, jax.random.fold_in(sample_key, 3))
+        res["ddim_trajectory"] = np.asarray(traj) * scale  # [ddim_steps + 1, 100, 2]
+        res["data"] = np.asarray(data.toy_distribution(name).sample(jax.random.fold_in(sample_key, 2), cfg.num_samples))
+        res["digest"] = train.params_digest(ema)
+        results[name] = res
+
+    ddpm_name, ddim_name = list(samplers)
+    samples_array = np.stack([results[n]["samples"][ddpm_name] for n in cfg.datasets]).astype(np.float32)
+    if ctx.is_main_process:
+        np.save(ctx.workdir / "samples.npy", samples_array)
+
+    # ---------------------------------------------------------------- metrics and tables
+    rep = ctx.report
+    rep.text(
+        f"Each dataset gets its own `genjax.nn.MlpDenoiser` ({cfg.num_layers} x {cfg.hidden}, time embedding "
+        f"{cfg.time_dim}) trained for {cfg.steps} steps of batch {cfg.batch_size} with `genjax.diffusion.ddpm_loss` "
+        f"(T = {T}, {cfg.schedule} betas), Adam with warm-up and cosine decay, EMA {cfg.ema_decay} of the weights "
+        "(the EMA weights are sampled). Data are divided by their standard deviation for diffusion and scaled back.")
+    quality_rows, w1_rows = [], []
+    for name in cfg.datasets:
+        res = results[name]
+        dist = data.toy_distribution(name)
+        w_key = jax.random.key(cfg.seed + 99)
+        floor = sliced_w1(w_key, jnp.asarray(res["data"]),
+                          dist.sample(jax.random.fold_in(w_key, 1), cfg.num_samples))
+        summary[f"{name}/sliced_w1_data_vs_data"] = floor
+        for sampler_name in samplers:
+            x = res["samples"][sampler_name]
+            short = "ddpm" if sampler_name == ddpm_name else "ddim"
+            w1 = sliced_w1(w_key, jnp.asarray(x), jnp.asarray(res["data"]))
+            sec_per_1000 = res["seconds"][sampler_name] / cfg.num_samples * 1000
+            summary[f"{name}/{short}/sliced_w1"] = w1
+            summary[f"{name}/{short}/seconds_per_1000"] = sec_per_1000
+            w1_rows.append((name, sampler_name, w1, floor, sec_per_1000))
+            if dist.modes is not None:
+                m = jax.device_get(gan.mode_metrics(x, dist.modes, dist.std))
+                for k in ("high_quality", "modes_captured", "reverse_kl"):
+                    summary[f"{name}/{short}/{k}"] = float(m[k]) if k != "modes_captured" else int(m[k])
+                quality_rows.append((name, f"diffusion: {sampler_name}", float(m["high_quality"]),
+                                     int(m["modes_captured"]), float(m["reverse_kl"])))
+        if dist.modes is not None:
+            m = jax.device_get(gan.mode_metrics(res["data"], dist.modes, dist.std))
+            quality_rows.append((name, "exact samples (reference)", float(m["high_quality"]),
+                                 int(m["modes_captured"]), float(m["reverse_kl"])))
+            quality_rows += [(name, *row) for row in gan_rows(ctx, name)]
+        summary[f"{name}/params_digest"] = res["digest"]
+        summary[f"{name}/final_loss"] = res["fit"].history[-1]["loss"] if res["fit"].history else None
+
+    if quality_rows:
+        rep.heading("Mode coverage on the ring and the grid")
+        rep.table(["dataset", "model / sampler", "high-quality fraction", "modes captured", "reverse KL (nats)"],
+                  quality_rows,
+                  caption=f"{cfg.num_samples} samples each; `genjax.gan.mode_metrics` (within 3 std of a mode; "
+                          "ring: 8 modes, std 0.01; grid: 25 modes, std 0.05). For exact samples the high-quality "
+                          "fraction is 1 - exp(-9/2) = 98.9%. GAN rows come from the GAN runs beside this one, "
+                          "when they exist.")
+    rep.table(["dataset", "sampler", "sliced W1 to data", "sliced W1 data vs data", "s per 1,000 samples"], w1_rows,
+              caption="sliced Wasserstein-1 (mean over 32 random directions of the exact 1-D W1) between "
+                      f"{cfg.num_samples} samples and as many fresh data points, with the same distance between two "
+                      "data samples as the floor; sampling time of one compiled call (compiled ahead, "
+                      "block_until_ready), per 1,000 samples")
+
+    # ---------------------------------------------------------------- figures
+    n_rows = len(cfg.datasets)
+    lim = {n: np.abs(results[n]["data"]).max() * 1.25 for n in cfg.datasets}
+
+    def scatter(ax, pts, name, color="C0", s=1.5, alpha=0.5):
+        ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=alpha, color=color, linewidths=0)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    fig, axes = plt.subplots(n_rows, len(snapshot_times), figsize=(2.1 * len(snapshot_times), 2.2 * n_rows),
+                             squeeze=False)
+    fwd_key = jax.random.key(cfg.seed + 5)
+    for r, name in enumerate(cfg.datasets):
+        res = results[name]
+        x0 = jnp.asarray(res["data"][:1000] / res["scale"])
+        noise = jax.random.normal(jax.random.fold_in(fwd_key, r), x0.shape)
+        for c, t in enumerate(snapshot_times):
+            xt = np.asarray(diffusion.q_sample(schedule, x0, t, noise)) * res["scale"]
+            ax = axes[r, c]
+            scatter(ax, xt, name)
+            m = max(lim[name], 3.2 * res["scale"])
+            ax.set_xlim(-m, m)
+            ax.set_ylim(-m, m)
+            if r == 0:
+                ax.set_title(f"t = {t}  (abar = {float(schedule.alphas_cumprod[t]):.3g})", fontsize=8)
+        axes[r, 0].set_ylabel(name)
+    rep.figure(fig, "forward_process", caption="the forward process q(x_t | x_0): snapshots of 1,000 data points "
+                                               "at timesteps t (0-based; t = 0 is one step of noise)")
+    plt.close(fig)
+
+    columns = [*reversed(snapshot_times), None]  # None: the samples x_0
+    fig, axes = plt.subplots(n_rows, len(columns), figsize=(2.1 * len(columns), 2.2 * n_rows), squeeze=False)
+    for r, name in enumerate(cfg.datasets):
+        traj = results[name]["trajectory"]
+        for c, t in enumerate(columns):
+            ax = axes[r, c]
+            # trajectory[T - 1 - t]: the chain at noise level t (before step t is undone); [T]: x_0
+            scatter(ax, traj[T] if t is None else traj[T - 1 - t], name, color="C1")
+            m = max(lim[name], 3.2 * results[name]["scale"])
+            ax.set_xlim(-m, m)
+            ax.set_ylim(-m, m)
+            if r == 0:
+                ax.set_title("x_0 (samples)" if t is None else f"t = {t}", fontsize=8)
+        axes[r, 0].set_ylabel(name)
+    rep.figure(fig, "reverse_process", caption="the learned reverse process (DDPM, EMA weights): the sampling "
+                                               "chain of 1,000 points, from pure noise to samples")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(2, n_rows, figsize=(4.2 * n_rows, 8.4), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for c, name in enumerate(cfg.datasets):
+        for r, (label, traj, num, every) in enumerate((
+                (f"DDPM ({T} steps)", results[name]["trajectory"], 6, max(T // 100, 1)),
+                (f"DDIM ({cfg.ddim_steps} steps, eta=0)", results[name]["ddim_trajectory"], 30, 1))):
+            ax = axes[r, c]
+            scatter(ax, results[name]["data"], name, color="0.75", s=1, alpha=0.6)
+            n_states = traj.shape[0]
+            idx = np.unique(np.r_[np.arange(0, n_states, every), n_states - 1])
+            for j in range(num):
+                path = traj[idx, j]
+                for a in range(len(idx) - 1):  # colour by the chain's progress
+                    ax.plot(path[a:a + 2, 0], path[a:a + 2, 1], color=cmap(a / (len(idx) - 1)), lw=0.7)
+                ax.plot(*path[-1], "o", color="C3", ms=3)
+            m = lim[name] * 1.6
+            ax.set_xlim(-m, m)
+            ax.set_ylim(-m, m)
+            ax.set_title(f"{name}: {label}", fontsize=9)
+    rep.figure(fig, "trajectories", caption="reverse trajectories from noise to samples (colour: start = purple, "
+                                            "end = yellow; red dot: the sample) over the data (grey); DDPM paths "
+                                            f"drawn every {max(T // 100, 1)} steps")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(samplers), n_rows, figsize=(4.2 * n_rows, 4.2 * len(samplers)), squeeze=False)
+    for r, sampler_name in enumerate(samplers):
+        for c, name in enumerate(cfg.datasets):
+            ax = axes[r, c]
+            dist = data.toy_distribution(name)
+            scatter(ax, results[name]["data"], name, color="0.75", s=2, alpha=0.6)
+            scatter(ax, results[name]["samples"][sampler_name], name, color="C0", s=2, alpha=0.6)
+            if dist.modes is not None:
+                ax.plot(dist.modes[:, 0], dist.modes[:, 1], "x", color="C3", ms=5)
+            ax.set_xlim(-lim[name], lim[name])
+            ax.set_ylim(-lim[name], lim[name])
+            ax.set_title(f"{name}: {sampler_name}", fontsize=9)
+    rep.figure(fig, "samples", caption=f"{cfg.num_samples} samples (blue) over as many data points (grey); "
+                                       "modes marked x")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name in cfg.datasets:
+        history = report.read_jsonl(ctx.workdir / name / "metrics.jsonl")
+        ax.plot([h["step"] for h in history], [h["loss"] for h in history], label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title("training loss (mean over each logging interval)")
+    ax.legend()
+    rep.figure(fig, "training_loss", caption="the simple loss E||eps - eps_theta(x_t, t)||^2 per coordinate")
+    plt.close(fig)
+
+    summary["samples"] = "samples.npy"
+    summary["params_digest"] = train.params_digest({n: results[n]["fit"].state.params for n in cfg.datasets})
+    summary["resumed_from"] = {n: results[n]["fit"].resumed_from for n in cfg.datasets}
+    return summary
+
+
+EXPERIMENT = Experiment(
+    name="diffusion_2d",
+    title="Diffusion on 2-D toy data: forward and reverse processes, mode coverage",
+    description="DDPM with an MLP denoiser on the swiss roll, the 8-Gaussian ring and the 25-Gaussian grid.",
+    config=Config,
+    quick=QUICK,
+    run=run,
+    trains=True,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(EXPERIMENT.main())

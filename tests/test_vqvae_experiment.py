@@ -1,0 +1,66 @@
+"""experiments.vqvae: a smoke run smaller than --quick, the saved autoencoder and its loader, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments import vqvae
+from experiments._framework import ConfigError, run_experiment
+from genjax import data, report
+
+TINY = dict(steps=4, batch_size=8, channels=(4, 8), res_hidden=4, latent_dim=4, num_codes=16, betas=(0.25, 1.0),
+            checkpoint_every=2, log_every=2, eval_every=4, data_source="embedded")
+
+
+def test_tiny_run_writes_the_report_and_a_loadable_autoencoder(tmp_path):
+    exp = vqvae.EXPERIMENT
+    config = exp.make_config(**TINY)
+    summary = run_experiment(exp, config, tmp_path)
+    names = ["ema_beta0.25", "ema_beta1", "loss_beta0.25", "loss_beta1"]
+    assert sorted(summary["variants"]) == sorted(names)
+    for name in names:
+        v = summary["variants"][name]
+        assert v["steps"] == 4 and 1.0 <= v["perplexity"] <= 16 and 1 <= v["codes_used"] <= 16
+        assert 0.0 < v["recon_mse"] < 0.5
+        assert [r["step"] for r in report.read_jsonl(tmp_path / name / "metrics.jsonl")] == [2, 4]
+    assert summary["main_variant"] == "ema_beta0.25" and summary["params_digest"]
+    for f in ("reconstructions.png", "codebook_usage.png", "training_curves.png", "beta_sweep.png", "report.md",
+              "summary.json", "autoencoder.msgpack", "autoencoder.json"):
+        assert (tmp_path / f).is_file(), f
+    md = (tmp_path / "report.md").read_text()
+    assert "| EMA codebook | 0.25 |" in md and "| codebook loss | 1 |" in md
+
+    # the loader the latent-diffusion experiment uses
+    encode, decode, info = vqvae.load_autoencoder(tmp_path)
+    images = data.load_images("mnist", "test", source="embedded").images[:5]  # uint8 [5, 28, 28, 1]
+    z, idx = encode(images)
+    assert z.shape == (5, 7, 7, 4) and z.dtype == np.float32 and idx.shape == (5, 7, 7)
+    z_float, _ = encode(images.astype(np.float32) / 255.0)
+    np.testing.assert_allclose(z_float, z, atol=1e-6)
+    x = decode(z)
+    assert x.shape == (5, 28, 28, 1) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    np.testing.assert_allclose(decode(info["codebook"][np.asarray(idx)]), x, atol=1e-6)  # decode snaps to codes
+    assert decode(z, quantize=False).shape == (5, 28, 28, 1)
+    assert info["latent_shape"] == [7, 7, 4] and info["num_codes"] == 16 and info["codebook"].shape == (16, 4)
+    assert info["latent_std"] > 0 and info["held_out"]["recon_mse"] == summary["recon_mse"]
+    with pytest.raises(ValueError, match=r"encode expects images \[B, 28, 28, 1\]"):
+        encode(images[..., 0])
+    with pytest.raises(FileNotFoundError, match="no trained VQ-VAE autoencoder"):
+        vqvae.load_autoencoder(tmp_path / "ema_beta1")
+
+    # re-running on the same workdir resumes every variant from its last checkpoint
+    again = run_experiment(exp, config, tmp_path)
+    assert again["params_digest"] == summary["params_digest"]
+    assert all(v["resumed_from"] == 4 for v in again["variants"].values())
+
+
+def test_config_is_checked():
+    exp = vqvae.EXPERIMENT
+    with pytest.raises(ConfigError, match="--main-beta 0.5 must be one of --betas"):
+        vqvae.check_config(exp.make_config(main_beta=0.5))
+    with pytest.raises(ConfigError, match="--codebooks must be a non-empty subset"):
+        vqvae.check_config(exp.make_config(codebooks="ema,kmeans"))
+    config, _, quick, _ = exp.parse_args(["--quick", "--betas", "0.25,2", "--codebooks", "ema"])
+    assert quick and config.betas == (0.25, 2.0) and config.codebooks == ("ema",)
+    assert config.steps == vqvae.QUICK["steps"]
