@@ -270,3 +270,34 @@ class StackedSource:
     def batches(self, start_step: int, num_steps: int):
         parts = [s.batches(start_step, num_steps) for s in self.sources]
         return {name: np.stack([p[name] for p in parts], axis=1) for name in parts[0]}
+
+
+# ------------------------------------------------------------------------------ DCGAN on 28x28 images
+
+VARIANT_SWITCHES = {
+    "ls": "one-sided label smoothing",
+    "fm": "feature matching",
+    "mbd": "minibatch discrimination",
+    "ha": "historical averaging",
+    "vbn": "virtual batch norm in the generator",
+    "noise": "annealed instance noise",
+}
+
+
+def parse_variant(variant: str) -> tuple[str, frozenset[str]]:
+    """'gan+fm+ls' -> ('gan', {'fm', 'ls'}): a loss, then '+'-joined improved-training switches."""
+    loss, *switches = variant.split("+")
+    if loss not in LOSSES:
+        raise ValueError(f"variant {variant!r}: it must start with a loss, one of {', '.join(LOSSES)}")
+    unknown = set(switches) - set(VARIANT_SWITCHES)
+    if unknown:
+        raise ValueError(f"variant {variant!r}: unknown switch(es) {sorted(unknown)}; known: "
+                         + ", ".join(f"{k} ({v})" for k, v in VARIANT_SWITCHES.items()))
+    return loss, frozenset(switches)
+
+
+def images_to_float(x):
+    """uint8 images in [0, 255] -> float32 in [0, 1]."""
+    import jax.numpy as jnp
+
+    return x.astype(jnp.float32) / 255.0

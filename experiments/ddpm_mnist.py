@@ -237,18 +237,25 @@ def run(ctx: Context) -> dict:
     test_ds = data.load_images("mnist", "test", source=cfg.data_source, data_dir=cfg.data_dir)
     ctx.log(f"data: {train_ds.description}")
     rep = ctx.report
+    model, schedule, apply_fn, init, step = build(cfg)
+    key = jax.random.key(cfg.seed)
+    state = init(key, train_ds.image_shape)
+    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
+    T = schedule.num_timesteps
+    rep.text(f"Data: {train_ds.description}, scaled to [-1, 1]. Model: `genjax.nn.UNet` (channels "
+             f"{tuple(cfg.channels)}, {cfg.num_res_blocks} residual block(s) per level, attention at the bottleneck: "
+             f"{cfg.attention}; {n_params:,} parameters), {cfg.steps} steps of batch {cfg.batch_size}, Adam "
+             f"(peak learning rate {cfg.learning_rate}, gradient norm clipped at {cfg.grad_clip}), T = {T} "
+             f"({cfg.schedule} betas); samples from the EMA ({cfg.ema_decay}) weights.")
     forward_strip(ctx, test_ds.images[0], cfg)
 
-    model, schedule, apply_fn, init, step = build(cfg)
     loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed,
                                            process_index=jax.process_index(), process_count=jax.process_count())
-    key = jax.random.key(cfg.seed)
-    fit = ctx.fit(init(key, train_ds.image_shape), step, loader)
+    fit = ctx.fit(state, step, loader)
     ema = fit.state.extras["ema_params"]
     digest = train.digest(fit.state)
     if ctx.is_main_process:
         train.save_params(ctx.workdir / "ddpm_params.msgpack", ema)
-    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(ema))
     ctx.log(f"trained {int(fit.state.step)} steps ({n_params} parameters); sampling")
 
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
@@ -274,13 +281,6 @@ def run(ctx: Context) -> dict:
     traj = np.asarray(traj)
 
     # ---------------------------------------------------------------- report
-    T = schedule.num_timesteps
-    rep.text(f"Data: {train_ds.description}. Model: `genjax.nn.UNet` (channels {tuple(cfg.channels)}, "
-             f"{cfg.num_res_blocks} residual block(s) per level, attention at the bottleneck: {cfg.attention}; "
-             f"{n_params:,} parameters), {cfg.steps} steps of batch {cfg.batch_size}, T = {T} ({cfg.schedule} "
-             f"betas), EMA {cfg.ema_decay}. FID/KID: MNIST-feature scores of {cfg.num_samples} samples against the "
-             f"{len(evaluator.reference_features)} held-out digits (classifier in `{evaluator.classifier_dir}`); "
-             f"1,000 real training digits score FID {evaluator.real_fid:.2f}.")
     history = report.read_jsonl(ctx.workdir / "metrics.jsonl")
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot([h["step"] for h in history], [h["loss"] for h in history])
@@ -291,11 +291,13 @@ def run(ctx: Context) -> dict:
     plt.close(fig)
 
     rows = [(label, r["nfe"], r["fid"], r["kid"], r["kid_std"], r["seconds_per_1000"]) for label, r in results.items()]
-    rows.append(("real training digits (floor)", 0, evaluator.real_fid, None, None, None))
+    rows.append(("1,000 real training digits (floor)", "-", evaluator.real_fid, "-", "-", "-"))
     rep.table(["sampler", "denoiser calls", "MNIST-feature FID", "KID", "KID std", "s per 1,000 samples"], rows,
-              caption=f"{cfg.num_samples} samples per sampler, same EMA weights; DDIM with eta = 0 and leading "
-                      "timestep spacing; time measured after compiling, with block_until_ready, on "
-                      f"{jax.devices()[0].device_kind}")
+              caption=f"{cfg.num_samples} samples per sampler from the same EMA weights and start noise, scored "
+                      f"against the {len(evaluator.reference_features)} held-out digits with the features of the "
+                      f"classifier in `{evaluator.classifier_dir}`; DDIM with eta = 0 and leading timestep spacing; "
+                      "time measured after compiling, with block_until_ready, on "
+                      f"{jax.devices()[0].device_kind} ({jax.default_backend()})")
 
     labels = list(results)
     fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.9))

@@ -43,6 +43,7 @@ class Config:
     hidden: int = 256
     num_layers: int = 4
     time_dim: int = 64
+    fourier_levels: int = 0  # positional encoding of the coordinates (0: off)
     ema_decay: float = 0.999
     num_samples: int = 2_500  # samples scored per dataset and sampler (PacGAN uses 2,500)
     ddim_steps: int = 50
@@ -100,7 +101,8 @@ def build(cfg: Config):
     from genjax import diffusion, train
     from genjax.nn._diffusion import MlpDenoiser
 
-    model = MlpDenoiser(hidden=cfg.hidden, num_layers=cfg.num_layers, time_dim=cfg.time_dim)
+    model = MlpDenoiser(hidden=cfg.hidden, num_layers=cfg.num_layers, time_dim=cfg.time_dim,
+                        fourier_levels=cfg.fourier_levels)
     betas = (diffusion.linear_beta_schedule if cfg.schedule == "linear" else diffusion.cosine_beta_schedule)(
         cfg.num_timesteps)
     schedule = diffusion.make_schedule(betas)

@@ -287,12 +287,13 @@ def run(ctx: Context) -> dict:
                "target met", "steps/s (all seeds)"], rows,
               caption=f"mean +- std over {cfg.num_seeds} seeds; target: every mode on every seed, >= 95% high "
                       "quality, reverse KL <= 0.05")
-    rep.table(["dataset", "published method", "modes", "high quality (%)", "reverse KL"],
-              [p for p in PUBLISHED if p[0] in cfg.datasets],
-              caption="published numbers: Lin et al., PacGAN (NeurIPS 2018), table 1 (10 trials, 2,500 samples; "
-                      "their networks: generator 4x400 ReLU + batch norm, discriminator 3x200 maxout, 400 epochs "
-                      "of 100,000 samples). VEEGAN's table 1 and GDPP's WGAN-GP row could not be verified "
-                      "offline and are not quoted.")
+    published = [p for p in PUBLISHED if p[0] in cfg.datasets]
+    if published:
+        rep.table(["dataset", "published method", "modes", "high quality (%)", "reverse KL"], published,
+                  caption="published numbers: Lin et al., PacGAN (NeurIPS 2018), table 1 (10 trials, 2,500 samples; "
+                          "their networks: generator 4x400 ReLU + batch norm, discriminator 3x200 maxout, 400 epochs "
+                          "of 100,000 samples). VEEGAN's table 1 and GDPP's WGAN-GP row could not be verified "
+                          "offline and are not quoted.")
     for dataset, v in verdicts.items():
         rep.text(f"{dataset}: best method **{v['best_method']}**; target met: **{'yes' if v['meets_target'] else 'no'}**.")
 

@@ -94,7 +94,7 @@ QUICK = {
     "batch_size": 100,
     "lr_schedule": "constant",
     "iwae_samples": 500,
-    "eval_examples": 500,
+    "eval_examples": 300,
     "checkpoint_every": 1_000,
     "log_every": 250,
     "eval_every": 500,

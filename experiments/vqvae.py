@@ -67,7 +67,7 @@ class Config:
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
     data_source: Literal["auto", "tfds", "embedded"] = "auto"
     data_dir: str | None = None
-    steps: int = 6_000  # per variant
+    steps: int = 3_000  # per variant
     batch_size: int = 64
     learning_rate: float = 1e-3
     num_codes: int = 128  # K

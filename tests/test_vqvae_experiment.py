@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import vqvae
 from experiments._framework import ConfigError, run_experiment
-from genjax import data, report
+from genjax import data, nn, report
+from genjax.nn import _vqvae
 
 TINY = dict(steps=4, batch_size=8, channels=(4, 8), res_hidden=4, latent_dim=4, num_codes=16, betas=(0.25, 1.0),
             checkpoint_every=2, log_every=2, eval_every=4, data_source="embedded")
+
+
+@pytest.mark.parametrize("strides,kernel,in_shape", [(1, (3, 3), (2, 7, 7, 5)), (2, (4, 4), (2, 14, 14, 3)),
+                                                     (1, (1, 1), (2, 7, 7, 4)), (2, (3, 3), (1, 9, 9, 2))])
+def test_scan_friendly_conv_equals_genjax_conv(strides, kernel, in_shape):
+    """Reference: genjax.nn.Conv (whose gradients are tested against XLA's own in test_nn.py)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=in_shape), jnp.float32)
+    ref, mine = nn.Conv(6, kernel, strides), _vqvae.Conv(6, kernel, strides)
+    params = jax.jit(ref.init)(jax.random.key(0), x)
+    loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+    np.testing.assert_allclose(jax.jit(mine.apply)(params, x), jax.jit(ref.apply)(params, x), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(jax.jit(jax.grad(loss(mine), (0, 1)))(params, x)),
+                    jax.tree.leaves(jax.jit(jax.grad(loss(ref), (0, 1)))(params, x))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_and_decoder_shapes():
+    enc, dec = _vqvae.VQVAEEncoder(latent_dim=3, channels=(4, 8)), _vqvae.VQVAEDecoder(out_channels=1, channels=(4, 8))
+    x = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
+    z = jax.eval_shape(lambda x: enc.apply(enc.init(jax.random.key(0), x), x), x)
+    assert z.shape == (2, 7, 7, 3)
+    assert jax.eval_shape(lambda z: dec.apply(dec.init(jax.random.key(1), z), z), z).shape == (2, 28, 28, 1)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        jax.eval_shape(enc.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 30, 30, 1), jnp.float32))
 
 
 def test_tiny_run_writes_the_report_and_a_loadable_autoencoder(tmp_path):

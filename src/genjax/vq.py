@@ -65,6 +65,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import NamedTuple
 
@@ -197,6 +198,11 @@ def nearest_code(z: ArrayLike, codebook: ArrayLike) -> jax.Array:
     codebook = _float_array(codebook, "codebook")
     _check_codebook(codebook)
     _check_latents(z, codebook.shape[1])
+    return _nearest_kernel(z, codebook)
+
+
+@jax.jit
+def _nearest_kernel(z, codebook):
     compute = _stat_dtype(jnp.result_type(z.dtype, codebook.dtype))
     flat = z.reshape(-1, z.shape[-1]).astype(compute)  # [N, D]
     e = codebook.astype(compute)  # [K, D]
@@ -272,8 +278,15 @@ def quantize(z: ArrayLike, codebook: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """
     z = _float_array(z, "z")
     codebook = _float_array(codebook, "codebook")
-    indices = nearest_code(z, codebook)
-    e_k = lookup(jax.lax.stop_gradient(codebook), indices).astype(z.dtype)
+    _check_codebook(codebook)
+    _check_latents(z, codebook.shape[1])
+    return _quantize_kernel(z, codebook)
+
+
+@jax.jit
+def _quantize_kernel(z, codebook):
+    indices = _nearest_kernel(z, codebook)
+    e_k = jnp.take(jax.lax.stop_gradient(codebook), indices, axis=0).astype(z.dtype)
     z_q = z + jax.lax.stop_gradient(e_k - z)
     return z_q, indices
 
@@ -302,6 +315,17 @@ def _mean_sq(a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
     return jnp.mean((a.astype(compute) - b.astype(compute)) ** 2).astype(out_dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("book_weight", "out_dtype"))
+def _loss_kernel(z, e_k, commit_weight, *, book_weight, out_dtype):
+    """book_weight * mean (sg[z] - e)^2 + commit_weight * mean (z - sg[e])^2."""
+    commit = _mean_sq(z, jax.lax.stop_gradient(e_k), out_dtype)
+    book = _mean_sq(jax.lax.stop_gradient(z), e_k, out_dtype)
+    total = jnp.asarray(commit_weight, out_dtype) * commit
+    if book_weight:
+        total = total + book
+    return total.astype(out_dtype)
+
+
 def codebook_loss(z: ArrayLike, e_k: ArrayLike) -> jax.Array:
     """The codebook (VQ) term: moves the chosen codes towards the encoder outputs, never the encoder.
 
@@ -328,7 +352,7 @@ def codebook_loss(z: ArrayLike, e_k: ArrayLike) -> jax.Array:
       van den Oord et al. 2017, eq. 3 (second term).
     """
     z, e_k, out = _loss_pair(z, e_k)
-    return _mean_sq(jax.lax.stop_gradient(z), e_k, out)
+    return _loss_kernel(z, e_k, 0.0, book_weight=True, out_dtype=out)
 
 
 def commitment_loss(z: ArrayLike, e_k: ArrayLike) -> jax.Array:
@@ -357,7 +381,7 @@ def commitment_loss(z: ArrayLike, e_k: ArrayLike) -> jax.Array:
       van den Oord et al. 2017, eq. 3 (third term).
     """
     z, e_k, out = _loss_pair(z, e_k)
-    return _mean_sq(z, jax.lax.stop_gradient(e_k), out)
+    return _loss_kernel(z, e_k, 1.0, book_weight=False, out_dtype=out)
 
 
 def vq_loss(z: ArrayLike, e_k: ArrayLike, beta: float | ArrayLike = 0.25) -> jax.Array:
@@ -389,9 +413,7 @@ def vq_loss(z: ArrayLike, e_k: ArrayLike, beta: float | ArrayLike = 0.25) -> jax
     """
     _check_scalar(beta, "beta", 0.0)
     z, e_k, out = _loss_pair(z, e_k)
-    commit = _mean_sq(z, jax.lax.stop_gradient(e_k), out)
-    book = _mean_sq(jax.lax.stop_gradient(z), e_k, out)
-    return (book + jnp.asarray(beta, out) * commit).astype(out)
+    return _loss_kernel(z, e_k, beta, book_weight=True, out_dtype=out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,6 +559,12 @@ def ema_update(
     _check_latents(z, d)
     _check_indices(indices, z)
 
+    return _ema_kernel(state, z, indices, decay, eps, axis_name=axis_name)
+
+
+@functools.partial(jax.jit, static_argnames=("axis_name",))
+def _ema_kernel(state, z, indices, decay, eps, *, axis_name):
+    k = state.codebook.shape[0]
     dtype = state.hidden_count.dtype
     z = jax.lax.stop_gradient(z)
     counts, sums = _batch_statistics(z, indices, k, dtype, axis_name)
@@ -606,6 +634,12 @@ def restart_dead_codes(
     _check_latents(z, d)
     if z.size == 0:
         raise ValueError(f"`z` must hold at least one latent vector to restart codes from, got shape {z.shape}")
+    return _restart_kernel(key, state, z, threshold, axis_name=axis_name)
+
+
+@functools.partial(jax.jit, static_argnames=("axis_name",))
+def _restart_kernel(key, state, z, threshold, *, axis_name):
+    k, d = state.codebook.shape
     flat = jax.lax.stop_gradient(z).reshape(-1, d).astype(state.codebook.dtype)  # [N, D]
     if axis_name is not None:
         flat = jax.lax.all_gather(flat, axis_name, tiled=True)  # [devices * N, D], device order
@@ -643,8 +677,12 @@ def codebook_usage(indices: ArrayLike, num_codes: int, *, axis_name: str | None 
       [1, 0, 3, 0]
     """
     indices = _int_array(indices, "indices")
-    k = _check_num_codes(num_codes)
-    counts = jnp.sum(jax.nn.one_hot(indices.reshape(-1), k, dtype=jnp.int32), axis=0)
+    return _usage_kernel(indices, num_codes=_check_num_codes(num_codes), axis_name=axis_name)
+
+
+@functools.partial(jax.jit, static_argnames=("num_codes", "axis_name"))
+def _usage_kernel(indices, *, num_codes, axis_name):
+    counts = jnp.sum(jax.nn.one_hot(indices.reshape(-1), num_codes, dtype=jnp.int32), axis=0)
     return _psum_if(counts, axis_name)
 
 
@@ -670,7 +708,13 @@ def perplexity(indices: ArrayLike, num_codes: int, *, axis_name: str | None = No
       >>> float(vq.perplexity(jnp.array([0, 1, 2, 3]), 8)), float(vq.perplexity(jnp.array([5, 5]), 8))
       (4.0, 1.0)
     """
-    counts = codebook_usage(indices, num_codes, axis_name=axis_name).astype(jnp.float32)
+    indices = _int_array(indices, "indices")
+    return _perplexity_kernel(indices, num_codes=_check_num_codes(num_codes), axis_name=axis_name)
+
+
+@functools.partial(jax.jit, static_argnames=("num_codes", "axis_name"))
+def _perplexity_kernel(indices, *, num_codes, axis_name):
+    counts = _usage_kernel(indices, num_codes=num_codes, axis_name=axis_name).astype(jnp.float32)
     total = jnp.sum(counts)
     p = counts / jnp.maximum(total, 1.0)
     nz = p > 0

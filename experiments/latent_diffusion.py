@@ -1,0 +1,276 @@
+"""Latent diffusion on MNIST: DDPM in the 7x7 latent grid of the trained VQ-VAE, decoded to digits.
+
+Rombach et al. (2022) train the diffusion model in the latent space of a pretrained autoencoder
+instead of on pixels. Here the autoencoder is the VQ-VAE of `experiments/vqvae.py` (a 28x28
+digit <-> a 7x7xD grid of continuous pre-quantization latents; the decoder snaps them to the
+codebook first, as it was trained): found beside this run directory (`<workdir>/../vqvae`, i.e.
+`runs/vqvae`, or `runs/tour/vqvae` in the tour), or trained there first (its quick config with
+`--quick`), so this experiment never silently uses another model.
+
+1. Encode the training digits, scale the latents to unit variance (`(z - mean) / std` with the
+   statistics the VQ-VAE saved; Rombach et al., section 4.3.2 and appendix G), and train a
+   single-resolution `genjax.nn.UNet` at 7x7 with `genjax.diffusion.ddpm_loss` (T = 1000, linear
+   betas), EMA of the weights.
+2. Sample with DDPM (1000 steps) and DDIM (`ddim_steps`), decode, and score with the MNIST-feature
+   FID/KID (`experiments/_features.py`); time per sample includes the decoder.
+3. Compare with pixel-space DDPM: the numbers of the `ddpm_mnist` run beside this one
+   (`<workdir>/../ddpm_mnist/summary.json`) when it exists. The autoencoder's own reconstructions
+   of the held-out digits give the FID a perfect latent model would reach.
+
+`samples.npy` holds the decoded DDPM samples, float32 [num_samples, 28, 28, 1] in [0, 1].
+
+    python -m experiments.latent_diffusion [--quick] [--steps N] [--workdir DIR] [--seed N]
+
+References:
+    R. Rombach, A. Blattmann, D. Lorenz, P. Esser, B. Ommer, "High-Resolution Image Synthesis with
+    Latent Diffusion Models", CVPR 2022 (arXiv:2112.10752).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from experiments._framework import Context, Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    data_source: Literal["auto", "tfds", "embedded"] = "auto"
+    data_dir: str | None = None
+    num_timesteps: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    channels: tuple[int, ...] = (64,)  # one level: the 7x7 grid is not halved
+    num_res_blocks: int = 2
+    time_dim: int = 32
+    attention: bool = True
+    steps: int = 20_000
+    batch_size: int = 128
+    learning_rate: float = 5e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    num_samples: int = 1_000
+    sample_batch: int = 500
+    ddim_steps: tuple[int, ...] = (50,)
+    checkpoint_every: int = 2_000
+    log_every: int = 200
+    keep_checkpoints: int = 2
+    parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
+
+
+QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 600, "batch_size": 64,
+         "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "num_samples": 64, "sample_batch": 64,
+         "checkpoint_every": 300, "log_every": 50}
+
+
+def vqvae_dir(ctx: Context) -> Path:
+    return ctx.workdir.resolve().parent / "vqvae"
+
+
+def load_or_train_autoencoder(ctx: Context, data_source: str, data_dir: str | None):
+    """`experiments.vqvae.load_autoencoder` of `<workdir>/../vqvae`, training it there first if
+    it is missing (the quick config when this run is quick)."""
+    from experiments import vqvae
+    from experiments._framework import run_experiment
+
+    directory = vqvae_dir(ctx)
+    try:
+        return vqvae.load_autoencoder(directory)
+    except FileNotFoundError:
+        ctx.log(f"no trained VQ-VAE in {directory}; training it there first ({'quick' if ctx.quick else 'full'} config)")
+    exp = vqvae.EXPERIMENT
+    config = exp.make_config(quick=ctx.quick, seed=0, data_source=data_source, data_dir=data_dir)
+    run_experiment(exp, config, directory, quick=ctx.quick)
+    return vqvae.load_autoencoder(directory)
+
+
+def encode_all(encode, images, batch: int = 500):
+    """Continuous latents of every image, in fixed-size batches (one compiled shape)."""
+    import numpy as np
+
+    out = []
+    for i in range(0, len(images), batch):
+        chunk = images[i:i + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        out.append(np.asarray(encode(chunk)[0])[: batch - pad])
+    return np.concatenate(out)
+
+
+def decode_all(decode, latents, batch: int = 500):
+    import numpy as np
+
+    out = []
+    for i in range(0, len(latents), batch):
+        chunk = latents[i:i + batch]
+        pad = batch - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        out.append(np.asarray(decode(chunk))[: batch - pad])
+    return np.concatenate(out)
+
+
+def pixel_rows(ctx: Context) -> tuple[list[tuple], dict | None]:
+    """Rows (label, denoiser calls, FID, KID, s per 1,000 samples) of the ddpm_mnist run beside
+    this one, and its summary (None if there is none)."""
+    from genjax import report
+
+    path = ctx.workdir.resolve().parent / "ddpm_mnist" / "summary.json"
+    if not path.exists():
+        return [], None
+    s = report.read_json(path)
+    rows = []
+    for key in sorted((k for k in s if k.startswith("fid/")), key=lambda k: -int(k.rsplit("_", 1)[-1])):
+        tag = key[len("fid/"):]
+        method, n = tag.rsplit("_", 1)
+        rows.append((f"pixel space: {method.upper()} {n}", int(n), s[key], s.get(f"kid/{tag}"),
+                     s.get(f"seconds_per_1000/{tag}")))
+    return rows, s
+
+
+def run(ctx: Context) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from experiments import ddpm_mnist as dm
+    from experiments._features import mnist_evaluator
+    from genjax import data, report, train
+    from genjax.nn._diffusion import UNet
+
+    cfg: Config = ctx.config
+    train_ds = data.load_images("mnist", "train", source=cfg.data_source, data_dir=cfg.data_dir)
+    test_ds = data.load_images("mnist", "test", source=cfg.data_source, data_dir=cfg.data_dir)
+    encode, decode, info = load_or_train_autoencoder(ctx, cfg.data_source, cfg.data_dir)
+    mean, std = float(info["latent_mean"]), float(info["latent_std"])
+    latent_shape = tuple(info["latent_shape"])
+    ctx.log(f"autoencoder: latents {latent_shape}, mean {mean:.3f}, std {std:.3f}; encoding the training digits")
+    latents = (encode_all(encode, train_ds.images) - mean) / std  # [N, 7, 7, D], ~unit variance
+
+    model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
+                 attention=cfg.attention)
+    schedule = dm.make_schedule(cfg.schedule, cfg.num_timesteps)
+    tx = dm.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
+    apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
+    key = jax.random.key(cfg.seed)
+    params = model.init(key, jnp.zeros((1, *latent_shape)), jnp.zeros((1,), jnp.int32))["params"]
+    state = train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
+                                    extras={"ema_params": params})
+    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(params))
+    step = dm.make_ddpm_step(apply_fn, schedule, cfg.ema_decay, lambda z: z, "z")
+    loader = data.ArrayLoader({"z": latents.astype(np.float32)}, cfg.batch_size, cfg.seed,
+                              process_index=jax.process_index(), process_count=jax.process_count())
+    fit = ctx.fit(state, step, loader)
+    ema = fit.state.extras["ema_params"]
+    digest = train.digest(fit.state)
+
+    # ---------------------------------------------------------------- sampling and scoring
+    evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
+    batch = min(cfg.sample_batch, cfg.num_samples)
+    fns = dm.sampler_fns(apply_fn, schedule, (batch, *latent_shape), cfg.ddim_steps)
+    sample_key = jax.random.fold_in(key, 10_000)
+    results = {}
+    for label, (fn, nfe) in fns.items():
+        # the decoder is part of the timed, compiled sampler: latents -> images
+        to_images = lambda p, k, fn=fn: decode(fn(p, k) * std + mean)
+        x, seconds = dm.generate(to_images, ema, sample_key, cfg.num_samples, batch)
+        kid, kid_std = evaluator.kid(x)
+        results[label] = {"samples": x, "nfe": nfe, "fid": evaluator.fid(x), "kid": kid, "kid_std": kid_std,
+                          "seconds_per_1000": seconds / cfg.num_samples * 1000}
+        ctx.log(f"latent {label}: FID {results[label]['fid']:.2f}, "
+                f"{results[label]['seconds_per_1000']:.2f} s / 1000 samples")
+    ddpm_label = next(iter(fns))
+    if ctx.is_main_process:
+        np.save(ctx.workdir / "samples.npy", results[ddpm_label]["samples"].astype(np.float32))
+    recon = decode_all(decode, encode_all(encode, test_ds.images))
+    recon_fid = evaluator.fid(recon)
+
+    # ---------------------------------------------------------------- report
+    rep = ctx.report
+    T = schedule.num_timesteps
+    rep.text(f"Autoencoder: the VQ-VAE in `{vqvae_dir(ctx)}` (latents {latent_shape}, {info.get('num_codes')} "
+             f"codes); latents scaled by 1/{std:.3f} after subtracting {mean:.3f}. Denoiser: `genjax.nn.UNet` at "
+             f"{latent_shape[0]}x{latent_shape[1]} (channels {tuple(cfg.channels)}, {cfg.num_res_blocks} residual "
+             f"block(s), attention: {cfg.attention}; {n_params:,} parameters), {cfg.steps} steps of batch "
+             f"{cfg.batch_size}, T = {T} ({cfg.schedule} betas), EMA {cfg.ema_decay}.")
+    pix_rows, pix_summary = pixel_rows(ctx)
+    rows = [(f"latent space: {label}", r["nfe"], r["fid"], r["kid"], r["seconds_per_1000"])
+            for label, r in results.items()]
+    rows += pix_rows
+    rows.append(("VQ-VAE reconstructions of the held-out digits", "-", recon_fid, "-", "-"))
+    rows.append(("1,000 real training digits (floor)", "-", evaluator.real_fid, "-", "-"))
+    note = ("" if pix_summary is None else
+            f" Pixel-space rows: the `ddpm_mnist` run beside this one ({pix_summary.get('num_samples')} samples, "
+            f"{pix_summary.get('num_parameters'):,} parameters, {pix_summary.get('steps')} steps).")
+    if pix_summary is None:
+        note = " No `ddpm_mnist` run beside this one: run it for the pixel-space rows."
+    rep.table(["model / sampler", "denoiser calls", "MNIST-feature FID", "KID", "s per 1,000 samples"], rows,
+              caption=f"{cfg.num_samples} samples per latent sampler, decoded (decoding is included in the time); "
+                      "FID/KID against the held-out digits with the runtime classifier's features; time of the "
+                      f"compiled samplers with block_until_ready on {jax.devices()[0].device_kind}." + note)
+
+    labels = list(results)
+    panels = [(f"latent {l}", results[l]["samples"]) for l in labels]
+    if pix_summary is not None and (ctx.workdir.resolve().parent / "ddpm_mnist" / "samples.npy").exists():
+        panels.append(("pixel DDPM (ddpm_mnist)", np.load(ctx.workdir.resolve().parent / "ddpm_mnist" / "samples.npy")))
+    panels.append(("VQ-VAE reconstructions", recon))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.0))
+    for ax, (title, imgs) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(dm.image_grid(imgs, 6, 6), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    rep.figure(fig, "samples", caption="the first 36 samples of each sampler, with pixel-space DDPM samples and "
+                                       "the autoencoder's reconstructions for comparison")
+    plt.close(fig)
+
+    history = report.read_jsonl(ctx.workdir / "metrics.jsonl")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title("latent training loss (mean over each logging interval)")
+    rep.figure(fig, "training_loss", caption="the simple loss in latent space, per latent coordinate")
+    plt.close(fig)
+
+    summary = {
+        "steps": int(fit.state.step),
+        "final_loss": history[-1]["loss"] if history else None,
+        "num_parameters": n_params,
+        "num_samples": cfg.num_samples,
+        "latent_shape": list(latent_shape),
+        "reconstruction_fid": recon_fid,
+        "real_fid": evaluator.real_fid,
+        "params_digest": digest,
+        "resumed_from": fit.resumed_from,
+        "steps_per_s": train.steps_per_second(fit.history),
+        "samples": "samples.npy",
+        "autoencoder_dir": str(vqvae_dir(ctx)),
+    }
+    for label, r in results.items():
+        tag = label.lower().replace(" ", "_")
+        summary[f"fid/{tag}"] = r["fid"]
+        summary[f"kid/{tag}"] = r["kid"]
+        summary[f"seconds_per_1000/{tag}"] = r["seconds_per_1000"]
+    if pix_summary is not None:
+        summary["pixel_fid/ddpm"] = pix_summary.get(f"fid/ddpm_{T}")
+        summary["pixel_seconds_per_1000/ddpm"] = pix_summary.get(f"seconds_per_1000/ddpm_{T}")
+    return summary
+
+
+EXPERIMENT = Experiment(
+    name="latent_diffusion",
+    title="Latent diffusion: DDPM in the VQ-VAE's latent space",
+    description="DDPM on the 7x7 latent grid of the trained VQ-VAE, decoded to digits, against pixel-space DDPM.",
+    config=Config,
+    quick=QUICK,
+    run=run,
+    trains=True,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(EXPERIMENT.main())

@@ -1,0 +1,143 @@
+"""Smoke tests of the diffusion experiments (configs far smaller than --quick), exact resume, and
+the denoisers of genjax.nn._diffusion."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from experiments import ddpm_mnist, diffusion_2d, latent_diffusion
+from experiments._framework import run_experiment
+from genjax.nn import _diffusion as dnn
+
+# ------------------------------------------------------------------------------ the networks
+
+
+@pytest.mark.parametrize(
+    "strides,padding,x_shape,k",
+    [(1, "SAME", (2, 9, 9, 3), (3, 3)), (2, "SAME", (2, 28, 28, 3), (3, 3)), (2, "VALID", (2, 10, 10, 3), (4, 4)),
+     ((1, 2), ((2, 1), (0, 3)), (2, 8, 11, 3), (3, 4)), (3, "VALID", (2, 11, 11, 3), (3, 3))],
+)
+def test_loop_safe_conv_matches_xla_gradients(strides, padding, x_shape, k):
+    """Reference: jax.grad of lax.conv_general_dilated (XLA's own transpose rules)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*k, x_shape[-1], 5)), jnp.float32)
+    s = (strides, strides) if isinstance(strides, int) else strides
+    ref = lambda x, w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, s, padding,
+                                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    mine = lambda x, w: jnp.sum(jnp.sin(dnn.loop_safe_conv2d(x, w, strides, padding)))
+    np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-5)
+    for a, b in zip(jax.grad(mine, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_denoisers_shapes_and_zero_initial_output():
+    t = jnp.array([0, 999])
+    emb = dnn.sinusoidal_embedding(t, 8)
+    # t = 0: sin(0) = 0 and cos(0) = 1 for every frequency (the definition)
+    np.testing.assert_allclose(emb[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
+    mlp = dnn.MlpDenoiser(hidden=8, num_layers=2, time_dim=8, fourier_levels=3)
+    p_mlp = mlp.init(jax.random.key(0), jnp.zeros((2, 2)), t)
+    assert np.all(mlp.apply(p_mlp, jnp.ones((2, 2)), t) == 0)  # zero-initialised output layer
+    for shape, channels in (((2, 28, 28, 1), (4, 8, 8)), ((2, 7, 7, 3), (8,))):
+        unet = dnn.UNet(channels=channels, time_dim=8, attention=True)
+        p = unet.init(jax.random.key(0), jnp.zeros(shape), t)
+        out = unet.apply(p, jnp.ones(shape), t)
+        assert out.shape == shape and np.all(out == 0)
+    with pytest.raises(ValueError, match="one timestep per example"):
+        mlp.apply(p_mlp, jnp.ones((2, 2)), t[:1])
+    with pytest.raises(ValueError, match="divisible by 4"):
+        dnn.UNet(channels=(4, 8, 8)).init(jax.random.key(0), jnp.zeros((1, 10, 10, 1)), t[:1])
+
+
+# ------------------------------------------------------------------------------ diffusion_2d
+
+TINY_2D = dict(datasets=("ring",), num_timesteps=20, steps=4, batch_size=16, hidden=16, num_layers=1, time_dim=8,
+               num_samples=40, ddim_steps=5, checkpoint_every=2, log_every=2)
+
+
+def _run(exp, workdir, **overrides):
+    return run_experiment(exp, exp.EXPERIMENT.make_config(quick=True, **overrides), workdir, quick=True)
+
+
+@pytest.mark.slow
+def test_diffusion_2d_smoke_and_exact_resume(tmp_path):
+    exp = diffusion_2d
+    summary = _run(exp, tmp_path / "a", **TINY_2D)
+    samples = np.load(tmp_path / "a" / "samples.npy")
+    assert samples.shape == (1, 40, 2) and np.all(np.isfinite(samples))
+    for key in ("ring/ddpm/high_quality", "ring/ddpm/modes_captured", "ring/ddpm/reverse_kl", "ring/ddim/sliced_w1",
+                "ring/ddpm/seconds_per_1000", "params_digest"):
+        assert key in summary
+    assert 0.0 <= summary["ring/ddpm/high_quality"] <= 1.0
+    for fig in ("forward_process", "reverse_process", "trajectories", "samples", "training_loss"):
+        assert (tmp_path / "a" / f"{fig}.png").exists()
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "Mode coverage" in report and "exact samples (reference)" in report
+    # resume: 4 more steps on the same workdir give the digest of 8 uninterrupted steps
+    resumed = _run(exp, tmp_path / "a", **{**TINY_2D, "steps": 8})
+    assert resumed["resumed_from"] == {"ring": 4}
+    fresh = _run(exp, tmp_path / "b", **{**TINY_2D, "steps": 8})
+    assert resumed["ring/params_digest"] == fresh["ring/params_digest"]
+
+
+# ------------------------------------------------------------------------------ MNIST experiments
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    """A runs directory with an untrained (random) MNIST classifier for the FID features and an
+    untrained tiny VQ-VAE, so that the smoke tests train neither."""
+    from experiments import vqvae
+    from genjax import nn, train
+
+    root = tmp_path_factory.mktemp("runs")
+    clf = nn.MnistClassifier(features_dim=16).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    train.save_params(root / "mnist_classifier" / "classifier.msgpack", clf)
+    model = vqvae.Autoencoder(latent_dim=4, channels=(4, 8), res_blocks=1, res_hidden=4, out_channels=1)
+    params = model.init(jax.random.key(1), (28, 28, 1))
+    book = vqvae.init_codebook(jax.random.key(2), 8, 4)
+    info = {"image_shape": [28, 28, 1], "latent_shape": [7, 7, 4], "num_codes": 8, "latent_mean": 0.0,
+            "latent_std": 1.0}
+    vqvae.save_autoencoder(root / "vqvae", model, params, book, info)
+    return root
+
+
+TINY_MNIST = dict(channels=(4, 8), num_res_blocks=1, attention=False, num_timesteps=20, ddim_steps=(5,), steps=2,
+                  batch_size=8, num_samples=8, sample_batch=8, checkpoint_every=2, log_every=2)
+
+
+@pytest.mark.slow
+def test_ddpm_mnist_smoke(runs_root):
+    summary = _run(ddpm_mnist, runs_root / "ddpm_mnist", **TINY_MNIST)
+    d = runs_root / "ddpm_mnist"
+    samples = np.load(d / "samples.npy")
+    assert samples.shape == (8, 28, 28, 1) and samples.dtype == np.float32
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    for key in ("fid/ddpm_20", "fid/ddim_5", "kid/ddim_5", "seconds_per_1000/ddpm_20", "real_fid", "params_digest"):
+        assert np.isfinite(summary[key])
+    for fig in ("forward_process", "training_loss", "samples", "quality_vs_speed", "reverse_process"):
+        assert (d / f"{fig}.png").exists()
+    assert "MNIST-feature FID" in (d / "report.md").read_text()
+    assert json.loads((d / "summary.json").read_text())["steps"] == 2
+
+
+@pytest.mark.slow
+def test_latent_diffusion_smoke(runs_root):
+    overrides = {k: v for k, v in TINY_MNIST.items() if k != "channels"}
+    summary = _run(latent_diffusion, runs_root / "latent_diffusion", channels=(8,), **overrides)
+    d = runs_root / "latent_diffusion"
+    samples = np.load(d / "samples.npy")
+    assert samples.shape == (8, 28, 28, 1) and samples.min() >= 0.0 and samples.max() <= 1.0
+    for key in ("fid/ddpm_20", "fid/ddim_5", "seconds_per_1000/ddpm_20", "reconstruction_fid"):
+        assert np.isfinite(summary[key])
+    report = (d / "report.md").read_text()
+    assert "VQ-VAE reconstructions" in report
+    if (runs_root / "ddpm_mnist" / "summary.json").exists():  # the pixel-space rows, when that run exists
+        assert "pixel space: DDPM 20" in report and summary["pixel_fid/ddpm"] is not None
