@@ -10,13 +10,17 @@ ancestral DDPM sampling (1000 steps) and DDIM (`ddim_steps`, eta = 0). The repor
 2. the reverse process: the same snapshots of the sampling chain, and the paths of single points;
 3. samples over the data, and for the ring and grid the mode metrics of the GAN chapter
    (`genjax.gan.mode_metrics`: high-quality samples within 3 std of a mode, captured modes,
-   reverse KL; 2,500 samples as in PacGAN), in one table with the GAN runs found beside this run
-   directory (`<workdir>/../<gan experiment>/summary.json`), and a sliced Wasserstein-1 distance
-   to fresh data for all three datasets.
+   reverse KL; 2,500 samples as in PacGAN), in one table with the GANs: the `gan_mode_collapse`
+   run beside this run directory (`<workdir>/../gan_mode_collapse/summary.json`) when there is
+   one, and the published numbers it quotes; and a sliced Wasserstein-1 distance to fresh data
+   for all three datasets.
 
 Data are divided by their overall standard deviation before diffusion (so the noise level
 matches the data's scale) and samples are scaled back: all numbers and figures are in data
-space. `samples.npy` holds the DDPM samples, float32 [num_datasets, num_samples, 2] in the order
+space. The MLP sees its input coordinates through a positional encoding (`fourier_levels`
+sin/cos octaves): the ring's and grid's modes are narrow (std 0.01 and 0.05) and a plain MLP of
+the coordinates learns them slowly (measured on the grid with the quick config: 5-17% of
+high-quality samples without the encoding, 85% with 6 octaves). `samples.npy` holds the DDPM samples, float32 [num_datasets, num_samples, 2] in the order
 of `datasets`.
 
     python -m experiments.diffusion_2d [--quick] [--steps N] [--workdir DIR] [--seed N]
@@ -43,7 +47,7 @@ class Config:
     hidden: int = 256
     num_layers: int = 4
     time_dim: int = 64
-    fourier_levels: int = 0  # positional encoding of the coordinates (0: off)
+    fourier_levels: int = 6  # positional encoding of the coordinates (0: off)
     ema_decay: float = 0.999
     num_samples: int = 2_500  # samples scored per dataset and sampler (PacGAN uses 2,500)
     ddim_steps: int = 50
@@ -57,8 +61,7 @@ QUICK = {"steps": 3_000, "batch_size": 256, "hidden": 128, "num_layers": 3, "che
          "log_every": 250, "ema_decay": 0.995}
 
 SNAPSHOT_TIMES = (0, 49, 99, 199, 399, 999)  # 0-based timesteps of the snapshots (for T = 1000)
-# GAN experiments whose summaries hold ring/grid mode metrics, and the runs to compare with.
-GAN_EXPERIMENTS = ("gan_toy", "gan_modes", "gan_mode_collapse", "gan_2d", "gan_improved", "wgan")
+GAN_EXPERIMENT = "gan_mode_collapse"  # the GAN chapter's ring/grid benchmark, for the joint table
 
 
 class ToyBatches:
@@ -176,21 +179,26 @@ def sliced_w1(key, x, y, num_directions: int = 32) -> float:
 
 
 def gan_rows(ctx: Context, dataset: str) -> list[tuple]:
-    """Mode-metric rows of GAN runs beside this run directory, if any: summaries with keys
-    `<variant>/<dataset>/high_quality`, `.../modes_captured`, `.../reverse_kl`."""
+    """Rows (model, high-quality fraction, modes captured, reverse KL) of the GAN chapter for
+    `dataset`: the `gan_mode_collapse` run beside this run directory (means over its seeds), if
+    there is one, and the published numbers that experiment quotes."""
     from genjax import report
 
     rows = []
-    for name in GAN_EXPERIMENTS:
-        path = ctx.workdir.resolve().parent / name / "summary.json"
-        if not path.exists():
-            continue
+    path = ctx.workdir.resolve().parent / GAN_EXPERIMENT / "summary.json"
+    if path.exists():
         summary = report.read_json(path)
-        suffix = f"/{dataset}/high_quality"
-        for key in sorted(k for k in summary if k.endswith(suffix)):
-            variant = key[: -len(suffix)]
-            get = lambda m: summary.get(f"{variant}/{dataset}/{m}")
-            rows.append((f"{name}: {variant}", get("high_quality"), get("modes_captured"), get("reverse_kl")))
+        for key, value in summary.items():
+            if key.startswith(f"{dataset}/") and isinstance(value, dict) and "high_quality_mean" in value:
+                rows.append((f"GAN run ({GAN_EXPERIMENT}): {key.split('/', 1)[1]}, mean over seeds",
+                             value["high_quality_mean"], value.get("modes_mean"), value.get("reverse_kl_mean")))
+    try:
+        from experiments.gan_mode_collapse import PUBLISHED
+    except ImportError:  # pragma: no cover - the GAN chapter is absent
+        PUBLISHED = ()
+    for name, method, modes, high_quality_percent, reverse_kl in PUBLISHED:
+        if name == dataset:
+            rows.append((f"published: {method}", high_quality_percent / 100.0, modes, reverse_kl))
     return rows
 
 
@@ -246,7 +254,7 @@ def run(ctx: Context) -> dict:
     rep = ctx.report
     rep.text(
         f"Each dataset gets its own `genjax.nn.MlpDenoiser` ({cfg.num_layers} x {cfg.hidden}, time embedding "
-        f"{cfg.time_dim}) trained for {cfg.steps} steps of batch {cfg.batch_size} with `genjax.diffusion.ddpm_loss` "
+        f"{cfg.time_dim}, {cfg.fourier_levels} octaves of positional encoding of the coordinates) trained for {cfg.steps} steps of batch {cfg.batch_size} with `genjax.diffusion.ddpm_loss` "
         f"(T = {T}, {cfg.schedule} betas), Adam with warm-up and cosine decay, EMA {cfg.ema_decay} of the weights "
         "(the EMA weights are sampled). Data are divided by their standard deviation for diffusion and scaled back.")
     quality_rows, w1_rows = [], []
@@ -285,8 +293,8 @@ def run(ctx: Context) -> dict:
                   quality_rows,
                   caption=f"{cfg.num_samples} samples each; `genjax.gan.mode_metrics` (within 3 std of a mode; "
                           "ring: 8 modes, std 0.01; grid: 25 modes, std 0.05). For exact samples the high-quality "
-                          "fraction is 1 - exp(-9/2) = 98.9%. GAN rows come from the GAN runs beside this one, "
-                          "when they exist.")
+                          "fraction is 1 - exp(-9/2) = 98.9%. GAN rows: the gan_mode_collapse run beside this "
+                          "one (when it exists; its own steps and seeds) and the published numbers it quotes.")
     rep.table(["dataset", "sampler", "sliced W1 to data", "sliced W1 data vs data", "s per 1,000 samples"], w1_rows,
               caption="sliced Wasserstein-1 (mean over 32 random directions of the exact 1-D W1) between "
                       f"{cfg.num_samples} samples and as many fresh data points, with the same distance between two "

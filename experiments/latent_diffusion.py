@@ -204,11 +204,11 @@ def run(ctx: Context) -> dict:
     rows += pix_rows
     rows.append(("VQ-VAE reconstructions of the held-out digits", "-", recon_fid, "-", "-"))
     rows.append(("1,000 real training digits (floor)", "-", evaluator.real_fid, "-", "-"))
-    note = ("" if pix_summary is None else
-            f" Pixel-space rows: the `ddpm_mnist` run beside this one ({pix_summary.get('num_samples')} samples, "
-            f"{pix_summary.get('num_parameters'):,} parameters, {pix_summary.get('steps')} steps).")
     if pix_summary is None:
         note = " No `ddpm_mnist` run beside this one: run it for the pixel-space rows."
+    else:
+        note = (f" Pixel-space rows: the `ddpm_mnist` run beside this one ({pix_summary.get('num_samples')} samples, "
+                f"{pix_summary.get('num_parameters')} parameters, {pix_summary.get('steps')} steps).")
     rep.table(["model / sampler", "denoiser calls", "MNIST-feature FID", "KID", "s per 1,000 samples"], rows,
               caption=f"{cfg.num_samples} samples per latent sampler, decoded (decoding is included in the time); "
                       "FID/KID against the held-out digits with the runtime classifier's features; time of the "

@@ -117,6 +117,19 @@ def test_vmapped_seeds_equal_separate_runs():
     assert np.shape(together.history[-1]["loss"]) == (4,)
 
 
+def test_vmapped_replicas_checkpoint_and_resume(tmp_path):
+    init, step = make(noise=0.1)
+    seeds = [0, 1, 2]
+    sources = [RegressionSource(seed=s, batch_size=16) for s in seeds]
+    fresh = lambda: train.init_replicas(init, train.seed_keys(seeds))
+    kw = dict(log_every=10, checkpoint_every=10, replicas=True, progress=False)
+    straight = train.fit(fresh(), step, sources, num_steps=30, **kw)
+    train.fit(fresh(), step, sources, num_steps=20, workdir=tmp_path, **kw)
+    resumed = train.fit(fresh(), step, sources, num_steps=30, workdir=tmp_path, **kw)
+    assert resumed.resumed_from == 20
+    assert train.digest(resumed.state) == train.digest(straight.state)
+
+
 def test_vmapped_learning_rates_equal_separate_runs():
     def loss_fn(params, batch, key, state):
         return jnp.mean((batch["x"] @ params["w"] - batch["y"][:, 0]) ** 2), ({}, {})

@@ -2,5 +2,6 @@
 
 from genjax.nn._classifier import MnistClassifier, cross_entropy_loss
 from genjax.nn._conv import Conv, conv2d
+from genjax.nn._vae import VaeConv, VaeMlp
 
-__all__ = ["Conv", "MnistClassifier", "conv2d", "cross_entropy_loss"]
+__all__ = ["Conv", "MnistClassifier", "VaeConv", "VaeMlp", "conv2d", "cross_entropy_loss"]

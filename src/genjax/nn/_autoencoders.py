@@ -31,8 +31,9 @@ class DenseAutoencoder(nn.Module):
       hidden: the code size H.
       activation: ``"sigmoid"``, ``"relu"`` or ``"linear"``.
       k: keep the k largest hidden units per example (None: keep all). ``encode``/``__call__``
-        take a ``k`` that overrides it, e.g. a traced k annealed during training, or the larger
-        ``alpha * k`` that the paper uses to encode at test time.
+        take a ``k`` that overrides it, e.g. the larger ``alpha * k`` with which the paper
+        encodes at test time. (To anneal a traced k during training, apply
+        ``genjax.autoencoders.k_sparse(pre_activation(x), k, max_k=...)`` and ``decode``.)
       tied: decode with ``W^T`` (True) or with a separate ``[H, D]`` kernel.
 
     Parameters: ``kernel`` [D, H] (Glorot-uniform), ``bias`` [H], ``output_bias`` [D], and

@@ -50,6 +50,11 @@ def tree_to_state(tree: dict[str, Any], template: TrainState) -> TrainState:
     )
 
 
+def _step_of(tree: dict[str, Any]) -> int:
+    """The step of a state tree; replicas (a leading axis) all share one step."""
+    return int(np.asarray(tree["step"]).reshape(-1)[0])
+
+
 class _OrphanedReadErrors(logging.Filter):
     """Drops asyncio's "Future exception was never retrieved" records for reads of checkpoints
     that `restore_latest` has already reported as corrupted: when one array of a damaged
@@ -107,7 +112,7 @@ class Checkpointer:
     def save(self, state: TrainState, force: bool = True) -> None:
         ocp = self._ocp
         tree = state_to_tree(state)
-        step = int(tree["step"])
+        step = _step_of(tree)
         if step in self.manager.all_steps():
             return
         meta = {"step": step, "sha256": params_digest(tree)}
@@ -136,8 +141,8 @@ class Checkpointer:
                 if meta is None or meta.get("sha256") != digest:
                     raise ValueError(f"content sha256 {digest[:12]}... does not match the recorded "
                                      f"{str((meta or {}).get('sha256'))[:12]}...")
-                if int(tree["step"]) != step:
-                    raise ValueError(f"holds step {int(tree['step'])}")
+                if _step_of(tree) != step:
+                    raise ValueError(f"holds step {_step_of(tree)}")
                 return tree_to_state(tree, template)
             except Exception as e:  # noqa: BLE001 - any failure means: use an older checkpoint
                 msg = (f"checkpoint {self.directory / str(step)} is unreadable or corrupted "

@@ -1,0 +1,146 @@
+"""Smoke tests of the GAN experiments with configs far smaller than --quick, their shared train
+step, the pure toy source, and exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import _gan_common as common
+from experiments._framework import run_experiment
+from genjax import report
+
+
+def _run(module, workdir, **overrides):
+    exp = module.EXPERIMENT
+    return run_experiment(exp, exp.make_config(**overrides), workdir)
+
+
+# ------------------------------------------------------------------------------ shared pieces
+
+
+def test_toy_source_is_a_pure_function_of_seed_and_step():
+    s = common.ToySource("grid", batch_size=16, seed=3, draws=2)
+    a = s.batches(5, 3)["x"]
+    assert a.shape == (3, 2, 16, 2) and a.dtype == np.float32
+    np.testing.assert_array_equal(a[1:], s.batches(6, 2)["x"])  # resumed at step 6: the same data
+    assert not np.array_equal(a, common.ToySource("grid", 16, seed=4, draws=2).batches(5, 3)["x"])
+    with pytest.raises(ValueError, match="mixture"):
+        common.ToySource("moons", 4, 0)
+
+
+def test_variants_parse_and_bad_ones_list_the_valid_names():
+    assert common.parse_variant("gan+fm+ls") == ("gan", frozenset({"fm", "ls"}))
+    with pytest.raises(ValueError, match="must start with a loss"):
+        common.parse_variant("fm+gan")
+    with pytest.raises(ValueError, match=r"unknown switch.*'xx'.*known: ls"):
+        common.parse_variant("gan+xx")
+
+
+@pytest.mark.parametrize("options", [
+    common.GanOptions("gan", label_smoothing=0.1, historical_averaging=1e-3, instance_noise=0.1, noise_anneal_steps=4),
+    common.GanOptions("gan", feature_matching=True, pack=2),
+    common.GanOptions("wgan", n_critic=2),
+    common.GanOptions("wgan_gp", n_critic=2),
+])
+def test_gan_step_runs_and_updates_both_players(options):
+    import optax
+
+    from genjax import train
+    from genjax.nn import _gan as gnn
+
+    g, d = gnn.MlpGenerator(hidden=8, depth=1), gnn.MlpDiscriminator(hidden=8, depth=1)
+    params = {"generator": g.init(jax.random.key(0), jnp.zeros((1, 2)))["params"],
+              "discriminator": d.init(jax.random.key(1), jnp.zeros((1, 2 * options.pack)))["params"]}
+    state = train.TrainState.create(params=params, tx={"generator": optax.adam(1e-2), "discriminator": optax.adam(1e-2)},
+                                    key=jax.random.key(2), extras=common.gan_extras(options, params))
+    step = jax.jit(common.make_gan_step(lambda p, z, e: g.apply({"params": p}, z),
+                                        lambda p, x, with_features=False: d.apply({"params": p}, x, with_features=with_features),
+                                        2, options))
+    batch = {"x": jnp.asarray(common.ToySource("ring", 8, 0, draws=options.n_critic).batches(0, 1)["x"][0])}
+    new, metrics = step(state, batch)
+    assert int(new.step) == 1
+    for part in ("generator", "discriminator"):
+        changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), params[part], new.params[part])
+        assert any(jax.tree.leaves(changed)), part
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    if options.loss == "wgan":
+        assert all(float(jnp.max(jnp.abs(w))) <= options.clip + 1e-7 for w in jax.tree.leaves(new.params["discriminator"]))
+    if options.historical_averaging:
+        assert int(new.extras["ha_generator"].count) == 2
+    step(new, batch)
+    assert step._cache_size() == 1  # the second step does not recompile
+
+
+# ------------------------------------------------------------------------------ experiments
+
+
+def test_gan_nash_matches_the_closed_forms(tmp_path):
+    from experiments import gan_nash
+
+    s = _run(gan_nash, tmp_path, num_steps=60, table_learning_rates=(0.1, 0.5))
+    assert s["max_relative_error"] < 1e-12  # simultaneous steps: radius x sqrt(1 + lr^2) per step
+    assert s["max_alternating_invariant_drift"] < 1e-12  # alternating steps conserve x^2 - lr xy + y^2
+    assert s["simultaneous_growth"] == pytest.approx((1 + 0.1**2) ** 0.5, rel=1e-12)
+    assert s["extragradient_final_radius"] < 2**0.5 < s["alternating_radius_max"] + 1e-9
+    assert (tmp_path / "trajectories.png").exists()
+
+
+@pytest.mark.slow
+def test_gan_mode_collapse_smoke_and_exact_resume(tmp_path):
+    from experiments import gan_mode_collapse
+
+    tiny = dict(steps=4, num_seeds=2, batch_size=16, hidden=8, depth=1, datasets=("grid",),
+                methods=("gan", "wgan_gp"), num_samples=50, eval_every=2, log_every=2, checkpoint_every=2)
+    s = _run(gan_mode_collapse, tmp_path / "a", **tiny)
+    samples = np.load(tmp_path / "a" / "samples_grid_wgan_gp.npy")
+    assert samples.shape == (2, 50, 2)
+    assert set(s["target_met"]) == {"grid"}
+    assert "grid/gan" in s and (tmp_path / "a" / "samples_grid.png").exists()
+    # a run stopped at step 2 and resumed ends with the same parameters
+    _run(gan_mode_collapse, tmp_path / "b", **{**tiny, "steps": 2})
+    resumed = _run(gan_mode_collapse, tmp_path / "b", **tiny)
+    assert resumed["params_digest"] == s["params_digest"]
+
+
+def _tiny_classifier(directory):
+    """An untrained MnistClassifier saved where the GAN experiments look for the trained one."""
+    from genjax import nn, train
+
+    params = nn.MnistClassifier(features_dim=16).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    directory.mkdir(parents=True)
+    train.save_params(directory / "classifier.msgpack", params)
+
+
+@pytest.mark.slow
+def test_gan_mnist_smoke_with_every_switch(tmp_path):
+    from experiments import gan_mnist
+
+    _tiny_classifier(tmp_path / "mnist_classifier")
+    s = _run(gan_mnist, tmp_path / "gan_mnist", variants=("gan+ls+fm+mbd+ha+vbn+noise", "wgan"), steps=2,
+             batch_size=8, width=4, feature_dim=8, minibatch_kernels=2, minibatch_dim=2, vbn_reference_size=4,
+             noise_anneal_steps=2, num_eval_samples=32, eval_every=2, log_every=2, checkpoint_every=2,
+             data_source="embedded")
+    assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise", "wgan")
+    samples = np.load(tmp_path / "gan_mnist" / "samples.npy")
+    assert samples.shape == (32, 28, 28, 1) and 0.0 <= samples.min() and samples.max() <= 1.0
+    history = report.read_jsonl(tmp_path / "gan_mnist" / "wgan" / "metrics.jsonl")
+    assert "wasserstein" in history[-1] and "eval/fid" in history[-1]
+
+
+@pytest.mark.slow
+def test_gan_vanishing_gradients_smoke(tmp_path):
+    from experiments import gan_vanishing_gradients as gvg
+
+    s = _run(gvg, tmp_path, manifold_dims=(1,), ambient_dim=8, supports_steps=30, generator_epochs=(1,), steps=4,
+             log_every=2, checkpoint_every=2, width=4, batch_size=1024, data_source="embedded")
+    assert set(s["supports"]) == {"k = 1 in R^8", "full-dimensional control (R^8)"}
+    for row in s["arjovsky_bottou"].values():
+        assert all(np.isfinite(v) for v in row.values())
+    assert (tmp_path / "generator_epoch1.msgpack").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["params_digest"] == s["params_digest"]
