@@ -115,7 +115,7 @@ def build(cfg: Config):
     tx = optax.adam(lr)
 
     def init(key):
-        params = model.init(key, jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"]
+        params = jax.jit(model.init)(key, jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"]
         return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
                                        extras={"ema_params": params})
 

@@ -158,7 +158,7 @@ def run(ctx: Context) -> dict:
     tx = dm.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
     apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
     key = jax.random.key(cfg.seed)
-    params = model.init(key, jnp.zeros((1, *latent_shape)), jnp.zeros((1,), jnp.int32))["params"]
+    params = jax.jit(model.init)(key, jnp.zeros((1, *latent_shape)), jnp.zeros((1,), jnp.int32))["params"]
     state = train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
                                     extras={"ema_params": params})
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(params))

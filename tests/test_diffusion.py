@@ -97,7 +97,7 @@ class DiffusersDDIM:
         self.alphas_cumprod = np.cumprod(np.float32(1.0) - self.betas, dtype=np.float32)
         self.final_alpha_cumprod = np.float32(1.0)
         self.num_train_timesteps = len(self.betas)
-        self.clip_sample = clip_sample
+        self.clip_sample = clip_sample  # clip_sample_range = 1.0
 
     def set_timesteps(self, num_inference_steps):
         self.num_inference_steps = num_inference_steps
@@ -110,7 +110,7 @@ class DiffusersDDIM:
         beta_prod_t, beta_prod_t_prev = 1 - alpha_prod_t, 1 - alpha_prod_t_prev
         return (beta_prod_t_prev / beta_prod_t) * (1 - alpha_prod_t / alpha_prod_t_prev)
 
-    def step(self, model_output, timestep, sample, eta, variance_noise):
+    def step(self, model_output, timestep, sample, eta, variance_noise, use_clipped_model_output=False):
         prev_timestep = timestep - self.num_train_timesteps // self.num_inference_steps
         alpha_prod_t = self.alphas_cumprod[timestep]
         alpha_prod_t_prev = self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
@@ -120,6 +120,8 @@ class DiffusersDDIM:
             pred_original_sample = np.clip(pred_original_sample, -1, 1)
         variance = self._get_variance(timestep, prev_timestep)
         std_dev_t = eta * variance ** 0.5
+        if use_clipped_model_output:
+            model_output = (sample - alpha_prod_t ** 0.5 * pred_original_sample) / beta_prod_t ** 0.5
         pred_sample_direction = (1 - alpha_prod_t_prev - std_dev_t ** 2) ** 0.5 * model_output
         prev_sample = alpha_prod_t_prev ** 0.5 * pred_original_sample + pred_sample_direction
         if eta > 0:
@@ -382,6 +384,18 @@ def test_ddim_step_and_timesteps_match_diffusers(eta, name, sched):
         z = np.asarray(jax.random.normal(key, xt.shape, jnp.float32))
         got = df.ddim_step(sched, eps, xt, t, t_prev, eta, key)
         np.testing.assert_allclose(got, ref.step(eps, t, xt, eta, z), rtol=5e-4, atol=5e-5)
+    # clip_sample=True, with and without use_clipped_model_output (x0_hat of 3 * N(0, 1) data
+    # is mostly outside [-1, 1] early in the chain)
+    ref = DiffusersDDIM(name, clip_sample=True)
+    ref.set_timesteps(50)
+    for use in (False, True):
+        for i in (0, 25, 49):
+            t, t_prev = int(ts[i]), (int(ts[i + 1]) if i + 1 < len(ts) else -1)
+            key = jax.random.key(i)
+            z = np.asarray(jax.random.normal(key, xt.shape, jnp.float32))
+            got = df.ddim_step(sched, eps, 3 * xt, t, t_prev, eta, key, clip_x0=(-1.0, 1.0),
+                               use_clipped_model_output=use)
+            np.testing.assert_allclose(got, ref.step(eps, t, 3 * xt, eta, z, use), rtol=5e-4, atol=5e-5)
 
 
 def test_ddim_with_eta_one_and_one_step_back_is_the_ddpm_step():

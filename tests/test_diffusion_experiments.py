@@ -47,8 +47,8 @@ def test_denoisers_shapes_and_zero_initial_output():
     assert np.all(mlp.apply(p_mlp, jnp.ones((2, 2)), t) == 0)  # zero-initialised output layer
     for shape, channels in (((2, 28, 28, 1), (4, 8, 8)), ((2, 7, 7, 3), (8,))):
         unet = dnn.UNet(channels=channels, time_dim=8, attention=True)
-        p = unet.init(jax.random.key(0), jnp.zeros(shape), t)
-        out = unet.apply(p, jnp.ones(shape), t)
+        p = jax.jit(unet.init)(jax.random.key(0), jnp.zeros(shape), t)
+        out = jax.jit(unet.apply)(p, jnp.ones(shape), t)
         assert out.shape == shape and np.all(out == 0)
     with pytest.raises(ValueError, match="one timestep per example"):
         mlp.apply(p_mlp, jnp.ones((2, 2)), t[:1])
@@ -62,8 +62,9 @@ TINY_2D = dict(datasets=("ring",), num_timesteps=20, steps=4, batch_size=16, hid
                num_samples=40, ddim_steps=5, checkpoint_every=2, log_every=2)
 
 
-def _run(exp, workdir, **overrides):
-    return run_experiment(exp, exp.EXPERIMENT.make_config(quick=True, **overrides), workdir, quick=True)
+def _run(module, workdir, **overrides):
+    exp = module.EXPERIMENT
+    return run_experiment(exp, exp.make_config(quick=True, **overrides), workdir, quick=True)
 
 
 @pytest.mark.slow

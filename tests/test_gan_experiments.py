@@ -4,6 +4,7 @@ step, the pure toy source, and exact resume."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -95,16 +96,19 @@ def test_gan_mode_collapse_smoke_and_exact_resume(tmp_path):
     from experiments import gan_mode_collapse
 
     tiny = dict(steps=4, num_seeds=2, batch_size=16, hidden=8, depth=1, datasets=("grid",),
-                methods=("gan", "wgan_gp"), num_samples=50, eval_every=2, log_every=2, checkpoint_every=2)
-    s = _run(gan_mode_collapse, tmp_path / "a", **tiny)
-    samples = np.load(tmp_path / "a" / "samples_grid_wgan_gp.npy")
+                methods=("gan", "wgan_gp"), num_samples=50, eval_every=2, log_every=2, checkpoint_every=2,
+                keep_checkpoints=2)
+    s = _run(gan_mode_collapse, tmp_path, **tiny)
+    samples = np.load(tmp_path / "samples_grid_wgan_gp.npy")
     assert samples.shape == (2, 50, 2)
     assert set(s["target_met"]) == {"grid"}
-    assert "grid/gan" in s and (tmp_path / "a" / "samples_grid.png").exists()
-    # a run stopped at step 2 and resumed ends with the same parameters
-    _run(gan_mode_collapse, tmp_path / "b", **{**tiny, "steps": 2})
-    resumed = _run(gan_mode_collapse, tmp_path / "b", **tiny)
+    assert "grid/gan" in s and (tmp_path / "samples_grid.png").exists()
+    # as if killed after the step-2 checkpoint: the resumed run ends with the same parameters
+    for method in tiny["methods"]:
+        shutil.rmtree(tmp_path / f"grid_{method}" / "checkpoints" / "4")
+    resumed = _run(gan_mode_collapse, tmp_path, **tiny)
     assert resumed["params_digest"] == s["params_digest"]
+    assert np.array_equal(np.load(tmp_path / "samples_grid_wgan_gp.npy"), samples)
 
 
 def _tiny_classifier(directory):

@@ -787,6 +787,7 @@ def ddim_step(
     key: jax.Array | None = None,
     *,
     clip_x0: tuple[float, float] | None = None,
+    use_clipped_model_output: bool = False,
 ) -> jax.Array:
     """One DDIM step from timestep t to an earlier timestep t_prev (any t_prev < t).
 
@@ -797,7 +798,10 @@ def ddim_step(
     with abar_prev = abar_{t_prev}, or 1 for a negative `t_prev` (the end of the chain), and
     z = jax.random.normal(key, x_t.shape, x_t.dtype). eta = 0 is the deterministic DDIM; eta = 1
     with t_prev = t - 1 is the DDPM step with the "fixed_small" variance. This is diffusers'
-    `DDIMScheduler.step` (`set_alpha_to_one=True`, `use_clipped_model_output=False`).
+    `DDIMScheduler.step` with `set_alpha_to_one=True`. With `use_clipped_model_output` (as in
+    diffusers, and as guided-diffusion's DDIM always does) the noise in the direction term is
+    recomputed from the clipped x0_hat, eps = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t), so
+    that the step stays consistent with the prediction it keeps.
 
     Args:
         schedule: the `Schedule`.
@@ -808,6 +812,8 @@ def ddim_step(
         eta: the noise scale, in [0, 1]; may be a traced array.
         key: PRNG key for z; needed unless `eta` is the Python number 0.
         clip_x0: None, or a (low, high) range that x0_hat is clipped to.
+        use_clipped_model_output: recompute eps from the clipped x0_hat (no effect without
+            `clip_x0`).
 
     Returns:
         x_{t_prev}, `[B, ...]`.
@@ -831,6 +837,8 @@ def ddim_step(
     abar_prev = jnp.where(t_prev >= 0, schedule.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
     abar_prev = abar_prev.reshape(abar_prev.shape + (1,) * (xt.ndim - abar_prev.ndim))
     x0 = _clip((xt - jnp.sqrt(1.0 - abar_t) * eps) / jnp.sqrt(abar_t), clip_x0)
+    if use_clipped_model_output and clip_x0 is not None:
+        eps = (xt - jnp.sqrt(abar_t) * x0) / jnp.sqrt(1.0 - abar_t)
     out = jnp.sqrt(abar_prev) * x0
     if deterministic:
         out = out + jnp.sqrt(1.0 - abar_prev) * eps
@@ -851,13 +859,14 @@ def ddim_sample(
     eta: float = 0.0,
     *,
     clip_x0: tuple[float, float] | None = None,
+    use_clipped_model_output: bool = False,
     return_trajectory: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """DDIM sampling in `num_steps` steps: x_T ~ N(0, I), then `ddim_step` along
     `ddim_timesteps(T, num_steps)`, the last step ending the chain (t_prev = -1).
 
-    One `lax.scan` inside a `jit` with static `eps_fn`, `shape`, `num_steps`, `clip_x0` and
-    `return_trajectory` (`eta` is traced: changing it does not recompile). The start noise comes
+    One `lax.scan` inside a `jit` with static `eps_fn`, `shape`, `num_steps`, `clip_x0`,
+    `use_clipped_model_output` and `return_trajectory` (`eta` is traced: changing it does not recompile). The start noise comes
     from `jax.random.split(key)[0]`; with eta > 0, step i's noise from `fold_in(split(key)[1], i)`.
     With eta = 0 the map from the start noise to the sample is deterministic.
 
@@ -869,6 +878,7 @@ def ddim_sample(
         num_steps: sampling steps, 1 .. T (static).
         eta: the noise scale in [0, 1] (0: deterministic DDIM; 1: DDPM-like).
         clip_x0: None, or the data range (low, high) that each x0_hat is clipped to.
+        use_clipped_model_output: see `ddim_step`.
         return_trajectory: also return every state of the chain.
 
     Returns:
@@ -888,11 +898,11 @@ def ddim_sample(
     if isinstance(eta, numbers.Real) and not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"`eta` must lie in [0, 1], got {eta!r}")
     return _ddim_sample(key, schedule, jnp.asarray(eta, jnp.float32), eps_fn, shape, int(num_steps),
-                        _check_clip(clip_x0), bool(return_trajectory))
+                        _check_clip(clip_x0), bool(use_clipped_model_output), bool(return_trajectory))
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, return_trajectory):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, use_clipped, return_trajectory):
     import numpy as np
 
     init_key, step_key = jax.random.split(key)
@@ -905,7 +915,8 @@ def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, return_t
     def body(x, step):
         t, t_prev, i = step
         eps = eps_fn(x, jnp.full((b,), t, jnp.int32))
-        x = ddim_step(schedule, eps, x, t, t_prev, eta, jax.random.fold_in(step_key, i), clip_x0=clip_x0)
+        x = ddim_step(schedule, eps, x, t, t_prev, eta, jax.random.fold_in(step_key, i), clip_x0=clip_x0,
+                      use_clipped_model_output=use_clipped)
         return x, (x if return_trajectory else None)
 
     x_final, xs = jax.lax.scan(body, x, steps)
