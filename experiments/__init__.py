@@ -12,6 +12,7 @@ import importlib
 REGISTRY: dict[str, str] = {
     "info_theory": "entropy, cross-entropy, KL and JS: the weather-coding table, KL vs JS, forward vs reverse KL",
     "mnist_classifier": "a small CNN trained with the runtime; its features serve FID/KID on MNIST",
+    "autoencoders": "plain, denoising, sparse, k-sparse and contractive autoencoders on MNIST: filters, sparsity, contraction, robustness, linear probe",
     "vae": "VAEs on binarized MNIST: the ELBO, reparameterization vs score-function gradients, IWAE k=5000 NLL next to Burda et al. (2016)",
 }
 

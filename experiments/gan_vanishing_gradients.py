@@ -175,13 +175,20 @@ def train_generator_snapshots(ctx: Context, train_ds) -> tuple[list, int]:
     return snapshots, steps_per_epoch
 
 
+def global_norm(tree):
+    """sqrt of the sum of squares of all leaves of a pytree."""
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
 def make_probe_step(cfg: Config, critic: bool):
     """A discriminator (or WGAN critic) step against a frozen generator (in `extras`), which also
     measures the generator's gradient norms. Metrics: d_loss, accuracy (or the Wasserstein
     estimate) and grad_minimax / grad_nonsaturating (or grad_wgan)."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     from experiments._gan_common import images_to_float
     from genjax import gan
@@ -205,7 +212,7 @@ def make_probe_step(cfg: Config, critic: bool):
         z = jax.random.normal(km, (real.shape[0], cfg.latent_dim))
         if critic:
             g_grad = jax.grad(lambda gp: gan.wasserstein_generator_loss(disc(state.params, gen(gp, z))))(g_params)
-            metrics = {"d_loss": loss, "wasserstein": -loss, "grad_wgan": optax.global_norm(g_grad)}
+            metrics = {"d_loss": loss, "wasserstein": -loss, "grad_wgan": global_norm(g_grad)}
         else:
             def costs(gp):
                 logits = disc(state.params, gen(gp, z))
@@ -215,7 +222,7 @@ def make_probe_step(cfg: Config, critic: bool):
             (g_mm,) = vjp((jnp.ones_like(c_mm), jnp.zeros_like(c_ns)))
             (g_ns,) = vjp((jnp.zeros_like(c_mm), jnp.ones_like(c_ns)))
             metrics = {"d_loss": loss, "accuracy": 0.5 * (jnp.mean(rl > 0) + jnp.mean(fl < 0)),
-                       "grad_minimax": optax.global_norm(g_mm), "grad_nonsaturating": optax.global_norm(g_ns)}
+                       "grad_minimax": global_norm(g_mm), "grad_nonsaturating": global_norm(g_ns)}
         state = state.apply_gradients(grads)
         if critic:
             state = state.replace(params=gan.clip_weights(state.params, cfg.clip))

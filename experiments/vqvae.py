@@ -434,7 +434,8 @@ def run(ctx: Context) -> dict:
             "codes_used": ev["codes_used"],
             "usage": ev["usage"],
             "steps": int(state.step),
-            "steps_per_s": train.steps_per_second(fit.history) if fit.history else float("nan"),
+            # from the variant's whole log, so that a resumed run reports the speed of all its chunks
+            "steps_per_s": train.steps_per_second(report.read_jsonl(ctx.workdir / name / "metrics.jsonl")),
             "resumed_from": fit.resumed_from,
         }
         if fit.history:  # trained in this call (a finished variant that is only re-evaluated logs nothing)
@@ -537,7 +538,8 @@ def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results,
     for ax in axes.ravel():
         ax.axis("off")
     rep.figure(fig, "reconstructions",
-               caption=f"held-out digits, their reconstructions from 49 discrete codes each (beta = {cfg.main_beta:g}), "
+               caption="held-out digits, their reconstructions from 49 discrete codes each "
+                       f"(beta = {cfg.main_beta:g}), "
                        "and the code index maps")
 
     # codebook usage ---------------------------------------------------------------------------

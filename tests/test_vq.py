@@ -353,7 +353,8 @@ def test_restart_dead_codes_moves_only_dead_codes_onto_latents():
     np.testing.assert_array_equal(np.asarray(restarted.codebook)[live], np.asarray(state.codebook)[live])
     for row in np.asarray(restarted.codebook)[~live]:
         assert np.any(np.all(row == z, axis=1)), "a restarted code is one of the latents"
-    assert np.all(np.asarray(restarted.cluster_size)[~live] == 0) and np.all(np.asarray(restarted.hidden_sum)[~live] == 0)
+    assert np.all(np.asarray(restarted.cluster_size)[~live] == 0)
+    assert np.all(np.asarray(restarted.hidden_sum)[~live] == 0)
     np.testing.assert_array_equal(restarted.hidden_count[live], state.hidden_count[live])
     same = vq.restart_dead_codes(jax.random.key(0), state, z, threshold=0.0)  # threshold 0: nothing is dead
     np.testing.assert_array_equal(same.codebook, state.codebook)

@@ -54,7 +54,8 @@ def statistics() -> dict:
         out["cluster_size_max_diff"] = max(out["cluster_size_max_diff"], max_diff(sp.cluster_size[0], s1.cluster_size))
         out["perplexity_diff"] = max(out["perplexity_diff"], max_diff(perpp, np.full(n, perp1)))
         out["restart_max_diff"] = max(out["restart_max_diff"], max_diff(restartp.codebook[0], restart1.codebook))
-        out["restart_replicas_identical"] &= bool(np.all(np.asarray(restartp.codebook) == np.asarray(restartp.codebook)[:1]))
+        books = np.asarray(restartp.codebook)  # [devices, K, D]
+        out["restart_replicas_identical"] &= bool(np.all(books == books[:1]))
         out["restarted"] += int(np.sum(np.asarray(restart1.cluster_size) == 0))
     return out
 

@@ -1,7 +1,8 @@
 """Flax linen modules used by the experiments (parameters are plain pytrees)."""
 
+from genjax.nn._autoencoders import DenseAutoencoder
 from genjax.nn._classifier import MnistClassifier, cross_entropy_loss
 from genjax.nn._conv import Conv, conv2d
 from genjax.nn._vae import VaeConv, VaeMlp
 
-__all__ = ["Conv", "MnistClassifier", "VaeConv", "VaeMlp", "conv2d", "cross_entropy_loss"]
+__all__ = ["Conv", "DenseAutoencoder", "MnistClassifier", "VaeConv", "VaeMlp", "conv2d", "cross_entropy_loss"]
