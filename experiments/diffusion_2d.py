@@ -20,8 +20,8 @@ matches the data's scale) and samples are scaled back: all numbers and figures a
 space. The MLP sees its input coordinates through a positional encoding (`fourier_levels`
 sin/cos octaves): the ring's and grid's modes are narrow (std 0.01 and 0.05) and a plain MLP of
 the coordinates learns them slowly (measured on the grid with the quick config: 5-17% of
-high-quality samples without the encoding, 85% with 6 octaves). `samples.npy` holds the DDPM samples, float32 [num_datasets, num_samples, 2] in the order
-of `datasets`.
+high-quality samples without the encoding, 85% with 6 octaves). `samples.npy` holds the DDPM
+samples, float32 [num_datasets, num_samples, 2] in the order of `datasets`.
 
     python -m experiments.diffusion_2d [--quick] [--steps N] [--workdir DIR] [--seed N]
 """
@@ -254,7 +254,8 @@ def run(ctx: Context) -> dict:
     rep = ctx.report
     rep.text(
         f"Each dataset gets its own `genjax.nn.MlpDenoiser` ({cfg.num_layers} x {cfg.hidden}, time embedding "
-        f"{cfg.time_dim}, {cfg.fourier_levels} octaves of positional encoding of the coordinates) trained for {cfg.steps} steps of batch {cfg.batch_size} with `genjax.diffusion.ddpm_loss` "
+        f"{cfg.time_dim}, {cfg.fourier_levels} octaves of positional encoding of the coordinates) trained for "
+        f"{cfg.steps} steps of batch {cfg.batch_size} with `genjax.diffusion.ddpm_loss` "
         f"(T = {T}, {cfg.schedule} betas), Adam with warm-up and cosine decay, EMA {cfg.ema_decay} of the weights "
         "(the EMA weights are sampled). Data are divided by their standard deviation for diffusion and scaled back.")
     quality_rows, w1_rows = [], []

@@ -80,7 +80,8 @@ def load_or_train_autoencoder(ctx: Context, data_source: str, data_dir: str | No
     try:
         return vqvae.load_autoencoder(directory)
     except FileNotFoundError:
-        ctx.log(f"no trained VQ-VAE in {directory}; training it there first ({'quick' if ctx.quick else 'full'} config)")
+        ctx.log(f"no trained VQ-VAE in {directory}; training it there first "
+                f"({'quick' if ctx.quick else 'full'} config)")
     exp = vqvae.EXPERIMENT
     config = exp.make_config(quick=ctx.quick, seed=0, data_source=data_source, data_dir=data_dir)
     run_experiment(exp, config, directory, quick=ctx.quick)

@@ -136,7 +136,8 @@ def _normal(seed, shape):
 # ------------------------------------------------------------------------------ schedules
 
 
-@pytest.mark.parametrize("name,fn", [("linear", df.linear_beta_schedule), ("squaredcos_cap_v2", df.cosine_beta_schedule)])
+@pytest.mark.parametrize("name,fn", [("linear", df.linear_beta_schedule),
+                                     ("squaredcos_cap_v2", df.cosine_beta_schedule)])
 def test_betas_and_cumulative_alphas_match_diffusers(name, fn):
     ref_betas = diffusers_betas(name)
     sched = df.make_schedule(fn(T))

@@ -20,7 +20,7 @@ from genjax.nn import _diffusion as dnn
 
 @pytest.mark.parametrize(
     "strides,padding,x_shape,k",
-    [(1, "SAME", (2, 9, 9, 3), (3, 3)), (2, "SAME", (2, 28, 28, 3), (3, 3)), (2, "VALID", (2, 10, 10, 3), (4, 4)),
+    [(1, "SAME", (2, 9, 9, 3), (3, 3)), (2, "SAME", (2, 28, 28, 3), (3, 3)),
      ((1, 2), ((2, 1), (0, 3)), (2, 8, 11, 3), (3, 4)), (3, "VALID", (2, 11, 11, 3), (3, 3))],
 )
 def test_loop_safe_conv_matches_xla_gradients(strides, padding, x_shape, k):
@@ -51,9 +51,8 @@ def test_denoisers_shapes_and_outputs():
         unet = dnn.UNet(channels=channels, time_dim=8, attention=True)
         shapes = jax.eval_shape(unet.init, jax.random.key(0), jnp.zeros(shape), t)
         assert shapes["params"]["conv_out"]["kernel"].shape == (3, 3, channels[0], shape[-1])
-        p = jax.tree.map(lambda s: jnp.full(s.shape, 0.01, s.dtype), shapes)
-        out = jax.jit(unet.apply)(p, jnp.ones(shape), t)
-        assert out.shape == shape and np.all(np.isfinite(out))
+        out = jax.eval_shape(unet.apply, shapes, jnp.ones(shape), t)
+        assert out.shape == shape and out.dtype == jnp.float32
     with pytest.raises(ValueError, match="one timestep per example"):
         mlp.apply(p_mlp, jnp.ones((2, 2)), t[:1])
     with pytest.raises(ValueError, match="divisible by 4"):
@@ -72,28 +71,38 @@ def _run(module, workdir, **overrides):
 
 
 @pytest.mark.slow
-def test_diffusion_2d_smoke_and_exact_resume(tmp_path):
-    exp = diffusion_2d
-    summary = _run(exp, tmp_path / "a", **TINY_2D)
-    samples = np.load(tmp_path / "a" / "samples.npy")
+def test_diffusion_2d_smoke(tmp_path):
+    summary = _run(diffusion_2d, tmp_path, **TINY_2D)
+    samples = np.load(tmp_path / "samples.npy")
     assert samples.shape == (1, 40, 2) and np.all(np.isfinite(samples))
     for key in ("ring/ddpm/high_quality", "ring/ddpm/modes_captured", "ring/ddpm/reverse_kl", "ring/ddim/sliced_w1",
                 "ring/ddpm/seconds_per_1000", "params_digest"):
         assert key in summary
     assert 0.0 <= summary["ring/ddpm/high_quality"] <= 1.0
     for fig in ("forward_process", "reverse_process", "trajectories", "samples", "training_loss"):
-        assert (tmp_path / "a" / f"{fig}.png").exists()
-    report = (tmp_path / "a" / "report.md").read_text()
+        assert (tmp_path / f"{fig}.png").exists()
+    report = (tmp_path / "report.md").read_text()
     assert "Mode coverage" in report and "exact samples (reference)" in report
-    # a run killed after its step-2 checkpoint (the later checkpoint removed) resumes from it and
-    # ends with the digest of the run that never stopped
+
+
+def test_diffusion_training_resumes_exactly(tmp_path):
+    """A run killed after its step-2 checkpoint (the later one removed) resumes from it and ends
+    with the parameters and EMA weights of the run that never stopped (the data are a function
+    of (seed, step), the noise of fold_in(key, step))."""
     import shutil
 
-    shutil.rmtree(tmp_path / "a" / "ring" / "checkpoints" / "4")
-    resumed = _run(exp, tmp_path / "a", **TINY_2D)
-    assert resumed["resumed_from"] == {"ring": 2}
-    assert resumed["ring/params_digest"] == summary["ring/params_digest"]
-    assert resumed["params_digest"] == summary["params_digest"]
+    from genjax import train
+
+    cfg = diffusion_2d.EXPERIMENT.make_config(quick=True, **TINY_2D)
+    _, _, init, step = diffusion_2d.build(cfg)
+    source = diffusion_2d.ToyBatches("ring", cfg.batch_size, 0, 0.7)
+    kwargs = dict(num_steps=4, workdir=tmp_path, checkpoint_every=2, log_every=2, progress=False)
+    first = train.fit(init(jax.random.key(0)), step, source, **kwargs)
+    shutil.rmtree(tmp_path / "checkpoints" / "4")
+    again = train.fit(init(jax.random.key(0)), step, source, **kwargs)
+    assert again.resumed_from == 2
+    assert train.digest(again.state) == train.digest(first.state)
+    assert train.params_digest(again.state.extras) == train.params_digest(first.state.extras)
 
 
 # ------------------------------------------------------------------------------ MNIST experiments
@@ -107,11 +116,15 @@ def runs_root(tmp_path_factory):
     from genjax import nn, train
 
     root = tmp_path_factory.mktemp("runs")
-    clf = nn.MnistClassifier(features_dim=16).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    rng = np.random.default_rng(0)
+    # random parameters from NumPy: a JAX init would compile one RNG stream per parameter
+    random_like = lambda shapes: jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+    clf = random_like(jax.eval_shape(nn.MnistClassifier(features_dim=16).init, jax.random.key(0),
+                                     jnp.zeros((1, 28, 28, 1)))["params"])
     train.save_params(root / "mnist_classifier" / "classifier.msgpack", clf)
     model = vqvae.Autoencoder(latent_dim=4, channels=(4, 8), res_blocks=1, res_hidden=4, out_channels=1)
-    params = model.init(jax.random.key(1), (28, 28, 1))
-    book = vqvae.init_codebook(jax.random.key(2), 8, 4)
+    params = random_like(jax.eval_shape(lambda k: model.init(k, (28, 28, 1)), jax.random.key(1)))
+    book = rng.uniform(-0.8, 0.8, (8, 4)).astype(np.float32)
     info = {"image_shape": [28, 28, 1], "latent_shape": [7, 7, 4], "num_codes": 8, "latent_mean": 0.0,
             "latent_std": 1.0}
     vqvae.save_autoencoder(root / "vqvae", model, params, book, info)
@@ -129,8 +142,9 @@ def test_ddpm_mnist_smoke(runs_root):
     samples = np.load(d / "samples.npy")
     assert samples.shape == (8, 28, 28, 1) and samples.dtype == np.float32
     assert samples.min() >= 0.0 and samples.max() <= 1.0
-    for key in ("fid/ddpm_20", "fid/ddim_5", "kid/ddim_5", "seconds_per_1000/ddpm_20", "real_fid", "params_digest"):
+    for key in ("fid/ddpm_20", "fid/ddim_5", "kid/ddim_5", "seconds_per_1000/ddpm_20", "real_fid"):
         assert np.isfinite(summary[key])
+    assert len(summary["params_digest"]) == 64
     for fig in ("forward_process", "training_loss", "samples", "quality_vs_speed", "reverse_process"):
         assert (d / f"{fig}.png").exists()
     assert "MNIST-feature FID" in (d / "report.md").read_text()

@@ -282,7 +282,8 @@ def make_schedule(betas: Any) -> Schedule:
 
 def _check_schedule(schedule: Any) -> Schedule:
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"`schedule` must be a genjax.diffusion.Schedule (from make_schedule), got {type(schedule).__name__}")
+        raise TypeError(
+            f"`schedule` must be a genjax.diffusion.Schedule (from make_schedule), got {type(schedule).__name__}")
     return schedule
 
 
@@ -533,7 +534,8 @@ def to_eps_fn(model_fn: EpsFn, schedule: Schedule, prediction: Prediction = "eps
         out = model_fn(xt, t)
         if prediction == "x0":
             return predict_eps(schedule, xt, t, out)
-        return _coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt) * xt + _coef(schedule.sqrt_alphas_cumprod, t, xt) * out
+        sqrt_abar = _coef(schedule.sqrt_alphas_cumprod, t, xt)
+        return _coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt) * xt + sqrt_abar * out
 
     return eps_fn
 
@@ -559,7 +561,7 @@ def ddpm_loss(
         prediction: "epsilon" (default), "x0" or "v".
 
     Returns:
-        float `[B]`, the loss of each example (at its own random timestep).
+        float32 `[B]`, the loss of each example (at its own random timestep).
 
     Raises:
         ValueError: the denoiser's output does not have the shape of `x0`.
@@ -583,7 +585,8 @@ def ddpm_loss(
     xt = q_sample(schedule, x0, t, noise)
     out = eps_fn(xt, t)
     if jnp.shape(out) != x0.shape:
-        raise ValueError(f"the denoiser returned shape {jnp.shape(out)} for inputs of shape {x0.shape}; they must agree")
+        raise ValueError(
+            f"the denoiser returned shape {jnp.shape(out)} for inputs of shape {x0.shape}; they must agree")
     if prediction == "epsilon":
         target = noise
     elif prediction == "x0":
@@ -866,9 +869,10 @@ def ddim_sample(
     `ddim_timesteps(T, num_steps)`, the last step ending the chain (t_prev = -1).
 
     One `lax.scan` inside a `jit` with static `eps_fn`, `shape`, `num_steps`, `clip_x0`,
-    `use_clipped_model_output` and `return_trajectory` (`eta` is traced: changing it does not recompile). The start noise comes
-    from `jax.random.split(key)[0]`; with eta > 0, step i's noise from `fold_in(split(key)[1], i)`.
-    With eta = 0 the map from the start noise to the sample is deterministic.
+    `use_clipped_model_output` and `return_trajectory` (`eta` is traced: changing it does not
+    recompile). The start noise comes from `jax.random.split(key)[0]`; with eta > 0, step i's
+    noise from `fold_in(split(key)[1], i)`. With eta = 0 the map from the start noise to the
+    sample is deterministic.
 
     Args:
         key: PRNG key.

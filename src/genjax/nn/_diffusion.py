@@ -233,11 +233,11 @@ class UNet(nn.Module):
 
     `channels[i]` is the width at level i; each level but the last halves the resolution with a
     stride-2 convolution (28 -> 14 -> 7 with three levels), and the decoder mirrors it with
-    nearest-neighbour upsampling and a 3x3 convolution to the finer level's width. Each level has `num_res_blocks` residual
-    blocks on the way down and `num_res_blocks + 1` on the way up (every one taking a skip
-    connection); the bottleneck is ResBlock - attention - ResBlock. With a single level there is
-    no down- or upsampling (a residual network at the input resolution, for small latent grids).
-    The output convolution starts at zero.
+    nearest-neighbour upsampling and a 3x3 convolution to the finer level's width. Each level has
+    `num_res_blocks` residual blocks on the way down and `num_res_blocks + 1` on the way up
+    (every one taking a skip connection); the bottleneck is ResBlock - attention - ResBlock.
+    With a single level there is no down- or upsampling (a residual network at the input
+    resolution, for small latent grids). The output convolution starts at zero.
 
     Spatial sizes must be divisible by 2^(len(channels) - 1).
     """
