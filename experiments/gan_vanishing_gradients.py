@@ -17,7 +17,9 @@
     -E f(G(z)) (it stays informative).
 
 `steps` is the number of discriminator iterations of (b) (4,000 in the paper); the generator
-trains for max(generator_epochs) epochs first. Everything resumes from its checkpoints.
+trains for max(generator_epochs) epochs first; the gradient norms are measured every
+`measure_every` iterations (each logged value is the mean of an interval's measurements).
+Everything resumes from its checkpoints.
 
     python -m experiments.gan_vanishing_gradients [--quick] [--steps N] [--generator-epochs 1,10,25]
 """
@@ -51,6 +53,9 @@ class Config:
     learning_rate: float = 2e-4  # DCGAN training and the fresh discriminators: Adam(b1 = 0.5)
     critic_learning_rate: float = 5e-5  # the WGAN critic: RMSProp, weights clipped to +-clip
     clip: float = 0.01
+    # the generator's gradient norms are measured every `measure_every` discriminator steps;
+    # steps, checkpoint_every and log_every must be multiples of it
+    measure_every: int = 5
     checkpoint_every: int = 1_000
     log_every: int = 50
     keep_checkpoints: int = 1
@@ -210,10 +215,12 @@ def make_probe_step(cfg: Config, critic: bool):
 
         (loss, (rl, fl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         z = jax.random.normal(km, (real.shape[0], cfg.latent_dim))
-        if critic:
-            g_grad = jax.grad(lambda gp: gan.wasserstein_generator_loss(disc(state.params, gen(gp, z))))(g_params)
-            metrics = {"d_loss": loss, "wasserstein": -loss, "grad_wgan": global_norm(g_grad)}
-        else:
+
+        def measure(_):
+            if critic:
+                g = jax.grad(lambda gp: gan.wasserstein_generator_loss(disc(state.params, gen(gp, z))))(g_params)
+                return {"grad_wgan": global_norm(g)}
+
             def costs(gp):
                 logits = disc(state.params, gen(gp, z))
                 return gan.generator_loss(logits, saturating=True), gan.generator_loss(logits)
@@ -221,8 +228,19 @@ def make_probe_step(cfg: Config, critic: bool):
             (c_mm, c_ns), vjp = jax.vjp(costs, g_params)
             (g_mm,) = vjp((jnp.ones_like(c_mm), jnp.zeros_like(c_ns)))
             (g_ns,) = vjp((jnp.zeros_like(c_mm), jnp.ones_like(c_ns)))
-            metrics = {"d_loss": loss, "accuracy": 0.5 * (jnp.mean(rl > 0) + jnp.mean(fl < 0)),
-                       "grad_minimax": global_norm(g_mm), "grad_nonsaturating": global_norm(g_ns)}
+            return {"grad_minimax": global_norm(g_mm), "grad_nonsaturating": global_norm(g_ns)}
+
+        # Measured on every `measure_every`-th step only (a real branch: the step counter is shared
+        # by the vmapped replicas), scaled so that a logging interval's mean is the mean of its
+        # measurements.
+        shapes = jax.eval_shape(measure, None)
+        norms = jax.lax.cond(state.step % cfg.measure_every == 0, measure,
+                             lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), None)
+        norms = {k: v * cfg.measure_every for k, v in norms.items()}
+        if critic:
+            metrics = {"d_loss": loss, "wasserstein": -loss, **norms}
+        else:
+            metrics = {"d_loss": loss, "accuracy": 0.5 * (jnp.mean(rl > 0) + jnp.mean(fl < 0)), **norms}
         state = state.apply_gradients(grads)
         if critic:
             state = state.replace(params=gan.clip_weights(state.params, cfg.clip))
@@ -271,6 +289,9 @@ def run(ctx: Context) -> dict:
     from genjax import data, report, train
 
     cfg: Config = ctx.config
+    for name in ("steps", "checkpoint_every", "log_every"):
+        if getattr(cfg, name) % cfg.measure_every:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be a multiple of measure_every={cfg.measure_every}")
     rep = ctx.report
 
     # (a) ---------------------------------------------------------------------------------------

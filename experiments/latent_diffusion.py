@@ -61,9 +61,11 @@ class Config:
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
 
 
-QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 600, "batch_size": 64,
+# The 7x7 denoiser trains ~6x faster per step than the pixel U-Net of ddpm_mnist's quick config,
+# so the quick run affords 2,000 steps in about the time that one spends on 400.
+QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 2_000, "batch_size": 64,
          "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "num_samples": 64, "sample_batch": 64,
-         "checkpoint_every": 300, "log_every": 50}
+         "checkpoint_every": 1_000, "log_every": 100}
 
 
 def vqvae_dir(ctx: Context) -> Path:

@@ -528,3 +528,10 @@ def test_forward_functions_under_vmap_and_check_grads():
     check_grads(lambda x, n: df.q_sample(LINEAR, x, t, n), (x0, noise), order=2, atol=1e-2, rtol=1e-2)
     check_grads(lambda x, e: df.ddim_step(LINEAR, e, x, t, t - 5, 0.3, jax.random.key(0)), (x0, noise),
                 order=1, atol=1e-2, rtol=1e-2)
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(df, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -141,7 +141,7 @@ def test_gan_vanishing_gradients_smoke(tmp_path):
     from experiments import gan_vanishing_gradients as gvg
 
     s = _run(gvg, tmp_path, manifold_dims=(1,), ambient_dim=8, supports_steps=30, generator_epochs=(1,), steps=4,
-             log_every=2, checkpoint_every=2, width=4, batch_size=1024, data_source="embedded")
+             log_every=2, checkpoint_every=2, measure_every=2, width=4, batch_size=1024, data_source="embedded")
     assert set(s["supports"]) == {"k = 1 in R^8", "full-dimensional control (R^8)"}
     for row in s["arjovsky_bottou"].values():
         assert all(np.isfinite(v) for v in row.values())
