@@ -14,6 +14,8 @@ REGISTRY: dict[str, str] = {
     "mnist_classifier": "a small CNN trained with the runtime; its features serve FID/KID on MNIST",
     "autoencoders": "plain, denoising, sparse, k-sparse and contractive autoencoders on MNIST: filters, sparsity, contraction, robustness, linear probe",
     "vae": "VAEs on binarized MNIST: the ELBO, reparameterization vs score-function gradients, IWAE k=5000 NLL next to Burda et al. (2016)",
+    "diffusion_2d": "DDPM on the swiss roll, ring and grid: forward and reverse processes, trajectories, mode coverage beside the GANs",
+    "ddpm_mnist": "a DDPM U-Net on MNIST: the forward process of a digit, samples, DDPM 1000 steps vs DDIM 100/50/20/10 (FID, time)",
 }
 
 

@@ -13,6 +13,7 @@ from jax import lax
 
 from experiments import ddpm_mnist, diffusion_2d, latent_diffusion
 from experiments._framework import run_experiment
+from genjax import nn as genjax_nn
 from genjax.nn import _diffusion as dnn
 
 # ------------------------------------------------------------------------------ the networks
@@ -23,7 +24,7 @@ from genjax.nn import _diffusion as dnn
     [(1, "SAME", (2, 9, 9, 3), (3, 3)), (2, "SAME", (2, 28, 28, 3), (3, 3)),
      ((1, 2), ((2, 1), (0, 3)), (2, 8, 11, 3), (3, 4)), (3, "VALID", (2, 11, 11, 3), (3, 3))],
 )
-def test_loop_safe_conv_matches_xla_gradients(strides, padding, x_shape, k):
+def test_conv_used_by_the_unet_matches_xla_gradients(strides, padding, x_shape, k):
     """Reference: jax.grad of lax.conv_general_dilated (XLA's own transpose rules)."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
@@ -31,7 +32,7 @@ def test_loop_safe_conv_matches_xla_gradients(strides, padding, x_shape, k):
     s = (strides, strides) if isinstance(strides, int) else strides
     ref = lambda x, w: jnp.sum(jnp.sin(lax.conv_general_dilated(x, w, s, padding,
                                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))))
-    mine = lambda x, w: jnp.sum(jnp.sin(dnn.loop_safe_conv2d(x, w, strides, padding)))
+    mine = lambda x, w: jnp.sum(jnp.sin(genjax_nn.conv2d(x, w, strides, padding)))
     np.testing.assert_allclose(mine(x, w), ref(x, w), rtol=1e-5)
     for a, b in zip(jax.grad(mine, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -131,7 +132,7 @@ def runs_root(tmp_path_factory):
     return root
 
 
-TINY_MNIST = dict(channels=(4,), num_res_blocks=1, attention=False, num_timesteps=20, ddim_steps=(5,), steps=2,
+TINY_MNIST = dict(channels=(4,), num_res_blocks=0, attention=False, num_timesteps=20, ddim_steps=(5,), steps=2,
                   batch_size=8, num_samples=8, sample_batch=8, checkpoint_every=2, log_every=2)
 
 
@@ -163,3 +164,19 @@ def test_latent_diffusion_smoke(runs_root):
     assert "VQ-VAE reconstructions" in report
     if (runs_root / "ddpm_mnist" / "summary.json").exists():  # the pixel-space rows, when that run exists
         assert "pixel space: DDPM 20" in report and summary["pixel_fid/ddpm"] is not None
+
+
+def test_gan_rows_read_the_gan_chapter_beside_the_run(tmp_path):
+    import types
+
+    from genjax import report
+
+    report.write_json(tmp_path / "gan_mode_collapse" / "summary.json",
+                      {"grid/wgan_gp": {"modes_mean": 24.6, "high_quality_mean": 0.91, "reverse_kl_mean": 0.05},
+                       "ring/gan": {"modes_mean": 8.0, "high_quality_mean": 0.97, "reverse_kl_mean": 0.01},
+                       "params_digest": "x"})
+    ctx = types.SimpleNamespace(workdir=tmp_path / "diffusion_2d")
+    rows = diffusion_2d.gan_rows(ctx, "grid")
+    assert rows[0] == ("GAN run (gan_mode_collapse): wgan_gp, mean over seeds", 0.91, 24.6, 0.05)
+    assert any(r[0].startswith("published: ") for r in rows)  # the numbers gan_mode_collapse quotes
+    assert [r[0] for r in diffusion_2d.gan_rows(ctx, "ring")] == ["GAN run (gan_mode_collapse): gan, mean over seeds"]

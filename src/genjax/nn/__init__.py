@@ -3,6 +3,8 @@
 from genjax.nn._autoencoders import DenseAutoencoder
 from genjax.nn._classifier import MnistClassifier, cross_entropy_loss
 from genjax.nn._conv import Conv, conv2d
+from genjax.nn._diffusion import MlpDenoiser, TimeEmbedding, UNet, sinusoidal_embedding
 from genjax.nn._vae import VaeConv, VaeMlp
 
-__all__ = ["Conv", "DenseAutoencoder", "MnistClassifier", "VaeConv", "VaeMlp", "conv2d", "cross_entropy_loss"]
+__all__ = ["Conv", "DenseAutoencoder", "MnistClassifier", "MlpDenoiser", "TimeEmbedding", "UNet", "VaeConv", "VaeMlp",
+           "conv2d", "cross_entropy_loss", "sinusoidal_embedding"]

@@ -3,10 +3,12 @@
 Measured on XLA:CPU (jax 0.10.2, 2 cores): the weight gradient that autodiff emits for a
 convolution runs 35-40x slower inside a `lax.scan`/`while` body than as a top-level op (a
 3x3, 32->64 channel conv on a [64, 14, 14, 32] batch: 7 ms per call, 250-340 ms per
-iteration in a scan), which made fused training steps several times slower than per-step
-dispatch. Written instead as an ordinary NHWC/HWIO convolution of the transposed input with the
-transposed output gradient, the same quantity takes 8 ms in the loop. `conv2d` uses that form
-for the weight gradient on the CPU (a `custom_vjp`); on GPU/TPU it is the plain XLA convolution.
+iteration in a scan), and its input gradient (a transposed convolution) ~100x slower (4.5 ms
+vs 500 ms in a U-Net), which made fused training steps several times slower than per-step
+dispatch. Written instead as ordinary NHWC/HWIO convolutions (of the transposed input with the
+transposed output gradient; of the dilated output gradient with the flipped kernel), they take
+the same time in the loop as outside. `conv2d` uses those forms on the CPU (a `custom_vjp`);
+on GPU/TPU it is the plain XLA convolution.
 Values and gradients are the same up to float rounding (tests compare with `jax.grad` of
 `lax.conv_general_dilated`).
 """
@@ -50,11 +52,16 @@ def _conv_cpu_fwd(x, w, strides, pads):
 
 def _conv_cpu_bwd(strides, pads, residuals, dy):
     x, w = residuals
-    _, x_vjp = jax.vjp(lambda x_: _conv(x_, w, strides, pads), x)
-    (dx,) = x_vjp(dy)
+    kh, kw = w.shape[:2]
+    # dx: the transposed convolution written as an ordinary one (autodiff's form is ~100x slower
+    # inside a scan on XLA:CPU too): dy dilated by the stride, padded, convolved with the
+    # spatially flipped kernel with its channel axes swapped.
+    w_t = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))  # [kh, kw, O, C]
+    dx_pads = tuple((k - 1 - lo, n - (p - 1) * s - 1 + lo)
+                    for k, (lo, _), n, p, s in zip((kh, kw), pads, x.shape[1:3], dy.shape[1:3], strides))
+    dx = lax.conv_general_dilated(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides, dimension_numbers=_DN)
     # dW[i, j, c, o] = sum_{n, p, q} xpad[n, p*s + i, q*s + j, c] * dy[n, p, q, o]: a VALID
     # convolution of xpad^T [C, Hp, Wp, N] with dy^T [P, Q, N, O] dilated by the stride.
-    kh, kw = w.shape[:2]
     xpad = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     lhs = jnp.transpose(xpad, (3, 1, 2, 0))  # [C, Hp, Wp, N]
     rhs = jnp.transpose(dy, (1, 2, 0, 3))  # [P, Q, N, O]

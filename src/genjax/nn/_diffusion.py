@@ -10,14 +10,7 @@ the time embedding, a strided convolution to go down, nearest-neighbour upsampli
 3x3 convolution to go up, skip connections concatenated on the way up, and self-attention at the
 bottleneck. There are no transposed convolutions.
 
-Convolutions: `genjax.nn.conv2d` makes the *weight* gradient fast inside `lax.scan` on XLA:CPU,
-but its *input* gradient (autodiff's transposed convolution, with a reversed kernel) is as slow
-there: measured on the 2-core CPU, a 3x3 32->32 conv on [32, 28, 28, 32] takes 5-10 ms for the
-input gradient at top level and 500 ms inside a scan, which made a fused U-Net training step 6x
-slower than an unfused one. `loop_safe_conv2d` below computes both gradients as ordinary
-forward convolutions (the input gradient as the correlation of the stride-dilated output
-gradient with the flipped, transposed kernel: 4.5 ms inside the scan). Its layer `LoopSafeConv`
-has `genjax.nn.Conv`'s parameters (`kernel` [kh, kw, C, O], `bias` [O]).
+Convolutions are `genjax.nn.Conv`, whose gradients stay fast inside `lax.scan` on XLA:CPU.
 
 References:
     J. Ho, A. Jain, P. Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
@@ -27,7 +20,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Sequence
 
@@ -35,86 +27,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jax import lax
+from genjax.nn._conv import Conv
 
-from genjax.nn._conv import _pads
-
-__all__ = ["sinusoidal_embedding", "TimeEmbedding", "MlpDenoiser", "UNet", "loop_safe_conv2d", "LoopSafeConv"]
-
-_DN = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv(x, w, strides, pads, lhs_dilation=(1, 1)):
-    return lax.conv_general_dilated(x, w, strides, pads, lhs_dilation=lhs_dilation, dimension_numbers=_DN)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _loop_safe(x, w, strides, pads):
-    return _conv(x, w, strides, pads)
-
-
-def _loop_safe_fwd(x, w, strides, pads):
-    return _conv(x, w, strides, pads), (x, w)
-
-
-def _loop_safe_bwd(strides, pads, residuals, dy):
-    x, w = residuals
-    kh, kw = w.shape[:2]
-    # dx[n, h, w, c] = sum_{i, j, o} dy_dil[n, h + i - pl', w + j - ql', o] * w[kh-1-i, kw-1-j, c, o]:
-    # dy dilated by the stride (lhs_dilation), padded by k - 1 - lo below and so that the output
-    # has x's size above, correlated with the flipped kernel with in/out swapped.
-    w_t = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))  # [kh, kw, O, C]
-    dx_pads = tuple(
-        (k - 1 - lo, n - (p - 1) * s - 1 + lo)
-        for k, (lo, _), n, p, s in zip((kh, kw), pads, x.shape[1:3], dy.shape[1:3], strides)
-    )
-    dx = _conv(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides)
-    # dW[i, j, c, o] = sum_{n, p, q} xpad[n, p*s + i, q*s + j, c] dy[n, p, q, o]: a VALID
-    # convolution of xpad^T [C, Hp, Wp, N] with dy^T [P, Q, N, O] dilated by the stride.
-    xpad = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    lhs = jnp.transpose(xpad, (3, 1, 2, 0))  # [C, Hp, Wp, N]
-    rhs = jnp.transpose(dy, (1, 2, 0, 3))  # [P, Q, N, O]
-    dw = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", rhs_dilation=strides, dimension_numbers=_DN)
-    dw = jnp.transpose(dw[:, :kh, :kw, :], (1, 2, 0, 3))  # [kh, kw, C, O]
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-_loop_safe.defvjp(_loop_safe_fwd, _loop_safe_bwd)
-
-
-def loop_safe_conv2d(x: jax.Array, w: jax.Array, strides: int | Sequence[int] = 1,
-                     padding: str | Sequence[tuple[int, int]] = "SAME") -> jax.Array:
-    """`genjax.nn.conv2d` ([B, H, W, C] * [kh, kw, C, O], NHWC/HWIO) with both gradients written
-    as forward convolutions, so that they stay fast inside `lax.scan` on the CPU. On other
-    backends it is the plain XLA convolution."""
-    if x.ndim != 4 or w.ndim != 4:
-        raise ValueError(f"conv needs x [B, H, W, C] and w [kh, kw, C, O], got {x.shape} and {w.shape}")
-    if x.shape[-1] != w.shape[2]:
-        raise ValueError(f"x has {x.shape[-1]} channels but the kernel expects {w.shape[2]}")
-    strides = (strides, strides) if isinstance(strides, int) else tuple(int(s) for s in strides)
-    pads = _pads(x.shape, w.shape, strides, padding)
-    if jax.default_backend() == "cpu":
-        return _loop_safe(x, w, strides, pads)
-    return _conv(x, w, strides, pads)
-
-
-class LoopSafeConv(nn.Module):
-    """A 2-D convolution layer (NHWC) on `loop_safe_conv2d`, with `genjax.nn.Conv`'s parameters."""
-
-    features: int
-    kernel_size: tuple[int, int] = (3, 3)
-    strides: int | tuple[int, int] = 1
-    padding: str | tuple[tuple[int, int], tuple[int, int]] = "SAME"
-    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features))
-        y = loop_safe_conv2d(x, kernel.astype(x.dtype), self.strides, self.padding)
-        return y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(y.dtype)
-
-
-Conv = LoopSafeConv
+__all__ = ["sinusoidal_embedding", "TimeEmbedding", "MlpDenoiser", "UNet"]
 
 
 def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
@@ -239,7 +154,8 @@ class UNet(nn.Module):
     With a single level there is no down- or upsampling (a residual network at the input
     resolution, for small latent grids). The output convolution starts at zero.
 
-    Spatial sizes must be divisible by 2^(len(channels) - 1).
+    Spatial sizes must be divisible by 2^(len(channels) - 1); `num_res_blocks` may be 0 (then
+    only the decoder has residual blocks, one per level).
     """
 
     channels: Sequence[int] = (32, 64, 64)
