@@ -14,8 +14,10 @@ REGISTRY: dict[str, str] = {
     "mnist_classifier": "a small CNN trained with the runtime; its features serve FID/KID on MNIST",
     "autoencoders": "plain, denoising, sparse, k-sparse and contractive autoencoders on MNIST: filters, sparsity, contraction, robustness, linear probe",
     "vae": "VAEs on binarized MNIST: the ELBO, reparameterization vs score-function gradients, IWAE k=5000 NLL next to Burda et al. (2016)",
+    "vqvae": "VQ-VAE on MNIST: 7x7 discrete codes, EMA codebook vs codebook loss, beta sweep; saves the autoencoder for latent diffusion",
     "diffusion_2d": "DDPM on the swiss roll, ring and grid: forward and reverse processes, trajectories, mode coverage beside the GANs",
     "ddpm_mnist": "a DDPM U-Net on MNIST: the forward process of a digit, samples, DDPM 1000 steps vs DDIM 100/50/20/10 (FID, time)",
+    "latent_diffusion": "DDPM in the VQ-VAE's 7x7 latent space, decoded: FID and time per sample against pixel-space DDPM",
 }
 
 

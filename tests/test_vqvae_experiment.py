@@ -18,10 +18,12 @@ TINY = dict(steps=4, batch_size=8, channels=(4, 8), res_hidden=4, latent_dim=4, 
 
 @pytest.mark.parametrize("strides,kernel,in_shape", [(1, (3, 3), (2, 7, 7, 5)), (2, (4, 4), (2, 14, 14, 3)),
                                                      (1, (1, 1), (2, 7, 7, 4)), (2, (3, 3), (1, 9, 9, 2))])
-def test_scan_friendly_conv_equals_genjax_conv(strides, kernel, in_shape):
-    """Reference: genjax.nn.Conv (whose gradients are tested against XLA's own in test_nn.py)."""
+def test_the_vqvae_convolutions_equal_flax_conv(strides, kernel, in_shape):
+    """Reference: flax.linen.Conv, i.e. XLA's convolution and its autodiff gradients."""
+    import flax.linen as fnn
+
     x = jnp.asarray(np.random.default_rng(0).normal(size=in_shape), jnp.float32)
-    ref, mine = nn.Conv(6, kernel, strides), _vqvae.Conv(6, kernel, strides)
+    ref, mine = fnn.Conv(6, kernel, strides), nn.Conv(6, kernel, strides)
     params = jax.jit(ref.init)(jax.random.key(0), x)
     loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
     np.testing.assert_allclose(jax.jit(mine.apply)(params, x), jax.jit(ref.apply)(params, x), rtol=1e-6)

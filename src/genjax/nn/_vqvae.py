@@ -17,7 +17,6 @@ every convolution a `genjax.nn.Conv` (fast weight gradients inside `lax.scan` on
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -25,70 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from genjax.nn import _conv as conv_lib
-
-_DN = ("NHWC", "HWIO", "NHWC")
-
-
-# ------------------------------------------------------------------------------ convolution
-# Measured on XLA:CPU (jax 0.10.2, 2 cores, batch 32): inside `lax.scan`, the input gradient that
-# autodiff emits for a convolution with several input channels (a convolution with the kernel's
-# I/O dimensions swapped) runs 30-150x slower than as a top-level op (3x3, 32->16 channels on
-# 14x14: 4 ms jitted, 184 ms per scan iteration), the same pathology as the weight gradient that
-# `genjax.nn.conv2d` already works around. Written as an ordinary NHWC/HWIO convolution of the
-# (stride-dilated) output gradient with the flipped, I/O-transposed kernel, it takes 1 ms. `_Conv`
-# is `genjax.nn.Conv` (same parameters, same values and gradients) with that input gradient too;
-# it can become `genjax.nn.Conv` once `conv2d` computes its input gradient this way.
-
-
-def _input_grad(x_shape, w, dy, strides, pads):
-    """dL/dx of `conv(x, w)` given dL/dy: a plain convolution (JAX's transpose rule, made explicit)."""
-    kh, kw = w.shape[:2]
-    w_t = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))  # [kh, kw, O, C]
-    padding = []
-    for i, k in enumerate((kh, kw)):
-        before = k - pads[i][0] - 1
-        after = x_shape[1 + i] + k - 1 - ((dy.shape[1 + i] - 1) * strides[i] + 1) - before
-        padding.append((before, after))
-    return lax.conv_general_dilated(dy, w_t, (1, 1), padding, lhs_dilation=strides, dimension_numbers=_DN)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_scan_friendly(x, w, strides, pads):
-    return conv_lib._conv(x, w, strides, pads)
-
-
-def _conv_fwd(x, w, strides, pads):
-    return conv_lib._conv(x, w, strides, pads), (x, w)
-
-
-def _conv_bwd(strides, pads, residuals, dy):
-    x, w = residuals
-    _, dw = conv_lib._conv_cpu_bwd(strides, pads, residuals, dy)  # its dx is dead code, removed by XLA
-    return _input_grad(x.shape, w, dy, strides, pads).astype(x.dtype), dw
-
-
-_conv_scan_friendly.defvjp(_conv_fwd, _conv_bwd)
-
-
-class _Conv(conv_lib.Conv):
-    """`genjax.nn.Conv` whose input gradient is also fast inside `lax.scan` on the CPU."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features))
-        strides = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
-        pads = conv_lib._pads(x.shape, kernel.shape, strides, self.padding)
-        if jax.default_backend() == "cpu":
-            y = _conv_scan_friendly(x, kernel.astype(x.dtype), strides, pads)
-        else:
-            y = conv_lib._conv(x, kernel.astype(x.dtype), strides, pads)
-        if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
-        return y
-
-
-Conv = _Conv
+from genjax.nn._conv import Conv  # gradients stay fast inside lax.scan on XLA:CPU
 
 
 # ------------------------------------------------------------------------------ the networks
