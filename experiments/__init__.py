@@ -12,6 +12,10 @@ import importlib
 REGISTRY: dict[str, str] = {
     "info_theory": "entropy, cross-entropy, KL and JS: the weather-coding table, KL vs JS, forward vs reverse KL",
     "mnist_classifier": "a small CNN trained with the runtime; its features serve FID/KID on MNIST",
+    "gan_nash": "the x*y game: simultaneous gradient steps spiral out at sqrt(1 + lr^2) per step, alternating steps orbit",
+    "gan_vanishing_gradients": "why GANs are hard to train: a perfect discriminator on low-dimensional supports, and the minimax generator gradient vanishing (Arjovsky-Bottou)",
+    "gan_mode_collapse": "the 2-D ring and grid benchmark: modes captured, high-quality samples, reverse KL for GAN, NS-GAN, WGAN, WGAN-GP, minibatch discrimination, feature matching",
+    "gan_mnist": "a DCGAN on MNIST with each improved-training technique as a switch, WGAN and WGAN-GP: samples, MNIST-feature FID/KID, the critic's Wasserstein estimate",
     "autoencoders": "plain, denoising, sparse, k-sparse and contractive autoencoders on MNIST: filters, sparsity, contraction, robustness, linear probe",
     "vae": "VAEs on binarized MNIST: the ELBO, reparameterization vs score-function gradients, IWAE k=5000 NLL next to Burda et al. (2016)",
     "vqvae": "VQ-VAE on MNIST: 7x7 discrete codes, EMA codebook vs codebook loss, beta sweep; saves the autoencoder for latent diffusion",

@@ -1,5 +1,6 @@
 """What the GAN experiments share: training options, the GAN state, the alternating train step,
-and a pure (seed, step) sampler of the 2-D toy distributions.
+batch sources (a pure (seed, step) sampler of the 2-D toys, images with one batch per critic
+step), seeds trained as one vmapped program, and the variant names of the MNIST experiment.
 
 `make_gan_step(gen_fn, disc_fn, latent_dim, options)` builds one training step of every GAN
 variant of the chapter from `genjax.gan`'s pure losses: the minimax and non-saturating GAN, WGAN
