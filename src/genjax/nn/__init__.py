@@ -3,9 +3,18 @@
 from genjax.nn._autoencoders import DenseAutoencoder
 from genjax.nn._classifier import MnistClassifier, cross_entropy_loss
 from genjax.nn._conv import Conv, conv2d
+from genjax.nn._gan import (
+    DcganDiscriminator,
+    DcganGenerator,
+    MinibatchDiscrimination,
+    MlpDiscriminator,
+    MlpGenerator,
+    VirtualBatchNorm,
+)
 from genjax.nn._diffusion import MlpDenoiser, TimeEmbedding, UNet, sinusoidal_embedding
 from genjax.nn._vae import VaeConv, VaeMlp
 from genjax.nn._vqvae import VQVAEDecoder, VQVAEEncoder, upsample_nearest
 
-__all__ = ["Conv", "DenseAutoencoder", "MnistClassifier", "MlpDenoiser", "TimeEmbedding", "UNet", "VQVAEDecoder", "VQVAEEncoder", "VaeConv", "VaeMlp",
+__all__ = ["Conv", "DcganDiscriminator", "DcganGenerator", "DenseAutoencoder", "MinibatchDiscrimination",
+           "MlpDiscriminator", "MlpGenerator", "VirtualBatchNorm", "MnistClassifier", "MlpDenoiser", "TimeEmbedding", "UNet", "VQVAEDecoder", "VQVAEEncoder", "VaeConv", "VaeMlp",
            "conv2d", "cross_entropy_loss", "sinusoidal_embedding", "upsample_nearest"]
