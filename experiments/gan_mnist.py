@@ -25,6 +25,11 @@ critic's Wasserstein estimate E f(x) - E f(G(z)) is plotted against steps beside
 
 Offline, MNIST is the embedded 9,000-image training split (`genjax.data`).
 
+Cost: `--quick` (two variants, 300 steps, width 16) took 6 minutes on a shared 2-core CPU,
+including the quick classifier; its digits are still blurry (FID ~250 against a floor of ~5).
+The default (ten variants, 3,000 steps, width 32; the WGANs take 5 critic steps per generator
+step) is a few hours on such a CPU and minutes on a GPU; `--variants` picks a subset.
+
     python -m experiments.gan_mnist [--quick] [--variants gan,gan+fm,wgan_gp] [--steps N] [--workdir DIR]
 """
 
