@@ -5,9 +5,11 @@ Reference values and where they come from:
 * diffusers: its schedulers are transcribed below into NumPy, line by line, from
   huggingface/diffusers `src/diffusers/schedulers/scheduling_ddpm.py` (`betas_for_alpha_bar`,
   `DDPMScheduler.__init__`, `_get_variance`, `step`, `add_noise`) and `scheduling_ddim.py`
-  (`DDIMScheduler.__init__`, `set_timesteps`, `_get_variance`, `step`). diffusers is not
-  installed here (it needs torch), so the transcriptions keep its float32 arithmetic
-  (`torch.float32` betas and cumulative products) and are compared at float32 tolerances.
+  (`DDIMScheduler.__init__`, `set_timesteps`, `_get_variance`, `step`). diffusers is not a
+  dependency (it needs torch), so the transcriptions keep its float32 arithmetic
+  (`torch.float32` betas and cumulative products) and are compared at float32 tolerances. Where
+  diffusers and torch are installed, `test_live_diffusers_*` compares with diffusers itself
+  (checked with diffusers 0.42.1, torch 2.13.0).
 * hand-derived numbers, each with its derivation in a comment;
 * closed forms (Gaussian conditioning / Bayes' rule) and numerical integration in float64.
 """
@@ -535,3 +537,62 @@ def test_docstring_examples():
 
     result = doctest.testmod(df, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------------------------------------ live diffusers
+# The NumPy transcriptions above run everywhere. Where diffusers (and torch) happen to be
+# installed (`pip install diffusers torch`; neither is a dependency of genjax and CI has neither),
+# the same comparisons run against diffusers' own DDPMScheduler and DDIMScheduler, which also
+# checks the transcriptions. diffusers draws the DDPM step's noise with `randn_tensor`; the test
+# substitutes the documented noise `jax.random.normal(key, shape)` for it.
+
+
+def _live_diffusers():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers/torch import-time deprecation notices
+        diffusers = pytest.importorskip("diffusers")
+        torch = pytest.importorskip("torch")
+        from diffusers.schedulers import scheduling_ddpm
+    return diffusers, torch, scheduling_ddpm
+
+
+@pytest.mark.parametrize("name,sched", [("linear", LINEAR), ("squaredcos_cap_v2", COSINE)])
+def test_live_diffusers_schedules_add_noise_and_steps(name, sched, monkeypatch):
+    diffusers, torch, scheduling_ddpm = _live_diffusers()
+    x0, xt, eps = _normal(20, (3, 4, 4, 1)), _normal(21, (3, 4, 4, 1)), _normal(22, (3, 4, 4, 1))
+    for variance in ("fixed_small", "fixed_large"):
+        for clip in (False, True):
+            ref = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=name, variance_type=variance,
+                                          clip_sample=clip)
+            np.testing.assert_allclose(sched.betas, ref.betas.numpy(), rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(sched.alphas_cumprod, ref.alphas_cumprod.numpy(), rtol=2e-5, atol=1e-9)
+            t = np.array([0, 1, 500, 999])
+            added = ref.add_noise(torch.from_numpy(x0[:1].repeat(4, 0)), torch.from_numpy(eps[:1].repeat(4, 0)),
+                                  torch.from_numpy(t))
+            np.testing.assert_allclose(df.q_sample(sched, x0[:1].repeat(4, 0), t, eps[:1].repeat(4, 0)),
+                                       added.numpy(), rtol=1e-4, atol=1e-5)
+            for step in (999, 500, 1, 0):
+                key = jax.random.key(step)
+                z = np.array(jax.random.normal(key, xt.shape, jnp.float32))
+                monkeypatch.setattr(scheduling_ddpm, "randn_tensor", lambda *a, **k: torch.from_numpy(z))
+                want = ref.step(torch.from_numpy(eps), step, torch.from_numpy(xt)).prev_sample.numpy()
+                got = df.ddpm_step(key, sched, eps, xt, step, variance, clip_x0=(-1.0, 1.0) if clip else None)
+                np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    for eta in (0.0, 0.5, 1.0):
+        for clip, use in ((False, False), (True, False), (True, True)):
+            ref = diffusers.DDIMScheduler(num_train_timesteps=T, beta_schedule=name, clip_sample=clip,
+                                          set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+            ref.set_timesteps(50)
+            ts = df.ddim_timesteps(T, 50)
+            np.testing.assert_array_equal(ts, ref.timesteps.numpy())
+            for i in (0, 1, 25, 49):
+                t, t_prev = int(ts[i]), (int(ts[i + 1]) if i + 1 < len(ts) else -1)
+                key = jax.random.key(i)
+                z = np.array(jax.random.normal(key, xt.shape, jnp.float32))
+                want = ref.step(torch.from_numpy(eps), t, torch.from_numpy(3 * xt), eta=eta,
+                                use_clipped_model_output=use, variance_noise=torch.from_numpy(z)).prev_sample.numpy()
+                got = df.ddim_step(sched, eps, 3 * xt, t, t_prev, eta, key, clip_x0=(-1.0, 1.0) if clip else None,
+                                   use_clipped_model_output=use)
+                np.testing.assert_allclose(got, want, rtol=5e-4, atol=5e-5)
