@@ -6,9 +6,11 @@ repetitions; the table gives seconds per call (median, min, max), calls/s, steps
 examples/s, FLOPs per call from XLA's cost analysis, achieved FLOP/s and the fraction of the
 device's peak (measured with a float32 matmul on CPU, published dense bf16 on GPU/TPU).
 
-Modules: `_harness` (Case, Benchmark, Result, run_benchmark, select), `_peaks` (the peak
-FLOP/s), `_suites` (Config, QUICK, the benchmarks), `_report` (tables and the JSON document),
-`__main__` (the command line).
+Modules: `_harness` (Case, Benchmark, Result, Skip, run_benchmark, select), `_peaks` (the peak
+FLOP/s), `_suites` (Config, QUICK, the benchmarks), `_losses` (the losses' inputs), `_families`
+(the model families' train steps, from the experiments' builders), `_torch_vae` (PyTorch's VAE
+example, optional), `_report` (tables, comparisons and the JSON document), `__main__` (the
+command line).
 """
 
 from benchmarks._harness import (
@@ -17,7 +19,9 @@ from benchmarks._harness import (
     Case,
     Result,
     SelectionError,
+    Skip,
     cost_analysis,
+    make_result,
     run_benchmark,
     select,
 )
@@ -33,9 +37,11 @@ __all__ = [
     "Peak",
     "Result",
     "SelectionError",
+    "Skip",
     "all_benchmarks",
     "cost_analysis",
     "device_peak",
+    "make_result",
     "measure_matmul_peak",
     "published_peak",
     "run_benchmark",

@@ -9,7 +9,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from benchmarks._harness import SelectionError, run_benchmark, select
+from benchmarks._harness import SelectionError, Skip, run_benchmark, select
 from benchmarks._suites import QUICK, Config, all_benchmarks
 
 
@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
                    help="divergences: batch sizes (default 64,1024,8192; quick 64,1024)")
     p.add_argument("--fused-steps", type=int, metavar="K",
                    help="train_step: steps per fused call / per dispatch repetition (default 50, quick 10)")
+    p.add_argument("--heavy-fused-steps", type=int, metavar="K",
+                   help="train_step: K of the convolutional families (default 4, quick 2)")
+    p.add_argument("--train-batch-size", type=int, metavar="B",
+                   help="train_step: batch of vae_mlp and mnist_classifier (default 128)")
     p.add_argument("--peak-flops", type=float, metavar="FLOPS",
                    help="use this peak FLOP/s instead of the measured (CPU) or published (GPU/TPU) one")
     p.add_argument("--peak-matmul-size", type=int, metavar="N",
@@ -52,7 +56,9 @@ def parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> Config:
     values = dict(QUICK) if args.quick else {}
     overrides = {"repeats": args.repeats, "warmup": args.warmup, "batch_sizes": args.batch_sizes,
-                 "fused_steps": args.fused_steps, "peak_matmul_size": args.peak_matmul_size}
+                 "fused_steps": args.fused_steps,
+                 "heavy_fused_steps": args.heavy_fused_steps, "train_batch_size": args.train_batch_size,
+                 "peak_matmul_size": args.peak_matmul_size}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Config(**values)
 
@@ -74,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from benchmarks._peaks import device_peak
-    from benchmarks._report import format_markdown, format_table, header_lines, report_document, run_metadata
+    from benchmarks._report import (compare, format_comparisons, format_markdown, format_table, header_lines,
+                                    report_document, run_metadata)
 
     start = time.perf_counter()
     meta = run_metadata()
@@ -87,32 +94,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _log(header_lines(meta, peak)[1])
 
-    results, failures = [], []
+    results, failures, skipped = [], [], []
     for i, bench in enumerate(benchmarks, 1):
         try:
             result = run_benchmark(bench, repeats=config.repeats, warmup=config.warmup,
                                    peak_flops=peak.flops_per_s)
+        except Skip as e:
+            skipped.append({"name": bench.name, "reason": str(e)})
+            _log(f"{i}/{len(benchmarks)} {bench.name}: skipped ({e})")
+            continue
         except Exception as e:  # noqa: BLE001 - report it, run the rest, exit non-zero
             failures.append({"name": bench.name, "error": f"{type(e).__name__}: {e}"})
             _log(f"{i}/{len(benchmarks)} {bench.name}: FAILED\n{traceback.format_exc()}")
             continue
         results.append(result)
-        _log(f"{i}/{len(benchmarks)} {bench.name}: median {result.median_s * 1e3:.4g} ms, "
-             f"compile {result.compile_s:.3g} s")
+        compile_note = "" if result.compile_s is None else f", compile {result.compile_s:.3g} s"
+        _log(f"{i}/{len(benchmarks)} {bench.name}: median {result.median_s * 1e3:.4g} ms{compile_note}")
     meta["total_s"] = time.perf_counter() - start
 
     print("\n".join(header_lines(meta, peak)))
     print(format_table(results))
+    comparisons = compare(results)
+    if comparisons:
+        print()
+        print(format_comparisons(comparisons))
+    for s in skipped:
+        print(f"skipped {s['name']}: {s['reason']}")
     config_dict = {**dataclasses.asdict(config), "quick": args.quick, "only": args.only}
     if args.json:
         from genjax.report import write_json
 
-        write_json(args.json, report_document(meta, peak, config_dict, results, failures))
+        write_json(args.json, report_document(meta, peak, config_dict, results, failures, skipped))
         _log(f"wrote {args.json}")
     if args.markdown:
         from genjax.report import atomic_write_text
 
-        atomic_write_text(args.markdown, format_markdown(meta, peak, results, failures))
+        atomic_write_text(args.markdown, format_markdown(meta, peak, results, failures, skipped))
         _log(f"wrote {args.markdown}")
     if failures:
         _log(f"{len(failures)} benchmark(s) failed: {', '.join(f['name'] for f in failures)}")

@@ -3,18 +3,19 @@
 For each benchmark the harness
 
 1. builds its `Case` (inputs are created here, outside every timing);
-2. times the **first call** (tracing, lowering, XLA compilation and one execution), on a fresh
-   function object, so that nothing is cached yet;
-3. times **compilation** on its own: `jax.jit(wrapper).lower(*args).compile()` of a second fresh
-   wrapper (a new function object, so jit's caches do not hand back the first executable; traces
-   of jitted functions called inside may be cached by step 2), and reads XLA's cost analysis:
-   FLOPs of the HLO before optimisation (`Lowered.cost_analysis()`: the arithmetic the program
-   asks for, the same count on every backend; the compiled executable's count misses work that a
-   backend hands to a library, e.g. cuDNN convolutions on GPU: 0.39 instead of 3.1 GFLOP per
-   MNIST-classifier step on an H200). GPU and TPU backends do not implement
-   `Lowered.cost_analysis()`, so there the program is lowered for CPU to be counted; the compiled
-   count (`Compiled.cost_analysis()`, always recorded) is the last resort. Bytes accessed and
-   transcendentals are the compiled executable's;
+2. times **compilation**: `jax.jit(fn).lower(*args).compile()` on a fresh function object
+   (tracing, lowering and XLA compilation; nothing of `fn` is cached yet, although traces of
+   jitted functions called inside may be), and reads XLA's cost analysis: FLOPs of the HLO
+   before optimisation (`Lowered.cost_analysis()`: the arithmetic the program asks for, the same
+   count on every backend; the compiled executable's count misses work that a backend hands to a
+   library, e.g. cuDNN convolutions on GPU: 0.39 instead of 3.1 GFLOP per MNIST-classifier step
+   on an H200). GPU and TPU backends do not implement `Lowered.cost_analysis()`, so there the
+   program is lowered for CPU to be counted; the compiled count (`Compiled.cost_analysis()`,
+   always recorded) is the last resort. Bytes accessed and transcendentals are the compiled
+   executable's;
+3. times the **first call** through the same jitted object (jit reuses the executable just
+   compiled): `first_call_s` = compilation + this first execution, what a user waits for the
+   first step;
 4. runs `warmup` untimed repetitions, then `repeats` timed ones (at least `MIN_REPEATS`). A
    repetition dispatches `calls_per_rep` calls back to back and waits once, with
    `jax.block_until_ready`, for the last result (so a loop of K dispatched steps is timed as a
@@ -22,6 +23,12 @@ For each benchmark the harness
 5. reports seconds per call (median, min, max over the repetitions), calls/s, steps/s and
    examples/s where the case says what a call is worth, FLOPs per call, achieved FLOP/s and the
    fraction of the device's peak.
+
+A case whose `fn` is not one XLA program (`jit=False`: a Python loop over a jitted step, a
+PyTorch step) is called as it is; its compile time and FLOPs are those of `analysis`, a jittable
+`(fn, args)` that the loop runs `loop_trip_count` times per call. A benchmark may instead bring
+its own `run` (e.g. one that re-runs the command in a subprocess with more virtual devices), and
+a setup that cannot run here raises `Skip`.
 """
 
 from __future__ import annotations
@@ -57,7 +64,14 @@ class Case:
         flops_per_call: an analytic FLOP count that replaces XLA's (None: use cost analysis).
         loop_trip_count: XLA's cost analysis counts the body of a while loop once; a function
             that is one `lax.scan` over K steps (almost all of its work in the body) sets K here
-            and the counted FLOPs, bytes and transcendentals are multiplied by it.
+            and the counted FLOPs, bytes and transcendentals are multiplied by it (with
+            `analysis`: the times `analysis` runs per call).
+        jit: False: call `fn` as it is (a Python loop, a foreign framework); compile time and
+            FLOPs then come from `analysis` (None: not reported).
+        analysis: `(jittable_fn, args)` compiled and counted in place of `fn` (with `jit=False`).
+        sync: waits for a result (default `jax.block_until_ready`; e.g. a no-op for PyTorch's
+            synchronous CPU tensors).
+        extra: numbers recorded with the result as they are (e.g. the replica count).
     """
 
     fn: Callable[..., Any]
@@ -69,6 +83,10 @@ class Case:
     steps_per_call: int | None = None
     flops_per_call: float | None = None
     loop_trip_count: int = 1
+    jit: bool = True
+    analysis: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+    sync: Callable[[Any], Any] | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.calls_per_rep < 1:
@@ -84,13 +102,22 @@ class Case:
             )
 
 
+class Skip(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a setup that cannot run here (no torch, too few devices); the run reports why."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
-    """A named benchmark; `setup()` builds its `Case` only when the benchmark is selected."""
+    """A named benchmark; `setup()` builds its `Case` only when the benchmark is selected.
+
+    `run(repeats=, warmup=, peak_flops=) -> Result`, when given, replaces the harness (e.g. to
+    measure in a subprocess); `setup` is then unused.
+    """
 
     name: str
     setup: Callable[[], Case]
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    run: Callable[..., "Result"] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +129,8 @@ class Result:
     median_s: float
     min_s: float
     max_s: float
-    compile_s: float  # jax.jit(f).lower(*args).compile()
-    first_call_s: float  # the first call: trace + lower + compile + one execution
+    compile_s: float | None  # jax.jit(f).lower(*args).compile() (None: not one XLA program)
+    first_call_s: float | None  # the first call: trace + lower + compile + one execution
     repeats: int
     warmup: int
     calls_per_rep: int
@@ -120,6 +147,7 @@ class Result:
     transcendentals_per_call: float | None
     flops_per_call_compiled: float | None  # the compiled executable's count (see module notes)
     flops_source: str  # "hlo_cost_analysis" | "compiled_cost_analysis" (" x loop_trip_count=K") | "analytic" | "unavailable"
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -208,43 +236,58 @@ def run_benchmark(
 
     Returns:
         The `Result`.
+
+    Raises:
+        Skip: the benchmark cannot run here.
     """
     if repeats < MIN_REPEATS:
         raise ValueError(f"repeats must be >= {MIN_REPEATS} (for a meaningful median), got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if benchmark.run is not None:
+        return benchmark.run(repeats=repeats, warmup=warmup, peak_flops=peak_flops)
     case = benchmark.setup()
     args = tuple(case.args)
-    jax.block_until_ready(args)
+    sync = case.sync or jax.block_until_ready
+    sync(args)
 
-    # 1. the first call, on a fresh function object: trace + lower + compile + run.
-    runner = _jitted(case.fn, case.donate_argnums)
+    # 1. compilation, of a fresh function object; 2. the first call through it (same executable).
+    if case.jit:
+        runner = _jitted(case.fn, case.donate_argnums)
+        if runner is case.fn:  # already jitted (maybe called before): compile a fresh wrapper
+            fn = case.fn
+
+            def wrapper(*a):
+                return fn(*a)
+
+            runner = jax.jit(wrapper, donate_argnums=case.donate_argnums)
+        analysed, analysis_args = runner, args
+    else:
+        runner = case.fn
+        analysed, analysis_args = (None, None) if case.analysis is None else (
+            jax.jit(case.analysis[0]), tuple(case.analysis[1]))
+    cost, hlo_cost, hlo_note, compile_s = {}, {}, "", None
+    if analysed is not None:
+        start = time.perf_counter()
+        lowered = analysed.lower(*analysis_args)
+        compiled = lowered.compile()
+        compile_s = time.perf_counter() - start
+        cost = cost_analysis(compiled)
+        hlo_cost = cost_analysis(lowered)
+        if _nonnegative(hlo_cost, "flops") is None and jax.default_backend() != "cpu":
+            base = case.fn if case.jit else case.analysis[0]
+            hlo_cost, hlo_note = hlo_cost_analysis_on_cpu(base, analysis_args), " (lowered for cpu)"
+        del lowered, compiled
     start = time.perf_counter()
     out, args = _call(runner, args, case.carry)
-    jax.block_until_ready(out)
-    first_call_s = time.perf_counter() - start
-
-    # 2. compilation alone, of another fresh function object (no executable cache hit).
-    fn = case.fn
-
-    def wrapper(*a):
-        return fn(*a)
-
-    start = time.perf_counter()
-    lowered = jax.jit(wrapper, donate_argnums=case.donate_argnums).lower(*args)
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
-    cost = cost_analysis(compiled)
-    hlo_cost, hlo_note = cost_analysis(lowered), ""
-    if _nonnegative(hlo_cost, "flops") is None and jax.default_backend() != "cpu":
-        hlo_cost, hlo_note = hlo_cost_analysis_on_cpu(wrapper, args), " (lowered for cpu)"
-    del lowered, compiled
+    sync(out)
+    first_call_s = time.perf_counter() - start + (compile_s or 0.0)
 
     # 3. warm-up and timed repetitions.
     for _ in range(warmup):
         for _ in range(case.calls_per_rep):
             out, args = _call(runner, args, case.carry)
-        jax.block_until_ready(out)
+        sync(out)
     times = []
     gc.collect()
     gc_was_enabled = gc.isenabled()
@@ -254,14 +297,21 @@ def run_benchmark(
             start = time.perf_counter()
             for _ in range(case.calls_per_rep):
                 out, args = _call(runner, args, case.carry)
-            jax.block_until_ready(out)
+            sync(out)
             times.append((time.perf_counter() - start) / case.calls_per_rep)
     finally:
         if gc_was_enabled:
             gc.enable()
     del out, args
+    return make_result(benchmark, case, times, compile_s=compile_s, first_call_s=first_call_s,
+                       cost=cost, hlo_cost=hlo_cost, hlo_note=hlo_note, repeats=repeats, warmup=warmup,
+                       peak_flops=peak_flops)
 
-    # 4. derived numbers.
+
+def make_result(benchmark: Benchmark, case: Case, times: Sequence[float], *, compile_s: float | None,
+                first_call_s: float | None, cost: Mapping[str, float] = {}, hlo_cost: Mapping[str, float] = {},
+                hlo_note: str = "", repeats: int, warmup: int, peak_flops: float | None) -> Result:
+    """The derived numbers of a benchmark from its timed repetitions (seconds per call)."""
     median_s = statistics.median(times)
     trips = case.loop_trip_count
 
@@ -293,7 +343,7 @@ def run_benchmark(
         repeats=repeats,
         warmup=warmup,
         calls_per_rep=case.calls_per_rep,
-        times_s=times,
+        times_s=list(times),
         calls_per_s=1.0 / median_s,
         steps_per_s=None if steps is None else steps / median_s,
         examples_per_s=None if case.examples_per_call is None else case.examples_per_call / median_s,
@@ -306,6 +356,7 @@ def run_benchmark(
         transcendentals_per_call=counted(cost, "transcendentals"),
         flops_per_call_compiled=flops_compiled,
         flops_source=flops_source,
+        extra=dict(case.extra),
     )
 
 

@@ -15,7 +15,7 @@ from benchmarks._peaks import Peak
 
 COLUMNS = (
     "benchmark", "median ms", "min ms", "max ms", "compile s", "first call s",
-    "calls/s", "steps/s", "examples/s", "GFLOP/call", "GFLOP/s", "% peak",
+    "calls/s", "steps/s", "examples/s", "GFLOP/step", "GFLOP/s", "% peak",
 )
 
 
@@ -55,7 +55,8 @@ def table_rows(results: Sequence[Result]) -> list[tuple[str, ...]]:
             _num(r.median_s, 1e3), _num(r.min_s, 1e3), _num(r.max_s, 1e3),
             _num(r.compile_s, digits=3), _num(r.first_call_s, digits=3),
             _num(r.calls_per_s), _num(r.steps_per_s), _num(r.examples_per_s),
-            _num(r.flops_per_call, 1e-9), _num(r.flops_per_s, 1e-9),
+            _num(r.flops_per_step if r.flops_per_step is not None else r.flops_per_call, 1e-9),
+            _num(r.flops_per_s, 1e-9),
             _num(r.peak_fraction, 100.0, digits=3),
         )
         for r in results
@@ -92,7 +93,7 @@ def header_lines(meta: dict[str, Any], peak: Peak) -> list[str]:
 
 
 def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result],
-                    failures: Sequence[dict[str, str]] = ()) -> str:
+                    failures: Sequence[dict[str, str]] = (), skipped: Sequence[dict[str, str]] = ()) -> str:
     """The same table as Markdown, under a short header naming device, versions and peak."""
     out = ["# genjax benchmarks", ""]
     out += [f"- {line}" for line in header_lines(meta, peak)]
@@ -106,19 +107,85 @@ def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result],
     ]
     out += ["| " + " | ".join(f"`{row[0]}`" if i == 0 else c for i, c in enumerate(row)) + " |"
             for row in table_rows(results)]
+    comparisons = compare(results)
+    if comparisons:
+        out += ["", "## Comparisons", "", "| comparison | ratio | meaning |", "|:---|---:|:---|"]
+        out += [f"| `{c['name']}` | {c['ratio']:.3g} | {c['meaning']} |" for c in comparisons]
+    if skipped:
+        out += ["", "Skipped:", ""] + [f"- `{s['name']}`: {s['reason']}" for s in skipped]
     if failures:
         out += ["", "Failed:", ""] + [f"- `{f['name']}`: {f['error']}" for f in failures]
     return "\n".join(out) + "\n"
 
 
 def report_document(meta: dict[str, Any], peak: Peak, config: dict[str, Any],
-                    results: Sequence[Result], failures: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
-    """The `--json` document; `failures` are `{"name", "error"}` of benchmarks that raised."""
+                    results: Sequence[Result], failures: Sequence[dict[str, str]] = (),
+                    skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """The `--json` document; `failures` are `{"name", "error"}` of benchmarks that raised,
+    `skipped` `{"name", "reason"}` of those that cannot run here."""
     return {
         **meta,
         "peak_flops": peak.flops_per_s,
         "peak": peak.as_dict(),
         "config": config,
         "results": [r.as_dict() for r in results],
+        "comparisons": compare(results),
         "failures": list(failures),
+        "skipped": list(skipped),
     }
+
+
+def compare(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """The ratios the suite exists to show, from whichever pairs of results are present.
+
+    - `fused_vs_dispatch/<family>[/bf16]`: steps/s fused / steps/s dispatched (>= 1: the scan is
+      no slower);
+    - `vmap_vs_sequential/<family>/r<R>`: replica-steps/s of R vmapped replicas / steps/s of one
+      (>= 1: no slower than the seeds one after another; the ideal on an idle accelerator is R);
+    - `pmap_vs_one_device/<family>/d<D>`: steps/s on D devices / on one;
+    - `sampling_scan_vs_loop`: samples/s of the scan / the Python loop;
+    - `jax_vs_torch/vae_mlp/<mode>`: steps/s of the JAX step / PyTorch's eager step.
+    """
+    by_name = {r.name: r for r in results}
+    out = []
+
+    def add(name, num, den, meaning, attr="steps_per_s"):
+        a, b = getattr(num, attr), getattr(den, attr)
+        if a and b:
+            out.append({"name": name, "ratio": a / b, "numerator": num.name, "denominator": den.name,
+                        "meaning": meaning})
+
+    for r in results:
+        parts = r.name.split("/")
+        if parts[0] == "train_step" and parts[2] == "fused":
+            other = by_name.get("/".join([parts[0], parts[1], "dispatch", *parts[3:]]))
+            if other:
+                add("/".join(["fused_vs_dispatch", parts[1], *parts[3:]]), r, other,
+                    "steps/s in one lax.scan / steps/s dispatched one by one")
+        elif parts[:2] == ["scaling", "vmap_seeds"] and parts[3] != "r1":
+            one = by_name.get("/".join([*parts[:3], "r1"]))
+            if one:
+                add(f"vmap_vs_sequential/{parts[2]}/{parts[3]}", r, one,
+                    "replica-steps/s vmapped / steps/s of one replica")
+        elif parts[:2] == ["scaling", "pmap"] and parts[3] != "d1":
+            one = by_name.get("/".join([*parts[:3], "d1"]))
+            if one:
+                add(f"pmap_vs_one_device/{parts[2]}/{parts[3]}", r, one, "steps/s on D devices / on one device")
+    if "sampling/ddpm/scan" in by_name and "sampling/ddpm/loop" in by_name:
+        add("sampling_scan_vs_loop", by_name["sampling/ddpm/scan"], by_name["sampling/ddpm/loop"],
+            "samples/s of diffusion.sample (scan) / a Python loop over a jitted step", "examples_per_s")
+    torches = [r for r in results if r.name.startswith("torch/vae_mlp/eager") and r.steps_per_s]
+    torch = max(torches, key=lambda r: r.steps_per_s, default=None)  # PyTorch at its best thread count
+    if torch:
+        for mode in ("dispatch", "fused"):
+            if f"train_step/vae_mlp/{mode}" in by_name:
+                add(f"jax_vs_torch/vae_mlp/{mode}", by_name[f"train_step/vae_mlp/{mode}"], torch,
+                    f"steps/s of the JAX step / PyTorch's eager step ({torch.name}; same machine, same run)")
+    return out
+
+
+def format_comparisons(comparisons: Sequence[dict[str, Any]]) -> str:
+    width = max(len(c["name"]) for c in comparisons)
+    lines = [f"{'comparison'.ljust(width)}  ratio  meaning"]
+    lines += [f"{c['name'].ljust(width)}  {c['ratio']:5.3g}  {c['meaning']}" for c in comparisons]
+    return "\n".join(lines)

@@ -8,12 +8,27 @@ Names are `<suite>/<subject>/<variant>`, so that `--only` selects by any part of
   B joint tables of side round(sqrt(event_size))). `forward` is the per-example values, `grad` is
   `jax.value_and_grad` of their sum with respect to every array argument that a user would
   differentiate. An example is one row.
-- `train_step/mnist_classifier/<dispatch|fused>`: the train step of `experiments.mnist_classifier`
-  (its model, AdamW and loss, `genjax.train.make_train_step`) at batch `train_batch_size` on
-  synthetic uint8 images. `dispatch` is a Python loop over the jitted single step, `fused_steps`
-  calls per repetition with one sync at the end (times are per step); `fused` is
-  `genjax.train.compile_fused`: the same `fused_steps` steps in one `lax.scan` (times are per call
-  of K steps). Compare them by steps/s.
+- `losses/<module>.<function>/<forward|grad>/b<B>`: every public loss of `genjax.gan`,
+  `genjax.autoencoders`, `genjax.vae`, `genjax.vq` and `genjax.diffusion`, the same way (inputs:
+  `benchmarks._losses`).
+- `train_step/<family>/<dispatch|fused>[/bf16]`: each model family's train step
+  (`benchmarks._families`: vae_mlp, gan_grid, dcgan, vqvae, ddpm_unet, mnist_classifier).
+  `dispatch` is a Python loop over the jitted single step, K calls per repetition with one sync
+  at the end (times are per step); `fused` is `genjax.train.compile_fused`: the same K steps in
+  one `lax.scan` (times are per call of K steps). Compare them by steps/s. K is `fused_steps`
+  (`heavy_fused_steps` for the convolutional families). `bf16`: the network in bfloat16.
+- `scaling/vmap_seeds/<family>/r<R>`: R independent replicas (seeds) of the fused step as one
+  vmapped program (`compile_fused(..., replicas=True)`); steps/s counts replica-steps, so
+  steps/s of rR / steps/s of r1 >= 1 means the vmap is no slower than the seeds one after another.
+- `scaling/pmap/<family>/d<D>`: the fused step under `pmap` over D devices, the global batch
+  split over them (on one CPU: D virtual devices, in a subprocess started with
+  `XLA_FLAGS=--xla_force_host_platform_device_count`).
+- `sampling/ddpm/<scan|loop>`: `genjax.diffusion.sample` (the T-step chain in one `lax.scan`) vs
+  a Python loop over a jitted denoise-and-step function (the PyTorch-style sampler); samples/s
+  is examples/s.
+- `torch/vae_mlp/eager`: PyTorch's own example step (eager, CPU threads as PyTorch sets them),
+  when `torch` is importable; FLOPs are the JAX step's count.
+- `import/genjax`: `import genjax` in a fresh interpreter (median of `repeats` processes).
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ import dataclasses
 import math
 from typing import Any
 
-from benchmarks._harness import MIN_REPEATS, Benchmark, Case
+from benchmarks._harness import MIN_REPEATS, Benchmark, Case, Skip, run_benchmark
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +46,18 @@ class Config:
 
     batch_sizes: tuple[int, ...] = (64, 1024, 8192)  # divergences: rows per call
     event_size: int = 1000  # divergences: entries per row
-    train_batch_size: int = 128  # train_step: examples per step
-    fused_steps: int = 50  # train_step: K, steps per fused call and per dispatch repetition
+    train_batch_size: int = 128  # train_step: examples per step (vae_mlp, mnist_classifier)
+    fused_steps: int = 20  # train_step: K, steps per fused call and per dispatch repetition
+    heavy_fused_steps: int = 4  # K of the convolutional families (dcgan, vqvae, ddpm_unet, classifier)
+    ddpm_model: str = "default"  # "default": experiments.ddpm_mnist's U-Net; "quick": its --quick U-Net
+    ddpm_batch_size: int = 32  # ddpm_unet train step (the experiment trains with 128)
+    seeds: tuple[int, ...] = (1, 2, 4, 8, 16)  # scaling/vmap_seeds: replica counts
+    vmap_families: tuple[str, ...] = ("vae_mlp", "gan_grid")
+    pmap_devices: tuple[int, ...] = (1, 2, 4, 8)  # scaling/pmap: device counts
+    pmap_families: tuple[str, ...] = ("vae_mlp",)
+    sample_timesteps: int = 1000  # sampling/ddpm: T
+    sample_batch: int = 16  # sampling/ddpm: samples per call (the --quick U-Net of ddpm_mnist)
+    bf16: bool = True  # train_step/vae_mlp/*/bf16
     repeats: int = 7  # timed repetitions per benchmark (>= 5)
     warmup: int = 1  # untimed repetitions after the first call
     peak_matmul_size: int = 2048  # CPU: n of the float32 matmul that measures the peak
@@ -45,12 +70,22 @@ class Config:
             raise ValueError(f"repeats must be >= {MIN_REPEATS}, got {self.repeats}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        for name in ("event_size", "train_batch_size", "fused_steps", "peak_matmul_size"):
+        if self.ddpm_model not in ("default", "quick"):
+            raise ValueError(f"ddpm_model must be 'default' or 'quick', got {self.ddpm_model!r}")
+        for name in ("seeds", "pmap_devices"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be positive ints, got {getattr(self, name)}")
+        for name in ("event_size", "train_batch_size", "fused_steps", "heavy_fused_steps", "peak_matmul_size",
+                     "ddpm_batch_size", "sample_timesteps", "sample_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-QUICK: dict[str, Any] = {"batch_sizes": (64, 1024), "fused_steps": 10, "repeats": 5}
+QUICK: dict[str, Any] = {
+    "batch_sizes": (256,), "fused_steps": 5, "heavy_fused_steps": 2, "repeats": 5, "ddpm_model": "quick",
+    "ddpm_batch_size": 16, "seeds": (1, 4, 16), "vmap_families": ("vae_mlp",), "pmap_devices": (1, 2),
+    "sample_timesteps": 200, "sample_batch": 4,
+}
 
 
 # -------------------------------------------------------------------------------- divergences
@@ -154,61 +189,351 @@ def divergence_benchmarks(config: Config) -> list[Benchmark]:
     ]
 
 
+# ------------------------------------------------------------------------------------- losses
+
+
+def _loss_benchmark(config: Config, name: str, mode: str, batch: int) -> Benchmark:
+    def setup() -> Case:
+        import jax
+        import jax.numpy as jnp
+
+        from benchmarks._losses import LOSSES
+
+        key = jax.random.fold_in(jax.random.key(config.seed), batch)
+        f, args, argnums = LOSSES[name](batch, config.event_size, key)
+        if mode == "forward":
+
+            def fn(*a):
+                return f(*a)
+
+        else:
+
+            def total(*a):
+                return jnp.sum(f(*a))
+
+            fn = jax.value_and_grad(total, argnums=argnums)
+        return Case(fn=fn, args=args, examples_per_call=batch)
+
+    module, function = name.split(".", 1)
+    return Benchmark(
+        name=f"losses/{name}/{mode}/b{batch}",
+        setup=setup,
+        config={"suite": "losses", "function": f"genjax.{module}.{function.split('[')[0]}", "variant": name,
+                "mode": mode, "batch": batch, "event_size": config.event_size, "dtype": "float32"},
+    )
+
+
+def loss_benchmarks(config: Config) -> list[Benchmark]:
+    from benchmarks._losses import LOSSES
+
+    return [_loss_benchmark(config, name, mode, int(batch))
+            for name in LOSSES for mode in ("forward", "grad") for batch in config.batch_sizes]
+
+
 # --------------------------------------------------------------------------------- train step
 
-IMAGE_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
+HEAVY = ("dcgan", "vqvae", "ddpm_unet", "mnist_classifier")
 
 
-def _train_step_benchmark(config: Config, mode: str) -> Benchmark:
-    batch, k = config.train_batch_size, config.fused_steps
+def _family(config: Config, name: str, dtype: str = "float32"):
+    from benchmarks import _families
+
+    if name == "ddpm_unet":
+        return _families.ddpm_unet(config.ddpm_batch_size, quick_model=config.ddpm_model == "quick")
+    if name in ("vae_mlp", "mnist_classifier"):
+        return getattr(_families, name)(config.train_batch_size, **({"dtype": dtype} if name == "vae_mlp" else {}))
+    return _families.build_family(name, dtype)
+
+
+def _steps_per_call(config: Config, family: str) -> int:
+    return config.heavy_fused_steps if family in HEAVY else config.fused_steps
+
+
+def _fresh_state(family, seed: int):
+    import jax
+    import jax.numpy as jnp
+
+    # own buffers (an init may alias leaves, e.g. EMA weights = params; the step donates them)
+    return jax.tree.map(jnp.copy, family.init(jax.random.key(seed)))
+
+
+def _train_step_benchmark(config: Config, family_name: str, mode: str, dtype: str = "float32") -> Benchmark:
+    k = _steps_per_call(config, family_name)
+
+    def setup() -> Case:
+        import jax
+
+        from genjax import train
+
+        fam = _family(config, family_name, dtype)
+        state = _fresh_state(fam, config.seed)
+        batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)
+        b = fam.batch_size
+        if mode == "fused":  # one call = K steps in one lax.scan; the state is donated
+            return Case(fn=train.compile_fused(fam.step), args=(state, batches), donate_argnums=(0,),
+                        carry=True, steps_per_call=k, examples_per_call=k * b, loop_trip_count=k)
+        single = jax.tree.map(lambda x: x[0], batches)  # the same batch every step
+        return Case(fn=jax.jit(fam.step, donate_argnums=0), args=(state, single), donate_argnums=(0,),
+                    carry=True, calls_per_rep=k, steps_per_call=1, examples_per_call=b)
+
+    suffix = "" if dtype == "float32" else "/bf16"
+    return Benchmark(
+        name=f"train_step/{family_name}/{mode}{suffix}",
+        setup=setup,
+        config={"suite": "train_step", "family": family_name, "mode": mode, "fused_steps": k, "dtype": dtype,
+                "timing": ("one call = K steps in one lax.scan" if mode == "fused" else
+                           "K jitted single-step calls per repetition, one sync; times per step"),
+                "data": "synthetic inputs of the real shapes and dtypes"},
+    )
+
+
+def train_step_benchmarks(config: Config) -> list[Benchmark]:
+    from benchmarks._families import FAMILIES
+
+    out = [_train_step_benchmark(config, f, mode) for f in FAMILIES for mode in ("dispatch", "fused")]
+    if config.bf16:
+        out += [_train_step_benchmark(config, "vae_mlp", mode, "bfloat16") for mode in ("dispatch", "fused")]
+    return out
+
+
+# ------------------------------------------------------------------------------------ scaling
+
+
+def _vmap_benchmark(config: Config, family_name: str, replicas: int) -> Benchmark:
+    k = _steps_per_call(config, family_name)
 
     def setup() -> Case:
         import jax
         import jax.numpy as jnp
 
-        from experiments import mnist_classifier
         from genjax import train
 
-        cfg = mnist_classifier.Config(batch_size=batch)
-        _, init, loss_fn = mnist_classifier.build(cfg, NUM_CLASSES)
-        key = jax.random.key(config.seed)
-        state = init(jax.random.fold_in(key, 0), IMAGE_SHAPE)
-        step = train.make_train_step(loss_fn)
-        k_img, k_lab = jax.random.split(jax.random.fold_in(key, 1))
-        steps = k if mode == "fused" else 1
-        batches = {
-            "image": jax.random.randint(k_img, (steps, batch, *IMAGE_SHAPE), 0, 256).astype(jnp.uint8),
-            "label": jax.random.randint(k_lab, (steps, batch), 0, NUM_CLASSES).astype(jnp.int32),
-        }
-        if mode == "fused":  # one call = K steps in one lax.scan; the state is donated
-            return Case(fn=train.compile_fused(step), args=(state, batches), donate_argnums=(0,),
-                        carry=True, steps_per_call=k, examples_per_call=k * batch, loop_trip_count=k)
-        single = jax.tree.map(lambda x: x[0], batches)  # the same batch every step
-        return Case(fn=jax.jit(step, donate_argnums=0), args=(state, single), donate_argnums=(0,),
-                    carry=True, calls_per_rep=k, steps_per_call=1, examples_per_call=batch)
+        fam = _family(config, family_name)
+        keys = train.seed_keys(range(config.seed, config.seed + replicas))
+        state = jax.tree.map(jnp.copy, train.init_replicas(fam.init, keys))
+        batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)  # shared by replicas
+        return Case(fn=train.compile_fused(fam.step, replicas=True), args=(state, batches), donate_argnums=(0,),
+                    carry=True, steps_per_call=replicas * k, examples_per_call=replicas * k * fam.batch_size,
+                    loop_trip_count=k, extra={"replicas": replicas})
 
     return Benchmark(
-        name=f"train_step/mnist_classifier/{mode}",
+        name=f"scaling/vmap_seeds/{family_name}/r{replicas}",
         setup=setup,
-        config={
-            "suite": "train_step",
-            "model": "experiments.mnist_classifier (genjax.nn.MnistClassifier, AdamW)",
-            "mode": mode,
-            "batch": batch,
-            "fused_steps": k,
-            "image_shape": list(IMAGE_SHAPE),
-            "data": "synthetic uint8 images, int32 labels",
-            "timing": ("one call = K steps in one lax.scan" if mode == "fused" else
-                       "K jitted single-step calls per repetition, one sync; times per step"),
-        },
+        config={"suite": "scaling", "kind": "vmap_seeds", "family": family_name, "replicas": replicas,
+                "fused_steps": k, "timing": "one call = K fused steps of R vmapped replicas; steps = replica-steps"},
     )
 
 
-def train_step_benchmarks(config: Config) -> list[Benchmark]:
-    return [_train_step_benchmark(config, mode) for mode in ("dispatch", "fused")]
+def _pmap_benchmark(config: Config, family_name: str, devices: int) -> Benchmark:
+    k = _steps_per_call(config, family_name)
+    name = f"scaling/pmap/{family_name}/d{devices}"
+
+    def setup() -> Case:
+        import jax
+
+        from genjax import train
+
+        if jax.local_device_count() < devices:
+            raise Skip(f"{devices} devices requested, {jax.local_device_count()} present")
+        fam = _family(config, family_name)
+        devs = jax.local_devices()[:devices]
+        fused = train.fuse_steps(fam.step, axis_name=train.DATA_AXIS)
+        compiled = jax.pmap(fused, axis_name=train.DATA_AXIS, donate_argnums=0, devices=devs)
+        import jax.numpy as jnp
+
+        from genjax.train._loop import local_batch_split
+
+        # pmap's input layout: a leading device axis (state replicated, batches split)
+        state = jax.tree.map(lambda x: jnp.broadcast_to(x, (devices, *x.shape)), _fresh_state(fam, config.seed))
+        batches = jax.device_get(fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k))  # [K, ...]
+        batches = local_batch_split(batches, devices, fam.batch_axis + 1)  # [D, K, ...]
+        return Case(fn=compiled, args=(state, batches), donate_argnums=(0,), carry=True, steps_per_call=k,
+                    examples_per_call=k * fam.batch_size, loop_trip_count=k, extra={"devices": devices})
+
+    def run_elsewhere(*, repeats, warmup, peak_flops):
+        import jax
+
+        if jax.local_device_count() >= devices or jax.default_backend() != "cpu":
+            return run_benchmark(dataclasses.replace(bench, run=None), repeats=repeats, warmup=warmup,
+                                 peak_flops=peak_flops)
+        return _run_in_subprocess(name, devices, config, repeats=repeats, warmup=warmup, peak_flops=peak_flops)
+
+    bench = Benchmark(
+        name=name, setup=setup, run=run_elsewhere,
+        config={"suite": "scaling", "kind": "pmap", "family": family_name, "devices": devices, "fused_steps": k,
+                "timing": "one call = K fused steps, the global batch split over D devices (pmap)"},
+    )
+    return bench
+
+
+def _run_in_subprocess(name: str, devices: int, config: Config, *, repeats, warmup, peak_flops):
+    """Runs one benchmark in `python -m benchmarks` with `devices` virtual CPU devices."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from benchmarks._harness import Result
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip()
+        env["JAX_PLATFORMS"] = "cpu"
+        cmd = [sys.executable, "-m", "benchmarks", "--only", name, "--json", out, "--repeats", str(repeats),
+               "--warmup", str(warmup), "--fused-steps", str(config.fused_steps),
+               "--heavy-fused-steps", str(config.heavy_fused_steps), "--train-batch-size", str(config.train_batch_size)]
+        if peak_flops:
+            cmd += ["--peak-flops", repr(float(peak_flops))]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise RuntimeError(f"the subprocess for {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        with open(out) as f:
+            doc = json.load(f)
+    if doc["failures"]:
+        raise RuntimeError(doc["failures"][0]["error"])
+    if not doc["results"]:
+        raise Skip(doc.get("skipped", [{}])[0].get("reason", "skipped in the subprocess"))
+    fields = {f.name for f in dataclasses.fields(Result)}
+    result = Result(**{k: v for k, v in doc["results"][0].items() if k in fields})
+    result.config["subprocess"] = f"XLA_FLAGS=--xla_force_host_platform_device_count={devices}"
+    return result
+
+
+def scaling_benchmarks(config: Config) -> list[Benchmark]:
+    out = [_vmap_benchmark(config, f, r) for f in config.vmap_families for r in config.seeds]
+    out += [_pmap_benchmark(config, f, d) for f in config.pmap_families for d in config.pmap_devices]
+    return out
+
+
+# ----------------------------------------------------------------------------------- sampling
+
+
+def _sampling_benchmark(config: Config, mode: str) -> Benchmark:
+    t_steps, b = config.sample_timesteps, config.sample_batch
+
+    def setup() -> Case:
+        import jax
+        import jax.numpy as jnp
+
+        from experiments import ddpm_mnist
+        from genjax import diffusion
+        from genjax.nn import UNet
+
+        q = ddpm_mnist.QUICK
+        model = UNet(channels=q["channels"], num_res_blocks=q["num_res_blocks"], attention=q["attention"])
+        schedule = ddpm_mnist.make_schedule("linear", t_steps)
+        shape = (b, *_IMAGE_SHAPE)
+        params = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *_IMAGE_SHAPE)),
+                                     jnp.zeros((1,), jnp.int32))
+        key = jax.random.key(config.seed + 1)
+        common = dict(examples_per_call=b, extra={"timesteps": t_steps})
+        if mode == "scan":
+
+            def sample(params, key):
+                return diffusion.sample(key, lambda x, t: model.apply(params, x, t), schedule, shape)
+
+            return Case(fn=sample, args=(params, key), loop_trip_count=t_steps, **common)
+
+        @jax.jit
+        def denoise_step(params, x, t, key):  # one reverse step, as a PyTorch sampler runs it
+            eps = model.apply(params, x, jnp.full((b,), t, jnp.int32))
+            return diffusion.ddpm_step(jax.random.fold_in(key, t), schedule, eps, x, t)
+
+        def loop(params, key):
+            init_key, step_key = jax.random.split(key)
+            x = jax.random.normal(init_key, shape, jnp.float32)
+            for t in range(t_steps - 1, -1, -1):
+                x = denoise_step(params, x, t, step_key)
+            return x
+
+        x0 = jnp.zeros(shape, jnp.float32)
+        return Case(fn=loop, args=(params, key), jit=False, loop_trip_count=t_steps,
+                    analysis=(denoise_step, (params, x0, 0, key)), **common)
+
+    return Benchmark(
+        name=f"sampling/ddpm/{mode}",
+        setup=setup,
+        config={"suite": "sampling", "mode": mode, "timesteps": t_steps, "batch": b,
+                "model": "experiments.ddpm_mnist --quick U-Net", "timing": (
+                    "genjax.diffusion.sample: T steps in one lax.scan" if mode == "scan" else
+                    "a Python loop of T calls of a jitted denoise-and-step function, one sync")},
+    )
+
+
+def sampling_benchmarks(config: Config) -> list[Benchmark]:
+    return [_sampling_benchmark(config, mode) for mode in ("scan", "loop")]
+
+
+# ------------------------------------------------------------------------------------ pytorch
+
+
+def _torch_benchmark(config: Config, threads: int | None) -> Benchmark:
+    k = config.fused_steps
+
+    def setup() -> Case:
+        try:
+            import torch
+        except ImportError:
+            raise Skip("torch is not importable (optional: pip install torch to compare)") from None
+        import jax
+
+        from benchmarks._torch_vae import make_torch_step
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        step, args = make_torch_step(config.train_batch_size, config.seed)
+        fam = _family(config, "vae_mlp")  # FLOPs: the same step's count in JAX
+        state = _fresh_state(fam, config.seed)
+        batch = jax.tree.map(lambda x: x[0], fam.batches(jax.random.key(config.seed), 1))
+        return Case(fn=step, args=args, jit=False, calls_per_rep=k, steps_per_call=1,
+                    examples_per_call=config.train_batch_size, sync=lambda out: out,
+                    analysis=(fam.step, (state, batch)),
+                    extra={"torch_version": torch.__version__, "torch_threads": torch.get_num_threads()})
+
+    return Benchmark(
+        name="torch/vae_mlp/eager" + ("" if threads is None else f"_{threads}thread"),
+        setup=setup,
+        config={"suite": "torch", "family": "vae_mlp", "mode": "eager", "fused_steps": k,
+                "threads": threads or "pytorch default",
+                "model": "pytorch/examples vae/main.py VAE (784-400-20), Adam(1e-3), summed BCE + KLD",
+                "timing": "K eager steps per repetition (CPU, synchronous); compile and FLOPs: the JAX step's"},
+    )
+
+
+# ------------------------------------------------------------------------------------- import
+
+
+def _import_benchmark(config: Config) -> Benchmark:
+    name = "import/genjax"
+
+    def run(*, repeats, warmup, peak_flops):
+        import subprocess
+        import sys
+
+        from benchmarks._harness import make_result
+
+        code = "import time; t = time.perf_counter(); import genjax; print(time.perf_counter() - t)"
+        times = []
+        for i in range(warmup + repeats):
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            if i >= warmup:
+                times.append(float(proc.stdout.strip().splitlines()[-1]))
+        return make_result(bench, Case(fn=None, args=()), times, compile_s=None, first_call_s=None,
+                           repeats=repeats, warmup=warmup, peak_flops=None)
+
+    bench = Benchmark(name=name, setup=lambda: None, run=run,
+                      config={"suite": "import", "timing": "`import genjax` in a fresh interpreter, per process"})
+    return bench
+
+
+_IMAGE_SHAPE = (28, 28, 1)
 
 
 def all_benchmarks(config: Config) -> list[Benchmark]:
     """Every benchmark, in run order (cheap: inputs are built only when one runs)."""
-    return divergence_benchmarks(config) + train_step_benchmarks(config)
+    return ([_import_benchmark(config)] + divergence_benchmarks(config) + loss_benchmarks(config)
+            + train_step_benchmarks(config) + scaling_benchmarks(config) + sampling_benchmarks(config)
+            + [_torch_benchmark(config, None), _torch_benchmark(config, 1)])

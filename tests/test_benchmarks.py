@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -115,7 +116,7 @@ def test_cpu_lowering_counts_the_same_flops():
 
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
-    name = "divergences/gaussian_kl/forward/b64"
+    name = "divergences/gaussian_kl/forward/b256"
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     rc = main(["--quick", "--only", name, "--peak-matmul-size", "128",
                "--json", str(out_json), "--markdown", str(out_md)])
@@ -130,11 +131,11 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     [result] = doc["results"]
     assert RESULT_FIELDS <= set(result)
     assert result["name"] == name
-    assert result["config"]["batch"] == 64
+    assert result["config"]["batch"] == 256
     assert result["min_s"] <= result["median_s"] <= result["max_s"]
     assert result["flops_per_call"] > 0
     assert result["peak_fraction"] == pytest.approx(result["flops_per_s"] / doc["peak_flops"])
-    assert result["examples_per_s"] == pytest.approx(64 / result["median_s"])
+    assert result["examples_per_s"] == pytest.approx(256 / result["median_s"])
     markdown = out_md.read_text()
     assert f"`{name}`" in markdown and "| benchmark |" in markdown
     assert name in capsys.readouterr().out  # the stdout table
@@ -144,13 +145,13 @@ def test_unknown_only_is_an_error_that_lists_the_names(capsys):
     assert main(["--only", "no_such_benchmark"]) == 2
     err = capsys.readouterr().err
     assert "no_such_benchmark" in err
-    assert "train_step/mnist_classifier/fused" in err
+    assert "train_step/vae_mlp/fused" in err
     with pytest.raises(SelectionError, match="divergences/entropy/forward/b64"):
         select(all_benchmarks(Config()), "entropy,nope")
 
 
 def test_only_selects_by_comma_separated_substrings():
-    names = [b.name for b in select(all_benchmarks(Config()), "wasserstein_1d/grad, train_step")]
+    names = [b.name for b in select(all_benchmarks(Config()), "wasserstein_1d/grad, mnist_classifier")]
     assert names == [
         "divergences/wasserstein_1d/grad/b64",
         "divergences/wasserstein_1d/grad/b1024",
@@ -158,6 +159,107 @@ def test_only_selects_by_comma_separated_substrings():
         "train_step/mnist_classifier/dispatch",
         "train_step/mnist_classifier/fused",
     ]
+
+
+def test_the_suite_covers_losses_families_scaling_sampling_precision_and_import():
+    from benchmarks._families import FAMILIES
+    from benchmarks._losses import LOSSES
+
+    names = {b.name for b in all_benchmarks(Config(batch_sizes=(8,)))}
+    for loss in LOSSES:
+        for mode in ("forward", "grad"):
+            assert f"losses/{loss}/{mode}/b8" in names
+    for family in ("vae_mlp", "gan_grid", "dcgan", "vqvae", "ddpm_unet"):
+        assert family in FAMILIES
+    for family in FAMILIES:
+        assert {f"train_step/{family}/dispatch", f"train_step/{family}/fused"} <= names
+    assert {"train_step/vae_mlp/dispatch/bf16", "train_step/vae_mlp/fused/bf16"} <= names
+    assert {f"scaling/vmap_seeds/vae_mlp/r{r}" for r in (1, 2, 4, 8, 16)} <= names
+    assert {f"scaling/pmap/vae_mlp/d{d}" for d in (1, 2, 4, 8)} <= names
+    assert {"sampling/ddpm/scan", "sampling/ddpm/loop", "import/genjax", "torch/vae_mlp/eager"} <= names
+
+
+@pytest.mark.parametrize("module", ["gan", "autoencoders", "vae", "vq", "diffusion"])
+def test_every_public_loss_of_the_math_modules_is_benchmarked(module):
+    import importlib
+
+    from benchmarks._losses import LOSSES
+
+    losses = {n for n in importlib.import_module(f"genjax.{module}").__all__
+              if n.endswith(("_loss", "_penalty", "_value")) or n in ("elbo", "score_function_elbo", "iwae_bound")}
+    covered = {name.split(".", 1)[1].split("[")[0] for name in LOSSES if name.startswith(module + ".")}
+    assert losses <= covered
+
+
+def test_every_loss_builds_and_differentiates_at_a_tiny_size():
+    from benchmarks._losses import LOSSES
+
+    for name, build in LOSSES.items():
+        f, args, argnums = build(4, 16, jax.random.key(0))
+        values = jax.jit(f)(*args)
+        grads = jax.grad(lambda *a: jnp.sum(f(*a)), argnums=argnums)(*args)
+        assert jnp.all(jnp.isfinite(values)), name
+        assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)), name
+
+
+def test_python_loop_case_is_timed_with_the_analysis_program_for_flops():
+    n, trips = 16, 3
+
+    def setup() -> Case:
+        step = jax.jit(lambda x: jnp.tanh(x @ x))
+
+        def loop(x):
+            for _ in range(trips):
+                x = step(x)
+            return x
+
+        x = jnp.eye(n, dtype=jnp.float32)
+        return Case(fn=loop, args=(x,), jit=False, analysis=(step, (x,)), loop_trip_count=trips)
+
+    d = run_benchmark(Benchmark("tiny/loop", setup), repeats=5, warmup=0).as_dict()
+    assert d["flops_per_call"] >= trips * 2 * n**3
+    assert d["compile_s"] > 0 and d["first_call_s"] >= d["compile_s"]
+
+
+def test_a_skipped_benchmark_is_reported_not_failed(tmp_path, monkeypatch):
+    import benchmarks.__main__ as cli
+    from benchmarks import Skip
+
+    def never():
+        raise Skip("not here")
+
+    monkeypatch.setattr(cli, "all_benchmarks", lambda config: [Benchmark("tiny/skipped", never)])
+    out = tmp_path / "b.json"
+    assert cli.main(["--only", "tiny", "--peak-flops", "1e9", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["results"] == [] and doc["skipped"] == [{"name": "tiny/skipped", "reason": "not here"}]
+
+
+def test_comparisons_pair_fused_with_dispatch_and_vmap_with_one_replica():
+    from benchmarks._report import compare
+
+    def result(name, steps_per_s):
+        r = run_benchmark(_matmul_benchmark(8), repeats=5, warmup=0)
+        return dataclasses.replace(r, name=name, steps_per_s=steps_per_s)
+
+    rs = [result("train_step/x/dispatch", 10.0), result("train_step/x/fused", 15.0),
+          result("scaling/vmap_seeds/x/r1", 10.0), result("scaling/vmap_seeds/x/r4", 30.0)]
+    ratios = {c["name"]: c["ratio"] for c in compare(rs)}
+    assert ratios == {"fused_vs_dispatch/x": pytest.approx(1.5), "vmap_vs_sequential/x/r4": pytest.approx(3.0)}
+
+
+def test_the_vae_mlp_family_is_pytorchs_example():
+    from benchmarks._families import vae_mlp
+
+    fam = vae_mlp(batch_size=4)
+    state = fam.init(jax.random.key(0))
+    shapes = {k: {n: v.shape for n, v in p.items()} for k, p in state.params.items()}
+    assert shapes["enc_0"]["kernel"] == (784, 400) and shapes["enc_mean"]["kernel"] == (400, 20)
+    assert shapes["enc_logvar"]["kernel"] == (400, 20) and shapes["dec_0"]["kernel"] == (20, 400)
+    assert shapes["dec_out"]["kernel"] == (400, 784)
+    assert fam.batches(jax.random.key(1), 2)["image"].shape == (2, 4, 28, 28, 1)
+    new_state, metrics = jax.jit(fam.step)(state, jax.tree.map(lambda x: x[0], fam.batches(jax.random.key(1), 1)))
+    assert int(new_state.step) == 1 and jnp.isfinite(metrics["loss"])
 
 
 def test_every_public_divergence_has_forward_and_grad_benchmarks():

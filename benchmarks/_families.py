@@ -1,0 +1,172 @@
+"""The model families whose train steps are benchmarked, built from the experiments' own builders.
+
+A `Family` is everything a train-step benchmark needs: `init(key) -> TrainState`, the step
+`(state, batch, axis_name=None) -> (state, metrics)` (a `genjax.train` step, so that
+`genjax.train.compile_fused` fuses it), `batches(key, k)` (synthetic inputs of the real shapes
+and dtypes, `[K, ...]`: timings do not depend on the values) and the batch size.
+
+- `vae_mlp`: PyTorch's classic VAE example (`pytorch/examples`, `vae/main.py`) exactly:
+  `genjax.nn.VaeMlp()` (784-400-20 ReLU encoder, mirrored decoder, Bernoulli decoder from
+  logits), float32 images in [0, 1], loss = -sum over the batch of the ELBO (binary cross-entropy
+  summed + KL, as the example sums it), batch 128, Adam(1e-3). `dtype="bfloat16"` runs the
+  network in bfloat16 (parameters cast in the step, float32 master weights and loss).
+- `gan_grid`: `experiments.gan_mode_collapse`, method "gan" (non-saturating GAN, MLP generator and
+  discriminator, 3 x 128) on the 25-Gaussian grid, batch 512: one discriminator and one
+  generator update per step.
+- `dcgan`: `experiments.gan_mnist`, variant "gan": the DCGAN generator and discriminator on
+  28x28 images, batch 64.
+- `vqvae`: `experiments.vqvae` with the EMA codebook, beta 0.25 (K = 128, D = 16), batch 64.
+- `ddpm_unet`: `experiments.ddpm_mnist`: the DDPM U-Net (channels 32-64-64, 2 residual blocks,
+  attention), T = 1000, the simple loss, EMA weights, batch 128.
+- `mnist_classifier`: `experiments.mnist_classifier` (AdamW, batch 128).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+FAMILIES = ("vae_mlp", "gan_grid", "dcgan", "vqvae", "ddpm_unet", "mnist_classifier")
+IMAGE_SHAPE = (28, 28, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    batch_size: int
+    init: Callable[[Any], Any]  # key -> TrainState
+    step: Callable[..., Any]  # (state, batch, axis_name=None) -> (state, metrics)
+    batches: Callable[[Any, int], Any]  # (key, k) -> batches [K, ...]
+    batch_axis: int = 0  # the batch axis of one step's batch (pmap splits it)
+    dtype: str = "float32"
+
+
+def _uint8_images(key, shape):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.random.randint(key, shape, 0, 256).astype(jnp.uint8)
+
+
+def vae_mlp(batch_size: int = 128, dtype: str = "float32") -> Family:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from genjax import train, vae
+    from genjax.nn import VaeMlp
+
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    model = VaeMlp()  # 784-400-20, ReLU, Bernoulli logits: PyTorch's example
+    compute = jnp.dtype(dtype)
+
+    def loss_fn(params, batch, key, state):
+        x = batch["image"]  # [B, 28, 28, 1] float32 in [0, 1]
+        if compute != jnp.float32:
+            params = jax.tree.map(lambda p: p.astype(compute), params)
+        logits, mean, logvar = model.apply({"params": params}, x.astype(compute), key)
+        f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
+        elbo = vae.elbo(x, f32(logits), f32(mean), f32(logvar))  # [B]
+        return -jnp.sum(elbo), ({}, {})  # the example sums BCE + KLD over the batch
+
+    def init(key):
+        params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, *IMAGE_SHAPE)),
+                            jax.random.fold_in(key, 1))["params"]
+        return train.TrainState.create(params=params, tx=optax.adam(1e-3), key=jax.random.fold_in(key, 2))
+
+    def batches(key, k):
+        return {"image": jax.random.uniform(key, (k, batch_size, *IMAGE_SHAPE), jnp.float32)}
+
+    return Family("vae_mlp", "genjax.nn.VaeMlp() 784-400-20 ReLU, Bernoulli logits, summed ELBO, Adam(1e-3)"
+                  f" (PyTorch's vae/main.py), {dtype}", batch_size, init, train.make_train_step(loss_fn),
+                  batches, dtype=dtype)
+
+
+def gan_grid(batch_size: int | None = None) -> Family:
+    import jax
+
+    from experiments import gan_mode_collapse as exp
+
+    cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
+    init, step, _, opts = exp.build(cfg, "gan", "grid")
+    b = cfg.batch_size
+
+    def batches(key, k):
+        # [K, n_critic, B, 2]: the grid's 25 modes plus noise (values do not change the timing)
+        return {"x": 2.0 * jax.random.normal(key, (k, opts.n_critic, b, 2))}
+
+    return Family("gan_grid", f"experiments.gan_mode_collapse 'gan' on the 25-Gaussian grid "
+                  f"(MLP {cfg.depth}x{cfg.hidden}, Adam(b1=0.5))", b, init, step, batches, batch_axis=1)
+
+
+def dcgan(batch_size: int | None = None) -> Family:
+    from experiments import gan_mnist as exp
+
+    cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
+    init, step, _, opts = exp.build(cfg, "gan")
+    b = cfg.batch_size
+
+    def batches(key, k):
+        return {"image": _uint8_images(key, (k, opts.n_critic, b, *IMAGE_SHAPE))}
+
+    return Family("dcgan", f"experiments.gan_mnist 'gan' (DCGAN width {cfg.width}, Adam(b1=0.5))",
+                  b, init, step, batches, batch_axis=1)
+
+
+def vqvae(batch_size: int | None = None) -> Family:
+    from experiments import vqvae as exp
+
+    cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
+    _, init, step = exp.build(cfg, IMAGE_SHAPE, "ema", cfg.main_beta, data_variance=0.1)
+
+    def batches(key, k):
+        return {"image": _uint8_images(key, (k, cfg.batch_size, *IMAGE_SHAPE))}
+
+    return Family("vqvae", f"experiments.vqvae EMA codebook K={cfg.num_codes} D={cfg.latent_dim}, "
+                  f"channels {tuple(cfg.channels)}", cfg.batch_size, init, step, batches)
+
+
+def ddpm_unet(batch_size: int | None = None, quick_model: bool = False) -> Family:
+    from experiments import ddpm_mnist as exp
+
+    model = {k: exp.QUICK[k] for k in ("channels", "num_res_blocks", "attention")} if quick_model else {}
+    cfg = exp.Config(**model) if batch_size is None else exp.Config(batch_size=batch_size, **model)
+    _, _, _, init, step = exp.build(cfg)
+
+    def batches(key, k):
+        return {"image": _uint8_images(key, (k, cfg.batch_size, *IMAGE_SHAPE))}
+
+    return Family("ddpm_unet", f"experiments.ddpm_mnist U-Net {tuple(cfg.channels)} x{cfg.num_res_blocks} "
+                  f"attention={cfg.attention}, T={cfg.num_timesteps}", cfg.batch_size,
+                  lambda key: init(key, IMAGE_SHAPE), step, batches)
+
+
+def mnist_classifier(batch_size: int = 128) -> Family:
+    import jax
+    import jax.numpy as jnp
+
+    from experiments import mnist_classifier as exp
+    from genjax import train
+
+    _, init, loss_fn = exp.build(exp.Config(batch_size=batch_size), 10)
+
+    def batches(key, k):
+        k_img, k_lab = jax.random.split(key)
+        return {"image": _uint8_images(k_img, (k, batch_size, *IMAGE_SHAPE)),
+                "label": jax.random.randint(k_lab, (k, batch_size), 0, 10).astype(jnp.int32)}
+
+    return Family("mnist_classifier", "experiments.mnist_classifier (genjax.nn.MnistClassifier, AdamW)",
+                  batch_size, lambda key: init(key, IMAGE_SHAPE), train.make_train_step(loss_fn), batches)
+
+
+def build_family(name: str, dtype: str = "float32") -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
+    if name == "vae_mlp":
+        return vae_mlp(dtype=dtype)
+    if dtype != "float32":
+        raise ValueError(f"family {name!r} is benchmarked in float32 only, got {dtype!r}")
+    return globals()[name]()
