@@ -220,8 +220,12 @@ def _kernel(*static: str):
 
 
 def _bernoulli_log_prob(x, logits):
-    """x log sigmoid(l) + (1 - x) log sigmoid(-l), elementwise; finite for any finite logits."""
-    return x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits)
+    """x log sigmoid(l) + (1 - x) log sigmoid(-l), elementwise; finite for any finite logits.
+
+    Computed as the identical x l - softplus(l) (log sigmoid(l) = l - softplus(l)): one exp and
+    one log1p per element instead of two of each, and the gradient x - sigmoid(l) directly.
+    """
+    return x * logits - jax.nn.softplus(logits)
 
 
 def _gaussian_log_prob(x, mean, logvar):
