@@ -92,6 +92,9 @@ class Experiment:
     run: Callable[[Context], Mapping[str, Any]]
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     trains: bool = False  # takes --steps/--checkpoint-every and resumes from checkpoints
+    # config fields that only affect what happens after training (e.g. how many samples are
+    # scored): a finished or interrupted run may be resumed with other values of these
+    evaluation_fields: frozenset[str] = frozenset()
 
     def __post_init__(self):
         if not dataclasses.is_dataclass(self.config):
@@ -101,6 +104,9 @@ class Experiment:
             raise TypeError(f"Experiment {self.name!r}: its config needs a `seed: int` field")
         if self.trains and not {"steps", "checkpoint_every"} <= names:
             raise TypeError(f"Experiment {self.name!r} trains, so its config needs `steps` and `checkpoint_every`")
+        bad = set(self.evaluation_fields) - names
+        if bad:
+            raise TypeError(f"Experiment {self.name!r}: evaluation_fields {sorted(bad)} are not config fields")
         bad = set(self.quick) - names
         if bad:
             raise TypeError(f"Experiment {self.name!r}: quick overrides {sorted(bad)} are not config fields")
@@ -296,7 +302,8 @@ def run_experiment(
     config_path = workdir / "config.json"
     config_record = {"experiment": experiment.name, "quick": quick, "config": config}
     if config_path.exists():
-        check_config_compatible(experiment.name, report_lib.read_json(config_path), config_record)
+        check_config_compatible(experiment.name, report_lib.read_json(config_path), config_record,
+                                experiment.evaluation_fields)
     if is_main:
         report_lib.write_json(config_path, config_record)
 
@@ -326,15 +333,18 @@ def run_experiment(
     return summary
 
 
-def check_config_compatible(name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    """A run directory is reused only by the same experiment with the same config."""
+def check_config_compatible(name: str, old: Mapping[str, Any], new: Mapping[str, Any],
+                            evaluation_fields: frozenset[str] = frozenset()) -> None:
+    """A run directory is reused only by the same experiment with the same config, apart from
+    `RESUMABLE_FIELDS` and the experiment's `evaluation_fields`."""
     new = report_lib.to_jsonable(new)
     if old.get("experiment") != name:
         raise ConfigError(
             f"workdir holds a run of experiment {old.get('experiment')!r}, not {name!r}; choose another --workdir"
         )
     old_cfg, new_cfg = old.get("config", {}), new["config"]
-    diff = {k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k)} - RESUMABLE_FIELDS
+    diff = {k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k)}
+    diff -= RESUMABLE_FIELDS | evaluation_fields
     if diff:
         details = ", ".join(f"{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}" for k in sorted(diff))
         raise ConfigError(

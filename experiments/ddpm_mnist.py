@@ -367,6 +367,7 @@ EXPERIMENT = Experiment(
     quick=QUICK,
     run=run,
     trains=True,
+    evaluation_fields=frozenset({"num_samples", "sample_batch", "ddim_steps"}),
 )
 
 if __name__ == "__main__":

@@ -416,6 +416,7 @@ EXPERIMENT = Experiment(
     quick=QUICK,
     run=run,
     trains=True,
+    evaluation_fields=frozenset({"num_samples", "ddim_steps"}),
 )
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -86,6 +87,26 @@ def test_reusing_a_workdir_with_another_config_is_refused(tmp_path):
     run_experiment(exp, exp.make_config(quick=True), tmp_path, quick=True)
     with pytest.raises(ConfigError, match=r"different config \(mixture_std: 0.6 -> 0.7\)"):
         run_experiment(exp, exp.make_config(quick=True, mixture_std=0.7), tmp_path, quick=True)
+
+
+def test_evaluation_fields_may_change_on_resume_and_nothing_else():
+    from experiments._framework import check_config_compatible
+
+    old = {"experiment": "x", "config": {"steps": 10, "num_samples": 500, "width": 8}}
+    fields = frozenset({"num_samples"})
+    check_config_compatible("x", old, {"experiment": "x", "config": {"steps": 20, "num_samples": 64, "width": 8}},
+                            fields)
+    with pytest.raises(ConfigError, match=r"num_samples: 500 -> 64"):
+        check_config_compatible("x", old, {"experiment": "x", "config": {"steps": 10, "num_samples": 64, "width": 8}})
+    with pytest.raises(ConfigError, match=r"different config \(width: 8 -> 9\)"):
+        check_config_compatible("x", old, {"experiment": "x", "config": {"steps": 10, "num_samples": 64, "width": 9}},
+                                fields)
+    # the sampling-only fields of the diffusion experiments are declared as such
+    for name, field in (("ddpm_mnist", "num_samples"), ("latent_diffusion", "ddim_steps"),
+                        ("diffusion_2d", "num_samples")):
+        assert field in load(name).evaluation_fields
+    with pytest.raises(TypeError, match=r"evaluation_fields \['nope'\] are not config fields"):
+        dataclasses.replace(load("info_theory"), evaluation_fields=frozenset({"nope"}))
 
 
 # ---------------------------------------------------------------------------- info_theory
