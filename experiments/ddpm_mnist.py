@@ -189,8 +189,9 @@ def build(cfg: Config):
 
     def init(key, image_shape):
         params = jax.jit(model.init)(key, jnp.zeros((1, *image_shape)), jnp.zeros((1,), jnp.int32))["params"]
+        # the EMA gets its own buffers: the fused step donates the whole state
         return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
-                                       extras={"ema_params": params})
+                                       extras={"ema_params": jax.tree.map(jnp.copy, params)})
 
     preprocess = lambda img: img.astype(jnp.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
     step = make_ddpm_step(apply_fn, schedule, cfg.ema_decay, preprocess, "image")

@@ -116,8 +116,9 @@ def build(cfg: Config):
 
     def init(key):
         params = jax.jit(model.init)(key, jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"]
+        # the EMA gets its own buffers: the fused step donates the whole state
         return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
-                                       extras={"ema_params": params})
+                                       extras={"ema_params": jax.tree.map(jnp.copy, params)})
 
     def loss_fn(params, batch, key, state):
         eps_fn = lambda x, t: model.apply({"params": params}, x, t)

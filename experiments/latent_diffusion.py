@@ -162,8 +162,9 @@ def run(ctx: Context) -> dict:
     apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
     key = jax.random.key(cfg.seed)
     params = jax.jit(model.init)(key, jnp.zeros((1, *latent_shape)), jnp.zeros((1,), jnp.int32))["params"]
+    # the EMA gets its own buffers: the fused step donates the whole state
     state = train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
-                                    extras={"ema_params": params})
+                                    extras={"ema_params": jax.tree.map(jnp.copy, params)})
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(params))
     step = dm.make_ddpm_step(apply_fn, schedule, cfg.ema_decay, lambda z: z, "z")
     loader = data.ArrayLoader({"z": latents.astype(np.float32)}, cfg.batch_size, cfg.seed,
