@@ -52,6 +52,24 @@ def test_minibatch_discrimination_is_permutation_equivariant_and_differentiable(
         layer.apply({"params": params}, jnp.ones((2, 3, 1)))
 
 
+def test_minibatch_discrimination_gradient_matches_the_plain_abs():
+    """The layer's comparison-free |x| derivative gives the gradient that jnp.abs gives."""
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(7, 5)), jnp.float32)
+    layer = gnn.MinibatchDiscrimination(num_kernels=3, kernel_dim=2)
+    params = layer.init(jax.random.key(0), x)["params"]
+    w = jnp.asarray(np.random.default_rng(4).normal(size=(7, 5 + 3)), jnp.float32)
+
+    def reference(t):  # the formula with jnp.abs
+        m = (x @ t).reshape(7, 3, 2)
+        o = jnp.sum(jnp.exp(-jnp.sum(jnp.abs(m[:, None] - m[None, :]), -1)), 1)
+        return jnp.sum(w * jnp.concatenate([x, o], -1))
+
+    g = jax.grad(lambda t: jnp.sum(w * layer.apply({"params": {"kernel": t}}, x)))(params["kernel"])
+    np.testing.assert_allclose(g, jax.grad(reference)(params["kernel"]), rtol=1e-4, atol=1e-5)
+    assert float(jax.grad(lambda v: gnn._abs(v))(0.0)) == 0.0  # sign(0) = 0, as jnp.abs
+    assert float(jax.grad(lambda v: gnn._abs(v))(-2.5)) == -1.0
+
+
 # ------------------------------------------------------------------------------ virtual batch norm
 
 

@@ -35,6 +35,24 @@ __all__ = [
 Norm = Literal["none", "batch", "virtual_batch"]
 
 
+@jax.custom_jvp
+def _abs(x: jax.Array) -> jax.Array:
+    """|x| whose derivative is computed without comparisons.
+
+    `jnp.abs`'s derivative `sign(x)` (a compare and select) runs about 15x slower than a
+    division on XLA:CPU over the [B, B, K, C] pairwise differences of minibatch
+    discrimination; `x / max(|x|, tiny)` is the same sign (0 at 0) and vectorizes.
+    """
+    return jnp.abs(x)
+
+
+@_abs.defjvp
+def _abs_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    tiny = jnp.finfo(x.dtype).tiny
+    return jnp.abs(x), t * (x / jnp.maximum(jnp.abs(x), tiny))
+
+
 class MinibatchDiscrimination(nn.Module):
     """Minibatch discrimination: appends to each example its closeness to the rest of the batch.
 
@@ -67,9 +85,12 @@ class MinibatchDiscrimination(nn.Module):
             raise ValueError(f"num_kernels and kernel_dim must be >= 1, got {self.num_kernels}, {self.kernel_dim}")
         t = self.param("kernel", self.kernel_init, (x.shape[-1], self.num_kernels * self.kernel_dim))
         m = (x @ t.astype(x.dtype)).reshape(x.shape[0], self.num_kernels, self.kernel_dim)  # [B, K, C]
-        l1 = jnp.sum(jnp.abs(m[:, None] - m[None, :]), axis=-1)  # [B, B, K]
-        o = jnp.sum(jnp.exp(-l1), axis=1)  # [B, K]
-        return jnp.concatenate([x, o], axis=-1)
+        # kernel-major [K, B, B] with the sum over C unrolled and the sum over j on the minor axis:
+        # about 3x faster on XLA:CPU than reducing a [B, B, K, C] array (same values)
+        m = jnp.transpose(m, (1, 0, 2))  # [K, B, C]
+        l1 = sum(_abs(m[:, :, None, c] - m[:, None, :, c]) for c in range(self.kernel_dim))  # [K, B, B]
+        o = jnp.sum(jnp.exp(-l1), axis=-1)  # [K, B]
+        return jnp.concatenate([x, o.T], axis=-1)
 
 
 def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
