@@ -153,6 +153,12 @@ class Result:
         return dataclasses.asdict(self)
 
 
+def with_peak(result: Result, peak_flops: float | None) -> Result:
+    """`result` against another peak (the CPU peak is re-measured after the benchmarks)."""
+    fraction = None if result.flops_per_s is None or not peak_flops else result.flops_per_s / peak_flops
+    return dataclasses.replace(result, peak_flops=peak_flops, peak_fraction=fraction)
+
+
 # ------------------------------------------------------------------------------- cost analysis
 
 

@@ -1,8 +1,12 @@
 """The peak FLOP/s that achieved FLOP/s are compared with.
 
-- CPU: measured in the same run, as the median throughput of a jitted dense float32 matmul
-  (n x n @ n x n, 2 n^3 FLOPs; n = 2048 by default). CPUs have no useful published number (it
-  depends on the core count, the vector units, the clock and the load).
+- CPU: measured in the same run, as the best throughput of a jitted dense float32 matmul
+  (n x n @ n x n, 2 n^3 FLOPs; n = 2048 by default) over its timed repetitions, once before the
+  benchmarks and once after them (`combine`: the better of the two). CPUs have no useful
+  published number (it depends on the core count, the vector units, the clock and the load).
+  Other processes can only slow a repetition down, so the best one is the closest to what the
+  machine can do; with the median a busy moment during the peak measurement made fractions of
+  the benchmarks that ran later exceed 100%.
 - GPU / TPU: the published dense bfloat16 peak of one JAX device (the usual denominator of "model
   FLOPs utilisation"; TPUs run float32 matmuls at default precision on the bfloat16 units too).
   The float32 non-tensor peak is recorded alongside where the vendor publishes one. Devices not in
@@ -85,7 +89,8 @@ def published_peak(device_kind: str) -> Peak | None:
 
 
 def measure_matmul_peak(n: int = 2048, *, repeats: int = 7, warmup: int = 1) -> Peak:
-    """Measured float32 peak: median throughput of a jitted n x n @ n x n matmul (2 n^3 FLOPs)."""
+    """Measured float32 peak: the best throughput of a jitted n x n @ n x n matmul (2 n^3 FLOPs)
+    over `repeats` timed repetitions."""
     import jax.numpy as jnp
 
     from benchmarks._harness import Benchmark, Case, run_benchmark
@@ -100,14 +105,27 @@ def measure_matmul_peak(n: int = 2048, *, repeats: int = 7, warmup: int = 1) -> 
         return Case(fn=jnp.matmul, args=(a, b), flops_per_call=2.0 * n**3)
 
     result = run_benchmark(Benchmark(f"peak/matmul_f32_{n}", setup), repeats=repeats, warmup=warmup)
+    best = 2.0 * n**3 / result.min_s
     return Peak(
-        flops_per_s=result.flops_per_s,
-        source=f"measured: jitted float32 matmul {n}x{n} @ {n}x{n}, median of {repeats}",
+        flops_per_s=best,
+        source=f"measured: jitted float32 matmul {n}x{n} @ {n}x{n}, best of {repeats}",
         dtype="float32",
-        by_dtype={"float32": result.flops_per_s},
+        by_dtype={"float32": best},
         measured={"n": n, "median_s": result.median_s, "min_s": result.min_s,
-                  "max_s": result.max_s, "repeats": repeats},
+                  "max_s": result.max_s, "repeats": repeats, "measurements": 1},
     )
+
+
+def combine(first: Peak, second: Peak) -> Peak:
+    """Two measurements of the same CPU peak (before and after the benchmarks) -> the better one,
+    with both recorded. Published or given peaks are returned unchanged."""
+    if first.measured is None or second.measured is None:
+        return first
+    best = first if first.flops_per_s >= second.flops_per_s else second
+    measured = {**best.measured, "measurements": 2,
+                "flops_per_s_each": [first.flops_per_s, second.flops_per_s]}
+    return dataclasses.replace(best, source=best.source + ", better of a measurement before and one after "
+                                                          "the benchmarks", measured=measured)
 
 
 def device_peak(
