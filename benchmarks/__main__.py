@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, bench in enumerate(benchmarks, 1):
         try:
             result = run_benchmark(bench, repeats=config.repeats, warmup=config.warmup,
-                                   peak_flops=peak.flops_per_s)
+                                   peak_flops=peak.flops_per_s, peak_flops_per_cpu_s=peak.flops_per_cpu_s)
         except Skip as e:
             skipped.append({"name": bench.name, "reason": str(e)})
             _log(f"{i}/{len(benchmarks)} {bench.name}: skipped ({e})")
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         peak = combine(peak, device_peak(matmul_size=config.peak_matmul_size, repeats=config.repeats,
                                          warmup=config.warmup))
-        results = [with_peak(r, peak.flops_per_s) for r in results]
+        results = [with_peak(r, peak.flops_per_s, peak.flops_per_cpu_s) for r in results]
     meta["total_s"] = time.perf_counter() - start
 
     print("\n".join(header_lines(meta, peak)))

@@ -147,16 +147,28 @@ class Result:
     transcendentals_per_call: float | None
     flops_per_call_compiled: float | None  # the compiled executable's count (see module notes)
     flops_source: str  # "hlo_cost_analysis" | "compiled_cost_analysis" (" x loop_trip_count=K") | "analytic" | "unavailable"
+    # CPU backend: this process's CPU time (all threads) per call, median over the repetitions,
+    # and FLOPs per CPU-second against the peak matmul's. Other processes on the machine change
+    # wall times (a shared 2-core CPU made the same step 2x slower) but hardly the CPU time a
+    # program needs, so on a busy machine these are the numbers to compare; they measure the
+    # work, not how well the cores were kept busy (wall-time fractions do that).
+    cpu_s: float | None = None
+    flops_per_cpu_s: float | None = None
+    peak_flops_per_cpu_s: float | None = None
+    cpu_time_peak_fraction: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def with_peak(result: Result, peak_flops: float | None) -> Result:
+def with_peak(result: Result, peak_flops: float | None, peak_flops_per_cpu_s: float | None = None) -> Result:
     """`result` against another peak (the CPU peak is re-measured after the benchmarks)."""
     fraction = None if result.flops_per_s is None or not peak_flops else result.flops_per_s / peak_flops
-    return dataclasses.replace(result, peak_flops=peak_flops, peak_fraction=fraction)
+    cpu_fraction = (None if result.flops_per_cpu_s is None or not peak_flops_per_cpu_s
+                    else result.flops_per_cpu_s / peak_flops_per_cpu_s)
+    return dataclasses.replace(result, peak_flops=peak_flops, peak_fraction=fraction,
+                               peak_flops_per_cpu_s=peak_flops_per_cpu_s, cpu_time_peak_fraction=cpu_fraction)
 
 
 # ------------------------------------------------------------------------------- cost analysis
@@ -231,6 +243,7 @@ def run_benchmark(
     repeats: int = 7,
     warmup: int = 1,
     peak_flops: float | None = None,
+    peak_flops_per_cpu_s: float | None = None,
 ) -> Result:
     """Measures one benchmark (see the module docstring for the protocol).
 
@@ -239,6 +252,7 @@ def run_benchmark(
         repeats: timed repetitions, at least `MIN_REPEATS`.
         warmup: untimed repetitions after the first call, >= 0.
         peak_flops: the device's peak FLOP/s for `peak_fraction` (None: unknown).
+        peak_flops_per_cpu_s: CPU: the peak matmul's FLOPs per CPU-second (`cpu_time_peak_fraction`).
 
     Returns:
         The `Result`.
@@ -251,7 +265,8 @@ def run_benchmark(
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
     if benchmark.run is not None:
-        return benchmark.run(repeats=repeats, warmup=warmup, peak_flops=peak_flops)
+        return with_peak(benchmark.run(repeats=repeats, warmup=warmup, peak_flops=peak_flops), peak_flops,
+                         peak_flops_per_cpu_s)
     case = benchmark.setup()
     args = tuple(case.args)
     sync = case.sync or jax.block_until_ready
@@ -294,30 +309,34 @@ def run_benchmark(
         for _ in range(case.calls_per_rep):
             out, args = _call(runner, args, case.carry)
         sync(out)
-    times = []
+    times, cpu_times = [], []
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(case.calls_per_rep):
                 out, args = _call(runner, args, case.carry)
             sync(out)
             times.append((time.perf_counter() - start) / case.calls_per_rep)
+            cpu_times.append((time.process_time() - cpu_start) / case.calls_per_rep)
     finally:
         if gc_was_enabled:
             gc.enable()
     del out, args
     return make_result(benchmark, case, times, compile_s=compile_s, first_call_s=first_call_s,
                        cost=cost, hlo_cost=hlo_cost, hlo_note=hlo_note, repeats=repeats, warmup=warmup,
-                       peak_flops=peak_flops)
+                       peak_flops=peak_flops, peak_flops_per_cpu_s=peak_flops_per_cpu_s,
+                       cpu_times=cpu_times if jax.default_backend() == "cpu" else None)
 
 
 def make_result(benchmark: Benchmark, case: Case, times: Sequence[float], *, compile_s: float | None,
                 first_call_s: float | None, cost: Mapping[str, float] = {}, hlo_cost: Mapping[str, float] = {},
-                hlo_note: str = "", repeats: int, warmup: int, peak_flops: float | None) -> Result:
-    """The derived numbers of a benchmark from its timed repetitions (seconds per call)."""
+                hlo_note: str = "", repeats: int, warmup: int, peak_flops: float | None,
+                peak_flops_per_cpu_s: float | None = None, cpu_times: Sequence[float] | None = None) -> Result:
+    """The derived numbers of a benchmark from its timed repetitions (seconds per call; with
+    `cpu_times`, also this process's CPU seconds per call)."""
     median_s = statistics.median(times)
     trips = case.loop_trip_count
 
@@ -338,7 +357,7 @@ def make_result(benchmark: Benchmark, case: Case, times: Sequence[float], *, com
     flops_per_s = None if flops is None else flops / median_s
     fraction = None if flops_per_s is None or not peak_flops else flops_per_s / peak_flops
     steps = case.steps_per_call
-    return Result(
+    result = Result(
         name=benchmark.name,
         config=dict(benchmark.config),
         median_s=median_s,
@@ -364,6 +383,11 @@ def make_result(benchmark: Benchmark, case: Case, times: Sequence[float], *, com
         flops_source=flops_source,
         extra=dict(case.extra),
     )
+    if cpu_times:
+        cpu_s = statistics.median(cpu_times)
+        per_cpu_s = None if flops is None or cpu_s <= 0 else flops / cpu_s
+        result = dataclasses.replace(result, cpu_s=cpu_s, flops_per_cpu_s=per_cpu_s)
+    return with_peak(result, peak_flops, peak_flops_per_cpu_s)
 
 
 # ---------------------------------------------------------------------------------- selection

@@ -6,7 +6,8 @@
   published number (it depends on the core count, the vector units, the clock and the load).
   Other processes can only slow a repetition down, so the best one is the closest to what the
   machine can do; with the median a busy moment during the peak measurement made fractions of
-  the benchmarks that ran later exceed 100%.
+  the benchmarks that ran later exceed 100%. The matmul's FLOPs per CPU-second (median) are
+  recorded too: the denominator of the load-independent `cpu_time_peak_fraction`.
 - GPU / TPU: the published dense bfloat16 peak of one JAX device (the usual denominator of "model
   FLOPs utilisation"; TPUs run float32 matmuls at default precision on the bfloat16 units too).
   The float32 non-tensor peak is recorded alongside where the vendor publishes one. Devices not in
@@ -69,6 +70,7 @@ class Peak:
     dtype: str | None = None
     by_dtype: dict[str, float | None] = dataclasses.field(default_factory=dict)
     measured: dict[str, Any] | None = None
+    flops_per_cpu_s: float | None = None  # CPU: the matmul's FLOPs per CPU-second of this process
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,11 +110,12 @@ def measure_matmul_peak(n: int = 2048, *, repeats: int = 7, warmup: int = 1) -> 
     best = 2.0 * n**3 / result.min_s
     return Peak(
         flops_per_s=best,
+        flops_per_cpu_s=result.flops_per_cpu_s,
         source=f"measured: jitted float32 matmul {n}x{n} @ {n}x{n}, best of {repeats}",
         dtype="float32",
         by_dtype={"float32": best},
         measured={"n": n, "median_s": result.median_s, "min_s": result.min_s,
-                  "max_s": result.max_s, "repeats": repeats, "measurements": 1},
+                  "max_s": result.max_s, "cpu_s": result.cpu_s, "repeats": repeats, "measurements": 1},
     )
 
 
@@ -123,9 +126,12 @@ def combine(first: Peak, second: Peak) -> Peak:
         return first
     best = first if first.flops_per_s >= second.flops_per_s else second
     measured = {**best.measured, "measurements": 2,
-                "flops_per_s_each": [first.flops_per_s, second.flops_per_s]}
+                "flops_per_s_each": [first.flops_per_s, second.flops_per_s],
+                "flops_per_cpu_s_each": [first.flops_per_cpu_s, second.flops_per_cpu_s]}
+    per_cpu = [v for v in (first.flops_per_cpu_s, second.flops_per_cpu_s) if v is not None]
     return dataclasses.replace(best, source=best.source + ", better of a measurement before and one after "
-                                                          "the benchmarks", measured=measured)
+                                                          "the benchmarks", measured=measured,
+                               flops_per_cpu_s=max(per_cpu) if per_cpu else None)
 
 
 def device_peak(

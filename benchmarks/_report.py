@@ -15,7 +15,7 @@ from benchmarks._peaks import Peak
 
 COLUMNS = (
     "benchmark", "median ms", "min ms", "max ms", "compile s", "first call s",
-    "calls/s", "steps/s", "examples/s", "GFLOP/step", "GFLOP/s", "% peak",
+    "calls/s", "steps/s", "examples/s", "GFLOP/step", "GFLOP/s", "% peak", "CPU ms", "% peak (CPU time)",
 )
 
 
@@ -58,6 +58,7 @@ def table_rows(results: Sequence[Result]) -> list[tuple[str, ...]]:
             _num(r.flops_per_step if r.flops_per_step is not None else r.flops_per_call, 1e-9),
             _num(r.flops_per_s, 1e-9),
             _num(r.peak_fraction, 100.0, digits=3),
+            _num(r.cpu_s, 1e3), _num(r.cpu_time_peak_fraction, 100.0, digits=3),
         )
         for r in results
     ]
@@ -81,7 +82,10 @@ def _peak_line(peak: Peak) -> str:
         return f"peak: none ({peak.source})"
     if peak.flops_per_s >= 1e12:
         return f"peak: {peak.flops_per_s / 1e12:.4g} TFLOP/s ({peak.source})"
-    return f"peak: {peak.flops_per_s / 1e9:.4g} GFLOP/s ({peak.source})"
+    line = f"peak: {peak.flops_per_s / 1e9:.4g} GFLOP/s ({peak.source})"
+    if peak.flops_per_cpu_s:
+        line += f"; {peak.flops_per_cpu_s / 1e9:.4g} GFLOP per CPU-second"
+    return line
 
 
 def header_lines(meta: dict[str, Any], peak: Peak) -> list[str]:
@@ -100,7 +104,9 @@ def format_markdown(meta: dict[str, Any], peak: Peak, results: Sequence[Result],
     out += [
         f"- times are milliseconds per call (median, min, max of {results[0].repeats if results else 0} "
         "synchronised repetitions); compile and first call in seconds; FLOPs from XLA's cost "
-        "analysis of the HLO before optimisation; % peak = achieved FLOP/s / peak",
+        "analysis of the HLO before optimisation; % peak = achieved FLOP/s / peak; on CPU, CPU ms is "
+        "this process's CPU time per call (all threads) and % peak (CPU time) = FLOPs per CPU-second / "
+        "the peak matmul's, which other load on the machine hardly changes",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|",

@@ -307,3 +307,9 @@ def test_the_cpu_peak_is_the_best_repetition_of_the_better_measurement():
     r2 = with_peak(r, 2e10)
     assert r2.peak_fraction == pytest.approx(r.peak_fraction / 2) and r2.peak_flops == 2e10
     assert with_peak(r, None).peak_fraction is None
+    # CPU time: recorded per call on CPU, and the load-independent fraction against the peak's
+    if jax.default_backend() == "cpu":
+        assert r.cpu_s > 0 and r.flops_per_cpu_s == pytest.approx(r.flops_per_call / r.cpu_s)
+        assert p.flops_per_cpu_s > 0
+        r3 = with_peak(r, 1e10, p.flops_per_cpu_s)
+        assert r3.cpu_time_peak_fraction == pytest.approx(r.flops_per_cpu_s / p.flops_per_cpu_s)
