@@ -16,21 +16,35 @@ generator updates):
                     et al. use for their 2-D toys; 10 is their image value)
   minibatch         minibatch discrimination (Salimans et al. 2016) in the discriminator
   feature_matching  the generator matches the mean of the discriminator's last hidden layer
-  pacgan2, pacgan4  (optional) packing (Lin et al. 2018): the discriminator judges 2 or 4 samples
+  pacgan2           packing (Lin et al. 2018): the discriminator judges 2 samples at once
+  pacgan4           (optional) the same with 4 samples
 
 It writes `samples_<dataset>_<method>.npy` ([seeds, 2500, 2]) to the workdir, scatter plots per
 seed, the mode count and sample quality during training, and a table of mean +- std over seeds
 beside published numbers. Target (default config): the best method captures every mode on every
 seed with >= 95% high-quality samples and reverse KL <= 0.05.
 
-What it takes (measured on a shared 2-core CPU): the sharp clusters need many small steps and a
-decaying learning rate, and the grid needs large batches to find all 25 modes, so the default is
-20,000 steps of batch 512. One GAN-type method (5 seeds) then takes about 5 minutes per dataset;
-the WGANs, with 5 critic steps per generator step, about 3-4 times as long: the whole default
-table is about 2 hours on such a CPU (minutes on a GPU). With `gan` it reached, over 5 seeds:
-ring 7.8 +- 0.4 modes, 98.4% high quality; grid 24.8 +- 0.4 modes, 96.9% high quality, reverse KL
-0.02 (one seed of each missed one mode). `--quick` (800 steps of batch 128) takes about
-5 minutes and shows the methods early in training, far from converged.
+Budget (measured on a 2-core CPU shared with other jobs, load average 7-11): the same for every
+method, per dataset. The ring converges in 6,000 generator steps of batch 512 (`ring_steps`);
+longer training at a high learning rate lets a seed drop a mode late (with `gan`, seed 0 had 8
+modes at step 4,000 and 6-7 from step 8,000 on). The grid needs 20,000 (`grid_steps`): at 4,000
+steps every seed has all 25 modes but only 75-83% high-quality samples; the clusters sharpen as
+the cosine-decayed learning rate falls. A GAN-type method (5 seeds, one vmapped program) runs at
+about 50 generator steps/s (hidden 128, batch 512; 100 GFLOP/s, near the CPU's float32 peak, so
+the cost is the arithmetic, not the vmap or the logging): 2 minutes on the ring, 7 on the grid.
+The WGANs (5 critic steps per generator step) take 4-5 times as long and minibatch
+discrimination (pairwise [B, B, K] kernels, even after making its backward pass 3x faster) about
+10 times, so the whole default table (7 methods, 2 datasets) takes about 3-4 hours on such a
+CPU; one method's run (`--methods pacgan2` or
+`--methods gan`) takes under 15 minutes. Smaller networks or batches are faster but miss the
+target by far (hidden 64, batch 256, 10,000 steps: grid 83% high quality, 23.8 modes).
+
+Results of the default budget (5 seeds, load 7-11): ring: `pacgan2` captures 8 modes on every
+seed, 95.5-97.5% high quality, reverse KL <= 0.002 (target met); `gan` 8/8 modes but one seed's
+reverse KL 0.15. Grid: `gan` 24.8 +- 0.4 modes (one seed misses one mode), 96.1-97.7% high
+quality, reverse KL <= 0.049; `pacgan2` 23.6 +- 1.2 modes. So the target is met on the ring but not
+on the grid: no method was found within the CPU budget that captures all 25 modes on every seed.
+`--quick` (800 steps of batch 128) shows the methods early in training, far from converged.
 
     python -m experiments.gan_mode_collapse [--quick] [--steps N] [--methods gan,wgan_gp] [--workdir DIR]
 """
@@ -38,6 +52,7 @@ ring 7.8 +- 0.4 modes, 98.4% high quality; grid 24.8 +- 0.4 modes, 96.9% high qu
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from experiments._framework import Context, Experiment
 
@@ -47,8 +62,10 @@ class Config:
     seed: int = 0  # the runs use seeds seed, seed + 1, ..., seed + num_seeds - 1
     num_seeds: int = 5
     datasets: tuple[str, ...] = ("ring", "grid")
-    methods: tuple[str, ...] = ("gan_minimax", "gan", "wgan", "wgan_gp", "minibatch", "feature_matching")
-    steps: int = 20_000  # generator updates
+    methods: tuple[str, ...] = ("gan_minimax", "gan", "wgan", "wgan_gp", "minibatch", "feature_matching", "pacgan2")
+    steps: int = 0  # generator updates on every dataset if > 0; otherwise ring_steps and grid_steps
+    ring_steps: int = 6_000
+    grid_steps: int = 20_000
     batch_size: int = 512
     latent_dim: int = 2
     hidden: int = 128  # generator and discriminator: `depth` hidden layers of `hidden` units
@@ -105,6 +122,11 @@ def method_options(name: str, cfg: Config):
     return opts, disc
 
 
+def num_steps(cfg: Config, dataset: str) -> int:
+    """The generator updates on `dataset`: `steps` if set, else `ring_steps` / `grid_steps`."""
+    return cfg.steps if cfg.steps > 0 else (cfg.ring_steps if dataset == "ring" else cfg.grid_steps)
+
+
 def build(cfg: Config, method: str, dataset: str):
     """The networks, `init(key) -> TrainState`, the train step, `sample(params, key) -> [N, 2]`."""
     import jax
@@ -119,7 +141,7 @@ def build(cfg: Config, method: str, dataset: str):
     generator = gnn.MlpGenerator(hidden=cfg.hidden, depth=cfg.depth)
     discriminator = gnn.MlpDiscriminator(hidden=cfg.hidden, depth=cfg.depth, **disc_kwargs)
     lr = cfg.wgan_learning_rate if opts.wasserstein else cfg.learning_rate
-    schedule = optax.cosine_decay_schedule(lr, max(cfg.steps, 1), cfg.final_lr_fraction)
+    schedule = optax.cosine_decay_schedule(lr, max(num_steps(cfg, dataset), 1), cfg.final_lr_fraction)
     if opts.loss == "wgan":
         make_tx = lambda: optax.rmsprop(schedule)  # noqa: E731  (Arjovsky et al. 2017)
     elif opts.loss == "wgan_gp":
@@ -176,6 +198,7 @@ def run(ctx: Context) -> dict:
     from genjax import data, gan, report, train
 
     cfg: Config = ctx.config
+    load_start = os.getloadavg()[0]
     for m in cfg.methods:
         method_options(m, cfg)  # validate the names before training anything
     for d in cfg.datasets:
@@ -186,7 +209,7 @@ def run(ctx: Context) -> dict:
     rep.text(
         f"{cfg.num_seeds} seeds per method trained together (vmapped); generator and discriminator MLPs with "
         f"{cfg.depth} hidden layers of {cfg.hidden} units, latent dimension {cfg.latent_dim}, batch {cfg.batch_size}, "
-        f"{cfg.steps} generator steps, learning rate {cfg.learning_rate} (WGANs {cfg.wgan_learning_rate}) "
+        f"{num_steps(cfg, 'ring')} (ring) and {num_steps(cfg, 'grid')} (grid) generator steps, learning rate {cfg.learning_rate} (WGANs {cfg.wgan_learning_rate}) "
         f"cosine-decayed to {cfg.final_lr_fraction:g} of it. {cfg.num_samples} samples per seed are scored: high "
         "quality = within 3 std of the nearest mode (exact samples: 98.9%), captured mode = nearest mode of at "
         "least one high-quality sample, reverse KL = KL(mode histogram of the high-quality samples || uniform)."
@@ -208,9 +231,9 @@ def run(ctx: Context) -> dict:
 
             state = shared_step_counter(train.init_replicas(init, train.seed_keys(seeds)))
             source = StackedSource([ToySource(dataset, cfg.batch_size, s, draws=opts.n_critic) for s in seeds])
-            ctx.log(f"{dataset}/{method}: {cfg.num_seeds} seeds x {cfg.steps} steps")
+            ctx.log(f"{dataset}/{method}: {cfg.num_seeds} seeds x {num_steps(cfg, dataset)} steps")
             result = ctx.fit(state, vmap_replicas(step), source, subdir=f"{dataset}_{method}",
-                             eval_fn=eval_fn, eval_every=cfg.eval_every)
+                             num_steps=num_steps(cfg, dataset), eval_fn=eval_fn, eval_every=cfg.eval_every)
             samples = np.asarray(draw(result.state.params["generator"], seed_keys(seeds, SAMPLE_KEYS)))  # [S, N, 2]
             np.save(ctx.workdir / f"samples_{dataset}_{method}.npy", samples)
             m = jax.device_get(score(samples))
@@ -293,12 +316,13 @@ def run(ctx: Context) -> dict:
             if best is None or rank > best[0]:
                 best = (rank, method, meets)
             rows.append((dataset, method, mean_std(r["modes"]), mean_std(100 * hq), mean_std(kl),
-                         f"{min(r['modes'])}/{k}", "yes" if meets else "no", r["steps_per_s"]))
+                         f"{min(r['modes'])}/{k}", "yes" if meets else "no", r["steps_per_s"], round(r["train_seconds"])))
         verdicts[dataset] = {"best_method": best[1], "meets_target": best[2]}
     rep.table(["dataset", "method", "modes captured", "high quality (%)", "reverse KL", "worst seed's modes",
-               "target met", "steps/s (all seeds)"], rows,
+               "target met", "steps/s (all seeds)", "train time (s)"], rows,
               caption=f"mean +- std over {cfg.num_seeds} seeds; target: every mode on every seed, >= 95% high "
-                      "quality, reverse KL <= 0.05")
+                      "quality, reverse KL <= 0.05; CPU load average (1 min) at the start and the end: "
+                      f"{load_start:.1f}, {os.getloadavg()[0]:.1f}")
     published = [p for p in PUBLISHED if p[0] in cfg.datasets]
     if published:
         rep.table(["dataset", "published method", "modes", "high quality (%)", "reverse KL"], published,
