@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from genjax import divergences
+from genjax import _numerics, divergences
 
 __all__ = [
     "CORRUPTIONS",
@@ -210,7 +210,7 @@ def _reconstruction_kernel(x, output, *, kind, axes, reduction):
     if kind == "mse":
         per_entry = jnp.square(x - output)
     else:
-        per_entry = jax.nn.softplus(output) - x * output
+        per_entry = _numerics.softplus(output) - x * output
     reduce = jnp.sum if reduction == "sum" else jnp.mean
     return reduce(per_entry, axis=axes).astype(out_dtype)
 
@@ -466,8 +466,8 @@ def _sparsity_from_logits_kernel(logits, rho):
     logits = logits.astype(compute)
     rho = jnp.broadcast_to(rho.astype(compute), logits.shape[1:])
     log_b = jnp.log(jnp.asarray(logits.shape[0], compute))
-    log_rho_hat = jax.nn.logsumexp(jax.nn.log_sigmoid(logits), axis=0) - log_b  # [units...]
-    log_one_minus = jax.nn.logsumexp(jax.nn.log_sigmoid(-logits), axis=0) - log_b
+    log_rho_hat = jax.nn.logsumexp(_numerics.log_sigmoid(logits), axis=0) - log_b  # [units...]
+    log_one_minus = jax.nn.logsumexp(_numerics.log_sigmoid(-logits), axis=0) - log_b
     kl = (_xlogx(rho) - rho * log_rho_hat) + (_xlogx(1.0 - rho) - (1.0 - rho) * log_one_minus)
     return jnp.sum(kl).astype(out_dtype)
 

@@ -45,6 +45,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from genjax import _numerics
+
 __all__ = [
     "HistoricalAverage",
     "annealed_noise_std",
@@ -162,8 +164,8 @@ def discriminator_loss(real_logits: Any, fake_logits: Any, label_smoothing: floa
     fake = _scores(fake_logits, "fake_logits")
     _static_number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
     a = jnp.asarray(label_smoothing, real.dtype)
-    real_term = (1.0 - a) * jax.nn.softplus(-real) + a * jax.nn.softplus(real)  # -log-likelihood
-    return jnp.mean(real_term) + jnp.mean(jax.nn.softplus(fake))
+    real_term = (1.0 - a) * _numerics.softplus(-real) + a * _numerics.softplus(real)  # -log-likelihood
+    return jnp.mean(real_term) + jnp.mean(_numerics.softplus(fake))
 
 
 def generator_loss(fake_logits: Any, saturating: bool = False) -> jax.Array:
@@ -195,8 +197,8 @@ def generator_loss(fake_logits: Any, saturating: bool = False) -> jax.Array:
     if not isinstance(saturating, bool):
         raise TypeError(f"`saturating` must be a Python bool, got {saturating!r}")
     if saturating:
-        return -jnp.mean(jax.nn.softplus(fake))
-    return jnp.mean(jax.nn.softplus(-fake))
+        return -jnp.mean(_numerics.softplus(fake))
+    return jnp.mean(_numerics.softplus(-fake))
 
 
 def minimax_value(real_logits: Any, fake_logits: Any) -> jax.Array:
@@ -218,7 +220,7 @@ def minimax_value(real_logits: Any, fake_logits: Any) -> jax.Array:
     """
     real = _scores(real_logits, "real_logits")
     fake = _scores(fake_logits, "fake_logits")
-    return -jnp.mean(jax.nn.softplus(-real)) - jnp.mean(jax.nn.softplus(fake))
+    return -jnp.mean(_numerics.softplus(-real)) - jnp.mean(_numerics.softplus(fake))
 
 
 def optimal_discriminator(p_real: Any, p_gen: Any) -> jax.Array:

@@ -75,7 +75,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from genjax import divergences
+from genjax import _numerics, divergences
 
 __all__ = [
     "LIKELIHOODS",
@@ -225,7 +225,7 @@ def _bernoulli_log_prob(x, logits):
     Computed as the identical x l - softplus(l) (log sigmoid(l) = l - softplus(l)): one exp and
     one log1p per element instead of two of each, and the gradient x - sigmoid(l) directly.
     """
-    return x * logits - jax.nn.softplus(logits)
+    return x * logits - _numerics.softplus(logits)
 
 
 def _gaussian_log_prob(x, mean, logvar):
