@@ -87,6 +87,8 @@ def kid(
 
     Subsets of `min(subset_size, N, M)` rows are drawn without replacement with NumPy's
     generator seeded by `seed` (explicit: a metric must not silently reuse or vary its noise).
+    The mean is unbiased for any subset size; a subset as large as both sets is the same in every
+    draw, so choose `subset_size` below N and M for a meaningful std (it is 0 otherwise).
     """
     a, b = _features(features_a, "features_a"), _features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
