@@ -19,6 +19,21 @@ other; FID is biased upward for small sample counts (`--quick` scores only 64), 
 `samples.npy` holds the DDPM samples, float32 [num_samples, 28, 28, 1] in [0, 1]; the EMA
 weights are saved to `ddpm_params.msgpack`.
 
+What it costs on a CPU (2 cores; the default config is sized for an accelerator): one default
+step (channels 32/64/64, 2 residual blocks, attention, batch 128) takes 3.4 s on a busy 2-core
+CPU, so the default 20,000 steps are a day there. A medium run that fits in about an hour on
+such a CPU (load 4-8 from other jobs; numbers on the 500 samples of each sampler):
+
+    python -m experiments.ddpm_mnist --channels 16,32,32 --num-res-blocks 1 --attention false \
+        --steps 4000 --batch-size 64 --learning-rate 1e-3 --warmup-steps 200 --ema-decay 0.998 \
+        --num-samples 500 --sample-batch 250
+
+trained 4,000 steps (290,753 parameters, final loss 0.025, 70 min) and gave recognisable digits:
+MNIST-feature FID DDPM 1000 steps 49.9, DDIM 100 / 50 / 20 / 10 steps 76.3 / 77.8 / 83.3 / 97.4
+(floor: 1,000 real training digits 17.5), at 1006 / 94 / 45 / 19 / 9 s per 1,000 samples. DDIM
+trades quality for a 10-110x shorter chain, and its quality falls slowly down to 20 steps.
+`--quick` (400 steps of a 8/16/16 U-Net) runs in a few minutes and shows blobs, not digits.
+
     python -m experiments.ddpm_mnist [--quick] [--steps N] [--workdir DIR] [--seed N]
 """
 
