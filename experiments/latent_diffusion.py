@@ -19,6 +19,14 @@ codebook first, as it was trained): found beside this run directory (`<workdir>/
 
 `samples.npy` holds the decoded DDPM samples, float32 [num_samples, 28, 28, 1] in [0, 1].
 
+Measured on a 2-core CPU (latent U-Net `--channels 64 --num-res-blocks 1 --attention false`,
+3,000 steps of batch 128, 500 samples): with the VQ-VAE's default latent_dim 16 the latent is
+7x7x16 = 784 numbers, as many as the image, and the latent model got MNIST-feature FID 267
+(DDPM 1000); with `python -m experiments.vqvae --latent-dim 4` (7x7x4 = 196 numbers, held-out
+MSE 0.0047 vs 0.0045, all 128 codes used) the same latent model got FID 148, sampling at 350 s per
+1,000 samples against 1006 s for the pixel-space U-Net of `ddpm_mnist`'s medium run (FID 49.9
+after 4,000 steps). Compress before diffusing: the gain of latent diffusion is a smaller space.
+
     python -m experiments.latent_diffusion [--quick] [--steps N] [--workdir DIR] [--seed N]
 
 References:
