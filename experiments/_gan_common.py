@@ -39,6 +39,8 @@ class GanOptions:
         `noise_anneal_steps`); 0: off.
       noise_anneal_steps: see `instance_noise`.
       pack: PacGAN's packing degree m (the discriminator sees m samples at once); 1: off.
+      r1_weight: gamma of the zero-centred R1 penalty on real data (Mescheder et al. 2018): the
+        discriminator's loss gains (gamma / 2) E ||grad_x D(x)||^2; 0: off.
     """
 
     loss: Loss = "gan"
@@ -51,6 +53,7 @@ class GanOptions:
     instance_noise: float = 0.0
     noise_anneal_steps: int = 1
     pack: int = 1
+    r1_weight: float = 0.0
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -131,6 +134,10 @@ def make_gan_step(
             loss = gan.discriminator_loss(real_logits, fake_logits, o.label_smoothing)
             metrics = {"d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
                        "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits))}
+        if o.r1_weight:
+            r1 = gan.r1_penalty(lambda b: disc_fn(d_params, b), real)
+            loss = loss + 0.5 * o.r1_weight * r1
+            metrics["r1"] = r1
         if o.historical_averaging:
             loss = loss + o.historical_averaging * gan.historical_average_penalty(
                 d_params, state.extras["ha_discriminator"])
@@ -282,6 +289,7 @@ VARIANT_SWITCHES = {
     "ha": "historical averaging",
     "vbn": "virtual batch norm in the generator",
     "noise": "annealed instance noise",
+    "r1": "zero-centred R1 gradient penalty on real data",
 }
 
 

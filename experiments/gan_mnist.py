@@ -11,6 +11,8 @@ A variant is a loss followed by '+'-joined switches, e.g. `gan+fm+ls`:
                    once at the start and kept in the state's extras) instead of batch norm
             noise  instance noise N(0, s^2) on real and generated images, s annealed linearly
                    from `instance_noise` to 0 over `noise_anneal_steps`
+            r1     the zero-centred gradient penalty (r1_gamma / 2) E ||grad_x D(x)||^2 on real
+                   images in the discriminator's loss (Mescheder et al. 2018)
 (Salimans et al. 2016; Arjovsky & Bottou 2017; Sonderby et al. 2017; Arjovsky et al. 2017;
 Gulrajani et al. 2017.) Every variant uses the same DCGAN (`genjax.nn` DcganGenerator /
 DcganDiscriminator, resize-convolutions in the generator), data, batch and number of generator
@@ -63,6 +65,7 @@ class Config:
     historical_averaging: float = 1e-2
     instance_noise: float = 0.1
     noise_anneal_steps: int = 2_000
+    r1_gamma: float = 10.0  # the `r1` switch's gamma (Mescheder et al. 2018 use 10 for their image GANs)
     minibatch_kernels: int = 32
     minibatch_dim: int = 8
     vbn_reference_size: int = 64
@@ -101,6 +104,7 @@ def build(cfg: Config, variant: str):
         historical_averaging=cfg.historical_averaging if "ha" in switches else 0.0,
         instance_noise=cfg.instance_noise if "noise" in switches else 0.0,
         noise_anneal_steps=cfg.noise_anneal_steps,
+        r1_weight=cfg.r1_gamma if "r1" in switches else 0.0,
     )
     vbn = "vbn" in switches
     generator = gnn.DcganGenerator(width=cfg.width, norm="virtual_batch" if vbn else "batch")

@@ -193,6 +193,37 @@ def test_gradient_penalty_interpolates_between_real_and_fake():
     np.testing.assert_allclose(gan.gradient_penalty(jax.random.key(3), critic, real, fake), 4.0, rtol=1e-5)
 
 
+def test_r1_penalty_of_a_quadratic_critic():
+    """Closed form: D(x) = 0.5 x^T A x has grad_x D = A x, so R1 = mean_i ||A x_i||^2; its
+    gradient with respect to A is 2 mean_i (A x_i) x_i^T (Mescheder et al. 2018, eq. 9)."""
+    rng = np.random.default_rng(4)
+    a = jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)
+    a = 0.5 * (a + a.T)
+    x = jnp.asarray(rng.normal(size=(10, 3)), jnp.float32)
+
+    def r1(a):
+        return gan.r1_penalty(lambda b: 0.5 * jnp.einsum("bi,ij,bj->b", b, a, b), x)
+
+    ax = x @ a
+    np.testing.assert_allclose(r1(a), np.mean(np.sum(np.square(ax), axis=1)), rtol=1e-5)
+    # d/dA of mean ||A x||^2 with A symmetric in the critic: the critic's gradient is (A + A^T) x / 2.
+    np.testing.assert_allclose(jax.grad(r1)(a), 2 * (ax.T @ x / x.shape[0] + x.T @ ax / x.shape[0]) / 2, rtol=1e-4, atol=1e-5)
+    check_grads(r1, (a,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    # A linear critic w.x: R1 = ||w||^2 whatever the data; [B, 1] scores and images are accepted.
+    w = jnp.ones((2, 2, 1)) * 0.5
+    imgs = jnp.asarray(rng.normal(size=(4, 2, 2, 1)), jnp.float32)
+    np.testing.assert_allclose(gan.r1_penalty(lambda b: jnp.sum(b * w, axis=(1, 2, 3))[:, None], imgs), 1.0, rtol=1e-6)
+
+
+def test_r1_penalty_is_zero_for_a_flat_critic_and_rejects_bad_inputs():
+    x = jnp.ones((4, 2))
+    assert float(gan.r1_penalty(lambda b: jnp.zeros(b.shape[0]), x)) == 0.0
+    with pytest.raises(ValueError, match="one score per example"):
+        gan.r1_penalty(lambda b: b, x)
+    with pytest.raises(TypeError, match="critic_fn"):
+        gan.r1_penalty("critic", x)
+
+
 def test_clip_weights():
     params = {"a": jnp.array([-1.0, 0.005, 2.0]), "b": {"c": jnp.array(-0.3)}}
     out = gan.clip_weights(params, 0.01)

@@ -47,6 +47,7 @@ def test_variants_parse_and_bad_ones_list_the_valid_names():
     common.GanOptions("gan", feature_matching=True, pack=2),
     common.GanOptions("wgan", n_critic=2),
     common.GanOptions("wgan_gp", n_critic=2),
+    common.GanOptions("gan", r1_weight=1.0),
 ])
 def test_gan_step_runs_and_updates_both_players(options):
     import optax
@@ -73,6 +74,9 @@ def test_gan_step_runs_and_updates_both_players(options):
         assert all(float(jnp.max(jnp.abs(w))) <= options.clip + 1e-7 for w in jax.tree.leaves(new.params["discriminator"]))
     if options.historical_averaging:
         assert int(new.extras["ha_generator"].count) == 2
+    assert ("r1" in metrics) == bool(options.r1_weight)
+    if options.r1_weight:
+        assert float(metrics["r1"]) > 0.0
     step(new, batch)
     assert step._cache_size() == 1  # the second step does not recompile
 
@@ -125,11 +129,11 @@ def test_gan_mnist_smoke_with_every_switch(tmp_path):
     from experiments import gan_mnist
 
     _tiny_classifier(tmp_path / "mnist_classifier")
-    s = _run(gan_mnist, tmp_path / "gan_mnist", variants=("gan+ls+fm+mbd+ha+vbn+noise", "wgan"), steps=2,
+    s = _run(gan_mnist, tmp_path / "gan_mnist", variants=("gan+ls+fm+mbd+ha+vbn+noise+r1", "wgan"), steps=2,
              batch_size=8, width=4, feature_dim=8, minibatch_kernels=2, minibatch_dim=2, vbn_reference_size=4,
              noise_anneal_steps=2, num_eval_samples=32, eval_every=2, log_every=2, checkpoint_every=2,
              data_source="embedded")
-    assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise", "wgan")
+    assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise+r1", "wgan")
     samples = np.load(tmp_path / "gan_mnist" / "samples.npy")
     assert samples.shape == (32, 28, 28, 1) and 0.0 <= samples.min() and samples.max() <= 1.0
     history = report.read_jsonl(tmp_path / "gan_mnist" / "wgan" / "metrics.jsonl")

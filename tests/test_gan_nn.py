@@ -70,6 +70,32 @@ def test_minibatch_discrimination_gradient_matches_the_plain_abs():
     assert float(jax.grad(lambda v: gnn._abs(v))(-2.5)) == -1.0
 
 
+def test_minibatch_discrimination_second_derivatives_match_the_plain_abs():
+    """Gradient penalties differentiate the discriminator twice (d/dtheta of ||d/dx D||^2). The
+    pairwise differences include i = j (exactly 0), where a naive x / max(|x|, tiny) derivative
+    would be 1 / tiny: the R1 penalty's parameter gradient must be finite and equal the one
+    through jnp.abs (whose sign has derivative 0)."""
+    from genjax import gan
+
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(6, 4)), jnp.float32)
+    layer = gnn.MinibatchDiscrimination(num_kernels=2, kernel_dim=3)
+    t0 = layer.init(jax.random.key(0), x)["params"]["kernel"]
+    w = jnp.asarray(np.random.default_rng(6).normal(size=(4 + 2,)), jnp.float32)
+
+    def reference_layer(t, b):
+        m = (b @ t).reshape(b.shape[0], 2, 3)
+        o = jnp.sum(jnp.exp(-jnp.sum(jnp.abs(m[:, None] - m[None, :]), -1)), 1)
+        return jnp.concatenate([b, o], -1) @ w
+
+    def r1(t, critic):
+        return gan.r1_penalty(lambda b: critic(t, b), x)
+
+    ours = jax.grad(r1)(t0, lambda t, b: layer.apply({"params": {"kernel": t}}, b) @ w)
+    ref = jax.grad(r1)(t0, reference_layer)
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ virtual batch norm
 
 
