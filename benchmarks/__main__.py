@@ -36,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the benchmark names and exit")
     p.add_argument("--repeats", type=int, help="timed repetitions per benchmark (>= 5; default 7, quick 5)")
     p.add_argument("--warmup", type=int, help="untimed repetitions after the first call (default 1)")
+    p.add_argument("--min-rep-time", type=float, metavar="SECONDS",
+                   help="shortest timed repetition; more calls per repetition if one is shorter "
+                        "(default 0.1, quick 0.05; 0: off)")
     p.add_argument("--batch-sizes", type=_positive_ints, metavar="B1,B2,...",
                    help="divergences: batch sizes (default 64,1024,8192; quick 64,1024)")
     p.add_argument("--fused-steps", type=int, metavar="K",
@@ -55,8 +58,8 @@ def parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> Config:
     values = dict(QUICK) if args.quick else {}
-    overrides = {"repeats": args.repeats, "warmup": args.warmup, "batch_sizes": args.batch_sizes,
-                 "fused_steps": args.fused_steps,
+    overrides = {"repeats": args.repeats, "warmup": args.warmup, "min_rep_s": args.min_rep_time,
+                 "batch_sizes": args.batch_sizes, "fused_steps": args.fused_steps,
                  "heavy_fused_steps": args.heavy_fused_steps, "train_batch_size": args.train_batch_size,
                  "peak_matmul_size": args.peak_matmul_size}
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -98,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, bench in enumerate(benchmarks, 1):
         try:
             result = run_benchmark(bench, repeats=config.repeats, warmup=config.warmup,
-                                   peak_flops=peak.flops_per_s, peak_flops_per_cpu_s=peak.flops_per_cpu_s)
+                                   peak_flops=peak.flops_per_s, peak_flops_per_cpu_s=peak.flops_per_cpu_s,
+                                   min_rep_s=config.min_rep_s)
         except Skip as e:
             skipped.append({"name": bench.name, "reason": str(e)})
             _log(f"{i}/{len(benchmarks)} {bench.name}: skipped ({e})")

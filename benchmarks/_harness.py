@@ -19,7 +19,11 @@ For each benchmark the harness
 4. runs `warmup` untimed repetitions, then `repeats` timed ones (at least `MIN_REPEATS`). A
    repetition dispatches `calls_per_rep` calls back to back and waits once, with
    `jax.block_until_ready`, for the last result (so a loop of K dispatched steps is timed as a
-   Python training loop runs it: asynchronously, with one sync at the end);
+   Python training loop runs it: asynchronously, with one sync at the end). A repetition lasts at
+   least `min_rep_s`: one more untimed repetition measures it, and if it is shorter the calls per
+   repetition are multiplied until it is not (as `timeit` autoranges). Repetitions of a few
+   milliseconds are dominated by wake-up latencies on CPU: the quick suite's 5-step fused
+   vae_mlp call had a median 1.8x its minimum; reported times stay per call;
 5. reports seconds per call (median, min, max over the repetitions), calls/s, steps/s and
    examples/s where the case says what a call is worth, FLOPs per call, achieved FLOP/s and the
    fraction of the device's peak.
@@ -244,6 +248,7 @@ def run_benchmark(
     warmup: int = 1,
     peak_flops: float | None = None,
     peak_flops_per_cpu_s: float | None = None,
+    min_rep_s: float = 0.0,
 ) -> Result:
     """Measures one benchmark (see the module docstring for the protocol).
 
@@ -251,6 +256,8 @@ def run_benchmark(
         benchmark: the benchmark; its `setup` is called once here.
         repeats: timed repetitions, at least `MIN_REPEATS`.
         warmup: untimed repetitions after the first call, >= 0.
+        min_rep_s: the shortest timed repetition, seconds (>= 0; 0: `calls_per_rep` as the case
+            says); benchmarks with their own `run` ignore it.
         peak_flops: the device's peak FLOP/s for `peak_fraction` (None: unknown).
         peak_flops_per_cpu_s: CPU: the peak matmul's FLOPs per CPU-second (`cpu_time_peak_fraction`).
 
@@ -264,6 +271,8 @@ def run_benchmark(
         raise ValueError(f"repeats must be >= {MIN_REPEATS} (for a meaningful median), got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if not min_rep_s >= 0:
+        raise ValueError(f"min_rep_s must be >= 0 seconds, got {min_rep_s}")
     if benchmark.run is not None:
         return with_peak(benchmark.run(repeats=repeats, warmup=warmup, peak_flops=peak_flops), peak_flops,
                          peak_flops_per_cpu_s)
@@ -309,6 +318,15 @@ def run_benchmark(
         for _ in range(case.calls_per_rep):
             out, args = _call(runner, args, case.carry)
         sync(out)
+    calls = case.calls_per_rep
+    if min_rep_s > 0:  # autorange: one more untimed repetition says how long one takes
+        start = time.perf_counter()
+        for _ in range(calls):
+            out, args = _call(runner, args, case.carry)
+        sync(out)
+        took = time.perf_counter() - start
+        if took < min_rep_s:
+            calls *= math.ceil(min_rep_s / max(took, 1e-9))
     times, cpu_times = [], []
     gc.collect()
     gc_was_enabled = gc.isenabled()
@@ -316,15 +334,16 @@ def run_benchmark(
     try:
         for _ in range(repeats):
             start, cpu_start = time.perf_counter(), time.process_time()
-            for _ in range(case.calls_per_rep):
+            for _ in range(calls):
                 out, args = _call(runner, args, case.carry)
             sync(out)
-            times.append((time.perf_counter() - start) / case.calls_per_rep)
-            cpu_times.append((time.process_time() - cpu_start) / case.calls_per_rep)
+            times.append((time.perf_counter() - start) / calls)
+            cpu_times.append((time.process_time() - cpu_start) / calls)
     finally:
         if gc_was_enabled:
             gc.enable()
     del out, args
+    case = dataclasses.replace(case, calls_per_rep=calls)
     return make_result(benchmark, case, times, compile_s=compile_s, first_call_s=first_call_s,
                        cost=cost, hlo_cost=hlo_cost, hlo_note=hlo_note, repeats=repeats, warmup=warmup,
                        peak_flops=peak_flops, peak_flops_per_cpu_s=peak_flops_per_cpu_s,

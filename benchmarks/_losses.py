@@ -92,6 +92,17 @@ def _gradient_penalty(b, n, key):
     return f, (_critic_params(k0, n), _normal(k1, (b, n)), _normal(k2, (b, n)), gp_key), (0,)
 
 
+def _r1_penalty(b, n, key):
+    from genjax import gan
+
+    k0, k1 = _keys(key, 2)
+
+    def f(params, real):
+        return gan.r1_penalty(lambda x: _critic(params, x), real)
+
+    return f, (_critic_params(k0, n), _normal(k1, (b, n))), (0,)
+
+
 def _historical_average(b, n, key):
     from genjax import gan
 
@@ -247,6 +258,7 @@ LOSSES: dict[str, Builder] = {
     "gan.wasserstein_generator_loss": _gan("wasserstein_generator_loss", "f"),
     "gan.feature_matching_loss": _feature_matching,
     "gan.gradient_penalty": _gradient_penalty,
+    "gan.r1_penalty": _r1_penalty,
     "gan.historical_average_penalty": _historical_average,
     "autoencoders.reconstruction_loss[mse]": _reconstruction("mse"),
     "autoencoders.reconstruction_loss[bernoulli]": _reconstruction("bernoulli"),

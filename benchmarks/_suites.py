@@ -60,6 +60,7 @@ class Config:
     bf16: bool = True  # train_step/vae_mlp/*/bf16
     repeats: int = 7  # timed repetitions per benchmark (>= 5)
     warmup: int = 1  # untimed repetitions after the first call
+    min_rep_s: float = 0.1  # the shortest timed repetition (more calls per repetition if needed)
     peak_matmul_size: int = 2048  # CPU: n of the float32 matmul that measures the peak
     seed: int = 0  # inputs (timings do not depend on their values)
 
@@ -70,6 +71,8 @@ class Config:
             raise ValueError(f"repeats must be >= {MIN_REPEATS}, got {self.repeats}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not self.min_rep_s >= 0:
+            raise ValueError(f"min_rep_s must be >= 0 seconds, got {self.min_rep_s}")
         if self.ddpm_model not in ("default", "quick"):
             raise ValueError(f"ddpm_model must be 'default' or 'quick', got {self.ddpm_model!r}")
         for name in ("seeds", "pmap_devices"):
@@ -82,7 +85,8 @@ class Config:
 
 
 QUICK: dict[str, Any] = {
-    "batch_sizes": (256,), "fused_steps": 5, "heavy_fused_steps": 2, "repeats": 5, "ddpm_model": "quick",
+    "batch_sizes": (256,), "fused_steps": 5, "heavy_fused_steps": 2, "repeats": 5, "min_rep_s": 0.05,
+    "ddpm_model": "quick",
     "ddpm_batch_size": 16, "seeds": (1, 4, 16), "vmap_families": ("vae_mlp",), "pmap_devices": (1, 2),
     "sample_timesteps": 200, "sample_batch": 4,
 }
@@ -342,7 +346,7 @@ def _pmap_benchmark(config: Config, family_name: str, devices: int) -> Benchmark
 
         if jax.local_device_count() >= devices or jax.default_backend() != "cpu":
             return run_benchmark(dataclasses.replace(bench, run=None), repeats=repeats, warmup=warmup,
-                                 peak_flops=peak_flops)
+                                 peak_flops=peak_flops, min_rep_s=config.min_rep_s)
         return _run_in_subprocess(name, devices, config, repeats=repeats, warmup=warmup, peak_flops=peak_flops)
 
     bench = Benchmark(
@@ -369,7 +373,8 @@ def _run_in_subprocess(name: str, devices: int, config: Config, *, repeats, warm
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip()
         env["JAX_PLATFORMS"] = "cpu"
         cmd = [sys.executable, "-m", "benchmarks", "--only", name, "--json", out, "--repeats", str(repeats),
-               "--warmup", str(warmup), "--fused-steps", str(config.fused_steps),
+               "--warmup", str(warmup), "--min-rep-time", repr(float(config.min_rep_s)),
+               "--fused-steps", str(config.fused_steps),
                "--heavy-fused-steps", str(config.heavy_fused_steps), "--train-batch-size", str(config.train_batch_size)]
         if peak_flops:
             cmd += ["--peak-flops", repr(float(peak_flops))]
