@@ -305,6 +305,8 @@ def _safe_norm(g: jax.Array, axes: tuple[int, ...]) -> jax.Array:
 def _input_gradients(critic_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
     """grad_x of each example's score, [B, ...]: the gradient of the batch sum (the critic must
     score the examples independently for this to be per-example)."""
+    if not callable(critic_fn):
+        raise TypeError(f"`critic_fn` must be a callable batch -> scores, got {type(critic_fn).__name__}")
     b = x.shape[0]
 
     def total_score(x):
@@ -360,8 +362,6 @@ def gradient_penalty(
     fake = _batch_leading(fake, "fake")
     if real.shape != fake.shape:
         raise ValueError(f"`real` and `fake` must have the same shape [B, ...], got {real.shape} and {fake.shape}")
-    if not callable(critic_fn):
-        raise TypeError(f"`critic_fn` must be a callable batch -> scores, got {type(critic_fn).__name__}")
     b = real.shape[0]
     eps = jax.random.uniform(key, (b,) + (1,) * (real.ndim - 1), dtype=real.dtype)
     x_hat = eps * real + (1.0 - eps) * fake
@@ -399,8 +399,6 @@ def r1_penalty(critic_fn: Callable[[jax.Array], jax.Array], real: Any) -> jax.Ar
       eq. 9.
     """
     real = _batch_leading(real, "real")
-    if not callable(critic_fn):
-        raise TypeError(f"`critic_fn` must be a callable batch -> scores, got {type(critic_fn).__name__}")
     grads = _input_gradients(critic_fn, real)
     return jnp.mean(jnp.sum(jnp.square(grads).reshape(real.shape[0], -1), axis=1))
 
