@@ -23,7 +23,9 @@ For each benchmark the harness
    least `min_rep_s`: one more untimed repetition measures it, and if it is shorter the calls per
    repetition are multiplied until it is not (as `timeit` autoranges). Repetitions of a few
    milliseconds are dominated by wake-up latencies on CPU: the quick suite's 5-step fused
-   vae_mlp call had a median 1.8x its minimum; reported times stay per call;
+   vae_mlp call had a median 1.8x its minimum; reported times stay per call. A case with a
+   `baseline` alternates its timed repetitions with the baseline's and reports their paired
+   throughput ratio;
 5. reports seconds per call (median, min, max over the repetitions), calls/s, steps/s and
    examples/s where the case says what a call is worth, FLOPs per call, achieved FLOP/s and the
    fraction of the device's peak.
@@ -76,6 +78,12 @@ class Case:
         sync: waits for a result (default `jax.block_until_ready`; e.g. a no-op for PyTorch's
             synchronous CPU tensors).
         extra: numbers recorded with the result as they are (e.g. the replica count).
+        baseline: another case timed in alternation with this one, one repetition of
+            each in turn, so that both see the same machine: the result's
+            `extra["vs_baseline"]` is the median over repetition pairs of (this case's steps/s) /
+            (the baseline's steps/s), and `extra["baseline_steps_per_s"]` the baseline's median.
+            Use it where a ratio is the point: on a shared VM the speed of the same program
+            drifts by up to 30 % over minutes, more than the effects being compared.
     """
 
     fn: Callable[..., Any]
@@ -91,8 +99,12 @@ class Case:
     analysis: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
     sync: Callable[[Any], Any] | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    baseline: "Case | None" = None
 
     def __post_init__(self):
+        if self.baseline is not None and not (self.steps_per_call and self.baseline.steps_per_call):
+            raise ValueError("a case with a baseline and its baseline must both say steps_per_call, got "
+                             f"{self.steps_per_call} and {self.baseline.steps_per_call}")
         if self.calls_per_rep < 1:
             raise ValueError(f"calls_per_rep must be >= 1, got {self.calls_per_rep}")
         if self.loop_trip_count < 1:
@@ -277,77 +289,111 @@ def run_benchmark(
         return with_peak(benchmark.run(repeats=repeats, warmup=warmup, peak_flops=peak_flops), peak_flops,
                          peak_flops_per_cpu_s)
     case = benchmark.setup()
-    args = tuple(case.args)
-    sync = case.sync or jax.block_until_ready
-    sync(args)
-
-    # 1. compilation, of a fresh function object; 2. the first call through it (same executable).
-    if case.jit:
-        runner = _jitted(case.fn, case.donate_argnums)
-        if runner is case.fn:  # already jitted (maybe called before): compile a fresh wrapper
-            fn = case.fn
-
-            def wrapper(*a):
-                return fn(*a)
-
-            runner = jax.jit(wrapper, donate_argnums=case.donate_argnums)
-        analysed, analysis_args = runner, args
-    else:
-        runner = case.fn
-        analysed, analysis_args = (None, None) if case.analysis is None else (
-            jax.jit(case.analysis[0]), tuple(case.analysis[1]))
-    cost, hlo_cost, hlo_note, compile_s = {}, {}, "", None
-    if analysed is not None:
-        start = time.perf_counter()
-        lowered = analysed.lower(*analysis_args)
-        compiled = lowered.compile()
-        compile_s = time.perf_counter() - start
-        cost = cost_analysis(compiled)
-        hlo_cost = cost_analysis(lowered)
-        if _nonnegative(hlo_cost, "flops") is None and jax.default_backend() != "cpu":
-            base = case.fn if case.jit else case.analysis[0]
-            hlo_cost, hlo_note = hlo_cost_analysis_on_cpu(base, analysis_args), " (lowered for cpu)"
-        del lowered, compiled
-    start = time.perf_counter()
-    out, args = _call(runner, args, case.carry)
-    sync(out)
-    first_call_s = time.perf_counter() - start + (compile_s or 0.0)
-
-    # 3. warm-up and timed repetitions.
-    for _ in range(warmup):
-        for _ in range(case.calls_per_rep):
-            out, args = _call(runner, args, case.carry)
-        sync(out)
-    calls = case.calls_per_rep
-    if min_rep_s > 0:  # autorange: one more untimed repetition says how long one takes
-        start = time.perf_counter()
-        for _ in range(calls):
-            out, args = _call(runner, args, case.carry)
-        sync(out)
-        took = time.perf_counter() - start
-        if took < min_rep_s:
-            calls *= math.ceil(min_rep_s / max(took, 1e-9))
-    times, cpu_times = [], []
+    subject = _Timer(case, analyse=True)
+    base = None if case.baseline is None else _Timer(case.baseline, analyse=False)
+    for timer in (subject, base):
+        if timer is not None:
+            timer.first_call()
+            timer.warm_up(warmup, min_rep_s)
+    times, cpu_times, ratios, base_times = [], [], [], []
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
-            start, cpu_start = time.perf_counter(), time.process_time()
-            for _ in range(calls):
-                out, args = _call(runner, args, case.carry)
-            sync(out)
-            times.append((time.perf_counter() - start) / calls)
-            cpu_times.append((time.process_time() - cpu_start) / calls)
+            if base is not None:
+                base_times.append(base.repetition()[0])
+            wall, cpu = subject.repetition()
+            times.append(wall)
+            cpu_times.append(cpu)
+            if base is not None:  # steps/s of the subject over the baseline's, this pair
+                ratios.append((base_times[-1] / case.baseline.steps_per_call) / (wall / case.steps_per_call))
     finally:
         if gc_was_enabled:
             gc.enable()
-    del out, args
-    case = dataclasses.replace(case, calls_per_rep=calls)
-    return make_result(benchmark, case, times, compile_s=compile_s, first_call_s=first_call_s,
-                       cost=cost, hlo_cost=hlo_cost, hlo_note=hlo_note, repeats=repeats, warmup=warmup,
-                       peak_flops=peak_flops, peak_flops_per_cpu_s=peak_flops_per_cpu_s,
+    extra = dict(case.extra)
+    if base is not None:
+        extra["vs_baseline"] = statistics.median(ratios)
+        extra["baseline_steps_per_s"] = case.baseline.steps_per_call / statistics.median(base_times)
+    case = dataclasses.replace(case, calls_per_rep=subject.calls, extra=extra)
+    subject.close()
+    if base is not None:
+        base.close()
+    return make_result(benchmark, case, times, compile_s=subject.compile_s, first_call_s=subject.first_call_s,
+                       cost=subject.cost, hlo_cost=subject.hlo_cost, hlo_note=subject.hlo_note, repeats=repeats,
+                       warmup=warmup, peak_flops=peak_flops, peak_flops_per_cpu_s=peak_flops_per_cpu_s,
                        cpu_times=cpu_times if jax.default_backend() == "cpu" else None)
+
+
+class _Timer:
+    """One case's compiled function, its carried arguments, and its timed repetitions."""
+
+    def __init__(self, case: Case, analyse: bool):
+        self.case = case
+        self.args = tuple(case.args)
+        self.sync = case.sync or jax.block_until_ready
+        self.sync(self.args)
+        self.calls = case.calls_per_rep
+        self.out = None
+        # 1. compilation, of a fresh function object (the first call below reuses the executable).
+        if case.jit:
+            runner = _jitted(case.fn, case.donate_argnums)
+            if runner is case.fn:  # already jitted (maybe called before): compile a fresh wrapper
+                fn = case.fn
+
+                def wrapper(*a):
+                    return fn(*a)
+
+                runner = jax.jit(wrapper, donate_argnums=case.donate_argnums)
+            analysed, analysis_args = runner, self.args
+        else:
+            runner = case.fn
+            analysed, analysis_args = (None, None) if case.analysis is None else (
+                jax.jit(case.analysis[0]), tuple(case.analysis[1]))
+        self.runner = runner
+        self.cost, self.hlo_cost, self.hlo_note, self.compile_s = {}, {}, "", None
+        if analysed is not None and analyse:
+            start = time.perf_counter()
+            lowered = analysed.lower(*analysis_args)
+            compiled = lowered.compile()
+            self.compile_s = time.perf_counter() - start
+            self.cost = cost_analysis(compiled)
+            self.hlo_cost = cost_analysis(lowered)
+            if _nonnegative(self.hlo_cost, "flops") is None and jax.default_backend() != "cpu":
+                base = case.fn if case.jit else case.analysis[0]
+                self.hlo_cost, self.hlo_note = hlo_cost_analysis_on_cpu(base, analysis_args), " (lowered for cpu)"
+            del lowered, compiled
+
+    def _calls(self, n: int) -> None:
+        for _ in range(n):
+            self.out, self.args = _call(self.runner, self.args, self.case.carry)
+        self.sync(self.out)
+
+    def first_call(self) -> None:
+        """2. The first call: `first_call_s` = compilation + this first execution."""
+        start = time.perf_counter()
+        self._calls(1)
+        self.first_call_s = time.perf_counter() - start + (self.compile_s or 0.0)
+
+    def warm_up(self, warmup: int, min_rep_s: float) -> None:
+        """3. Untimed repetitions, then autorange: one more says how long a repetition takes."""
+        for _ in range(warmup):
+            self._calls(self.calls)
+        if min_rep_s > 0:
+            start = time.perf_counter()
+            self._calls(self.calls)
+            took = time.perf_counter() - start
+            if took < min_rep_s:
+                self.calls *= math.ceil(min_rep_s / max(took, 1e-9))
+
+    def repetition(self) -> tuple[float, float]:
+        """One timed repetition: (wall seconds, this process's CPU seconds) per call."""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        self._calls(self.calls)
+        return (time.perf_counter() - start) / self.calls, (time.process_time() - cpu_start) / self.calls
+
+    def close(self) -> None:
+        self.out = self.args = None
 
 
 def make_result(benchmark: Benchmark, case: Case, times: Sequence[float], *, compile_s: float | None,

@@ -146,8 +146,9 @@ def compare(results: Sequence[Result]) -> list[dict[str, Any]]:
 
     - `fused_vs_dispatch/<family>[/bf16]`: steps/s fused / steps/s dispatched (>= 1: the scan is
       no slower);
-    - `vmap_vs_sequential/<family>/r<R>`: replica-steps/s of R vmapped replicas / steps/s of one
-      (>= 1: no slower than the seeds one after another; the ideal on an idle accelerator is R);
+    - `<vmap|loop>_vs_sequential/<family>/r<R>`: replica-steps/s of R replicas (vmapped, or looped
+      inside one program) / steps/s of one seed's plain fused step (>= 1: no slower than the seeds
+      one after another; the ideal for vmap on an idle accelerator is R);
     - `pmap_vs_one_device/<family>/d<D>`: steps/s on D devices / on one;
     - `sampling_scan_vs_loop`: samples/s of the scan / the Python loop;
     - `jax_vs_torch/vae_mlp/<mode>`: steps/s of the JAX step / PyTorch's eager step.
@@ -168,11 +169,16 @@ def compare(results: Sequence[Result]) -> list[dict[str, Any]]:
             if other:
                 add("/".join(["fused_vs_dispatch", parts[1], *parts[3:]]), r, other,
                     "steps/s in one lax.scan / steps/s dispatched one by one")
-        elif parts[:2] == ["scaling", "vmap_seeds"] and parts[3] != "r1":
-            one = by_name.get("/".join([*parts[:3], "r1"]))
-            if one:
-                add(f"vmap_vs_sequential/{parts[2]}/{parts[3]}", r, one,
-                    "replica-steps/s vmapped / steps/s of one replica")
+        elif parts[0] == "scaling" and parts[1] in ("vmap_seeds", "loop_seeds"):
+            mode = parts[1].split("_")[0]
+            name, meaning = (f"{mode}_vs_sequential/{parts[2]}/{parts[3]}",
+                             f"replica-steps/s of R replicas ({mode}) / steps/s of one seed alone")
+            if r.extra.get("vs_baseline"):  # measured in alternation with one seed: same machine state
+                out.append({"name": name, "ratio": r.extra["vs_baseline"], "numerator": r.name,
+                            "denominator": f"scaling/one_seed/{parts[2]} (paired repetitions)",
+                            "meaning": meaning + ", paired repetitions"})
+            elif one := by_name.get(f"scaling/one_seed/{parts[2]}"):
+                add(name, r, one, meaning)
         elif parts[:2] == ["scaling", "pmap"] and parts[3] != "d1":
             one = by_name.get("/".join([*parts[:3], "d1"]))
             if one:

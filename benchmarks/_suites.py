@@ -17,9 +17,12 @@ Names are `<suite>/<subject>/<variant>`, so that `--only` selects by any part of
   at the end (times are per step); `fused` is `genjax.train.compile_fused`: the same K steps in
   one `lax.scan` (times are per call of K steps). Compare them by steps/s. K is `fused_steps`
   (`heavy_fused_steps` for the convolutional families). `bf16`: the network in bfloat16.
-- `scaling/vmap_seeds/<family>/r<R>`: R independent replicas (seeds) of the fused step as one
-  vmapped program (`compile_fused(..., replicas=True)`); steps/s counts replica-steps, so
-  steps/s of rR / steps/s of r1 >= 1 means the vmap is no slower than the seeds one after another.
+- `scaling/<vmap|loop>_seeds/<family>/r<R>`: R independent replicas (seeds) of the fused step as
+  one program, `compile_fused(..., replicas=True, replica_mode="vmap" | "loop")` (vectorized, or
+  one replica after another inside the program; "auto" picks "loop" on CPU and "vmap" on GPU/TPU).
+  steps/s counts replica-steps. Each repetition alternates with one of one seed's plain fused
+  step (also a row of its own, `scaling/one_seed/<family>`), and `extra["vs_baseline"]` is the
+  median paired ratio of their steps/s: >= 1 means no slower than the seeds one after another.
 - `scaling/pmap/<family>/d<D>`: the fused step under `pmap` over D devices, the global batch
   split over them (on one CPU: D virtual devices, in a subprocess started with
   `XLA_FLAGS=--xla_force_host_platform_device_count`).
@@ -51,7 +54,7 @@ class Config:
     heavy_fused_steps: int = 4  # K of the convolutional families (dcgan, vqvae, ddpm_unet, classifier)
     ddpm_model: str = "default"  # "default": experiments.ddpm_mnist's U-Net; "quick": its --quick U-Net
     ddpm_batch_size: int = 32  # ddpm_unet train step (the experiment trains with 128)
-    seeds: tuple[int, ...] = (1, 2, 4, 8, 16)  # scaling/vmap_seeds: replica counts
+    seeds: tuple[int, ...] = (1, 2, 4, 8, 16)  # scaling/<vmap|loop>_seeds: replica counts
     vmap_families: tuple[str, ...] = ("vae_mlp", "gan_grid")
     pmap_devices: tuple[int, ...] = (1, 2, 4, 8)  # scaling/pmap: device counts
     pmap_families: tuple[str, ...] = ("vae_mlp",)
@@ -290,7 +293,9 @@ def train_step_benchmarks(config: Config) -> list[Benchmark]:
 # ------------------------------------------------------------------------------------ scaling
 
 
-def _vmap_benchmark(config: Config, family_name: str, replicas: int) -> Benchmark:
+def _seeds_benchmark(config: Config, family_name: str, mode: str, replicas: int) -> Benchmark:
+    """R replicas with `replica_mode=mode` (paired with one seed alone), or (mode "one") one seed's
+    plain fused step."""
     k = _steps_per_call(config, family_name)
 
     def setup() -> Case:
@@ -300,18 +305,33 @@ def _vmap_benchmark(config: Config, family_name: str, replicas: int) -> Benchmar
         from genjax import train
 
         fam = _family(config, family_name)
+        batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)  # shared by replicas
+        one = Case(fn=train.compile_fused(fam.step), args=(_fresh_state(fam, config.seed), batches),
+                   donate_argnums=(0,), carry=True, steps_per_call=k, examples_per_call=k * fam.batch_size,
+                   loop_trip_count=k)
+        if mode == "one":
+            return one
         keys = train.seed_keys(range(config.seed, config.seed + replicas))
         state = jax.tree.map(jnp.copy, train.init_replicas(fam.init, keys))
-        batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)  # shared by replicas
-        return Case(fn=train.compile_fused(fam.step, replicas=True), args=(state, batches), donate_argnums=(0,),
-                    carry=True, steps_per_call=replicas * k, examples_per_call=replicas * k * fam.batch_size,
-                    loop_trip_count=k, extra={"replicas": replicas})
+        return Case(fn=train.compile_fused(fam.step, replicas=True, replica_mode=mode), args=(state, batches),
+                    donate_argnums=(0,), carry=True, steps_per_call=replicas * k,
+                    examples_per_call=replicas * k * fam.batch_size,
+                    # "loop" nests the K-step scan in a scan over the R replicas: cost analysis sees one body
+                    loop_trip_count=replicas * k if mode == "loop" else k, extra={"replicas": replicas},
+                    baseline=one)
 
+    if mode == "one":
+        return Benchmark(
+            name=f"scaling/one_seed/{family_name}", setup=setup,
+            config={"suite": "scaling", "kind": "one_seed", "family": family_name, "fused_steps": k,
+                    "timing": "one call = K fused steps of one state (no replica axis)"})
     return Benchmark(
-        name=f"scaling/vmap_seeds/{family_name}/r{replicas}",
+        name=f"scaling/{mode}_seeds/{family_name}/r{replicas}",
         setup=setup,
-        config={"suite": "scaling", "kind": "vmap_seeds", "family": family_name, "replicas": replicas,
-                "fused_steps": k, "timing": "one call = K fused steps of R vmapped replicas; steps = replica-steps"},
+        config={"suite": "scaling", "kind": f"{mode}_seeds", "family": family_name, "replicas": replicas,
+                "fused_steps": k, "replica_mode": mode,
+                "timing": f"one call = K fused steps of R replicas ({mode}); steps = replica-steps; "
+                          "repetitions alternate with one seed's fused step (extra.vs_baseline)"},
     )
 
 
@@ -395,7 +415,10 @@ def _run_in_subprocess(name: str, devices: int, config: Config, *, repeats, warm
 
 
 def scaling_benchmarks(config: Config) -> list[Benchmark]:
-    out = [_vmap_benchmark(config, f, r) for f in config.vmap_families for r in config.seeds]
+    out = []
+    for f in config.vmap_families:
+        out.append(_seeds_benchmark(config, f, "one", 1))
+        out += [_seeds_benchmark(config, f, mode, r) for mode in ("vmap", "loop") for r in config.seeds]
     out += [_pmap_benchmark(config, f, d) for f in config.pmap_families for d in config.pmap_devices]
     return out
 

@@ -112,6 +112,35 @@ def test_short_repetitions_are_lengthened_to_min_rep_s():
         run_benchmark(Benchmark("tiny/sleep", setup), repeats=5, min_rep_s=-1.0)
 
 
+def test_a_baseline_is_timed_in_alternation_and_gives_the_paired_steps_ratio():
+    """Subject and baseline both sleep 2 ms per call; the subject's call is worth 4 steps, the
+    baseline's 1, so the paired steps/s ratio is 4 (sleep overshoot is common to both)."""
+    import time as _time
+
+    calls = []
+
+    def sleeper(label):
+        def fn(x):
+            calls.append(label)
+            _time.sleep(0.002)
+            return x
+
+        return fn
+
+    def setup() -> Case:
+        base = Case(fn=sleeper("b"), args=(jnp.ones(2),), jit=False, steps_per_call=1, sync=lambda out: out)
+        return Case(fn=sleeper("s"), args=(jnp.ones(2),), jit=False, steps_per_call=4, sync=lambda out: out,
+                    baseline=base)
+
+    d = run_benchmark(Benchmark("tiny/paired", setup), repeats=5, warmup=1).as_dict()
+    assert 3.0 < d["extra"]["vs_baseline"] < 5.0
+    assert 200 < d["extra"]["baseline_steps_per_s"] < 500  # 1 step per >= 2 ms
+    # untimed: each case's first call and warm-up; then timed repetitions alternate b, s, b, s, ...
+    assert calls == ["s", "s", "b", "b"] + ["b", "s"] * 5
+    with pytest.raises(ValueError, match="steps_per_call"):
+        Case(fn=jnp.sin, args=(jnp.ones(3),), baseline=Case(fn=jnp.sin, args=(jnp.ones(3),)))
+
+
 def test_donating_an_argument_that_is_not_carried_is_rejected():
     with pytest.raises(ValueError, match="donated"):
         Case(fn=jnp.sin, args=(jnp.ones(3),), donate_argnums=(0,))
@@ -204,7 +233,9 @@ def test_the_suite_covers_losses_families_scaling_sampling_precision_and_import(
     for family in FAMILIES:
         assert {f"train_step/{family}/dispatch", f"train_step/{family}/fused"} <= names
     assert {"train_step/vae_mlp/dispatch/bf16", "train_step/vae_mlp/fused/bf16"} <= names
-    assert {f"scaling/vmap_seeds/vae_mlp/r{r}" for r in (1, 2, 4, 8, 16)} <= names
+    for mode in ("vmap", "loop"):
+        assert {f"scaling/{mode}_seeds/vae_mlp/r{r}" for r in (1, 2, 4, 8, 16)} <= names
+    assert "scaling/one_seed/vae_mlp" in names
     assert {f"scaling/pmap/vae_mlp/d{d}" for d in (1, 2, 4, 8)} <= names
     assert {"sampling/ddpm/scan", "sampling/ddpm/loop", "import/genjax", "torch/vae_mlp/eager"} <= names
 
@@ -265,7 +296,7 @@ def test_a_skipped_benchmark_is_reported_not_failed(tmp_path, monkeypatch):
     assert doc["results"] == [] and doc["skipped"] == [{"name": "tiny/skipped", "reason": "not here"}]
 
 
-def test_comparisons_pair_fused_with_dispatch_and_vmap_with_one_replica():
+def test_comparisons_pair_fused_with_dispatch_and_replicas_with_one_seed():
     from benchmarks._report import compare
 
     def result(name, steps_per_s):
@@ -273,9 +304,12 @@ def test_comparisons_pair_fused_with_dispatch_and_vmap_with_one_replica():
         return dataclasses.replace(r, name=name, steps_per_s=steps_per_s)
 
     rs = [result("train_step/x/dispatch", 10.0), result("train_step/x/fused", 15.0),
-          result("scaling/vmap_seeds/x/r1", 10.0), result("scaling/vmap_seeds/x/r4", 30.0)]
+          result("scaling/one_seed/x", 10.0), result("scaling/vmap_seeds/x/r4", 30.0),
+          result("scaling/loop_seeds/x/r1", 8.0), result("scaling/loop_seeds/x/r4", 11.0)]
+    rs[-1] = dataclasses.replace(rs[-1], extra={"vs_baseline": 1.07})  # paired repetitions win over rows
     ratios = {c["name"]: c["ratio"] for c in compare(rs)}
-    assert ratios == {"fused_vs_dispatch/x": pytest.approx(1.5), "vmap_vs_sequential/x/r4": pytest.approx(3.0)}
+    assert ratios == {"fused_vs_dispatch/x": pytest.approx(1.5), "vmap_vs_sequential/x/r4": pytest.approx(3.0),
+                      "loop_vs_sequential/x/r1": pytest.approx(0.8), "loop_vs_sequential/x/r4": pytest.approx(1.07)}
 
 
 def test_the_vae_mlp_family_is_pytorchs_example():

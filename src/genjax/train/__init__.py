@@ -7,7 +7,8 @@
 `fit` fuses `log_every` steps into one `lax.scan`, checkpoints with Orbax, resumes from the last
 good checkpoint, and stops on a non-finite metric. `parallel="pmap"` or `"sharded"` spreads the
 batch over devices (and processes, after `initialize_distributed`); `replicas=True` trains a
-leading axis of independent states (seeds, learning rates) as one program.
+leading axis of independent states (seeds, learning rates) as one program: vmapped on GPU/TPU,
+one replica after another on CPU (`replica_mode`; bit-for-bit the runs trained alone).
 """
 
 from genjax.train._checkpoint import Checkpointer
@@ -22,6 +23,7 @@ from genjax.train._loop import (
     fuse_steps,
     init_replicas,
     initialize_distributed,
+    loop_replicas,
     seed_keys,
     steps_per_second,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "fit",
     "fuse_steps",
     "init_replicas",
+    "loop_replicas",
     "load_params",
     "initialize_distributed",
     "make_train_step",

@@ -18,6 +18,7 @@ from genjax.train._state import Metrics, PyTree, TrainState, params_digest
 
 DATA_AXIS = "data"
 Parallel = Literal["none", "pmap", "sharded"]
+ReplicaMode = Literal["auto", "vmap", "loop"]
 StepFn = Callable[..., tuple[TrainState, Metrics]]  # (state, batch, axis_name=None)
 
 
@@ -72,6 +73,7 @@ def compile_fused(
     parallel: Parallel = "none",
     replicas: bool = False,
     batches_per_replica: bool = False,
+    replica_mode: ReplicaMode = "auto",
 ) -> Callable:
     """The compiled fused step for one execution mode (the state is donated).
 
@@ -80,17 +82,61 @@ def compile_fused(
       gradients averaged with `lax.pmean`). Under `jax.distributed` the axis spans every process.
     - "sharded": `jit` over a 1-D mesh of all devices, batch sharded along its batch axis, state
       replicated; XLA inserts the all-reduce (the step itself is the single-device step).
-    `replicas=True` vmaps over a leading replica axis of the state (independent runs, e.g. seeds);
-    the batches are shared unless `batches_per_replica`.
+    `replicas=True` trains a leading replica axis of the state (independent runs, e.g. seeds);
+    the batches are shared unless `batches_per_replica`. `replica_mode` says how (same results):
+    "vmap" batches the replicas into one vectorized step; "loop" runs each replica's K steps in
+    turn inside the one compiled program (`loop_replicas`; the stacked state is updated in
+    place), so only one replica's working set is live at a time; "auto" is "vmap" on GPU/TPU and
+    "loop" on CPU, where a vectorized step over many replicas streams their state through DRAM
+    instead of the cache (vae_mlp, 16 replicas: 0.69x the throughput of one replica vmapped, 1.04x looped;
+    see benchmarks/).
     """
     if parallel not in ("none", "pmap", "sharded"):
         raise ValueError(f"parallel must be 'none', 'pmap' or 'sharded', got {parallel!r}")
+    if replica_mode not in ("auto", "vmap", "loop"):
+        raise ValueError(f"replica_mode must be 'auto', 'vmap' or 'loop', got {replica_mode!r}")
     fused = fuse_steps(step_fn, axis_name=DATA_AXIS if parallel == "pmap" else None)
     if replicas:
-        fused = jax.vmap(fused, in_axes=(0, 0 if batches_per_replica else None))
+        if replica_mode == "auto":
+            replica_mode = "loop" if jax.default_backend() == "cpu" else "vmap"
+        if replica_mode == "vmap":
+            fused = jax.vmap(fused, in_axes=(0, 0 if batches_per_replica else None))
+        else:
+            fused = loop_replicas(fused, batches_per_replica)
     if parallel == "pmap":
         return jax.pmap(fused, axis_name=DATA_AXIS, donate_argnums=0)
     return jax.jit(fused, donate_argnums=0)
+
+
+def loop_replicas(fn: Callable, batches_per_replica: bool = False) -> Callable:
+    """`(states[R, ...], batches) -> (states[R, ...], outputs[R, ...])`, replica after replica.
+
+    The same results as `jax.vmap(fn, in_axes=(0, 0 if batches_per_replica else None))`, computed
+    by a `lax.scan` over the replica index: replica i is sliced out of the stacked state (the
+    carry), runs `fn` and is written back in place; its outputs are stacked by the scan.
+    """
+
+    def run(states, batches):
+        sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(states)}
+        if batches_per_replica:
+            sizes |= {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(batches)}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError(f"replicated states (and per-replica batches) need one common leading replica "
+                             f"axis; got leading sizes {sorted(sizes, key=str)}")
+        (n,) = sizes
+
+        def pick(tree, i):
+            return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), tree)
+
+        def body(states, i):
+            state_i, out_i = fn(pick(states, i), pick(batches, i) if batches_per_replica else batches)
+            states = jax.tree.map(lambda whole, part: jax.lax.dynamic_update_index_in_dim(whole, part, i, 0),
+                                  states, state_i)
+            return states, out_i
+
+        return jax.lax.scan(body, states, jnp.arange(n))
+
+    return run
 
 
 # ------------------------------------------------------------------------------ placement
@@ -207,6 +253,7 @@ def fit(
     keep_checkpoints: int = 3,
     parallel: Parallel = "none",
     replicas: bool = False,
+    replica_mode: ReplicaMode = "auto",
     batch_axis: int = 0,
     metrics_log: Any = None,
     progress: bool = True,
@@ -222,7 +269,8 @@ def fit(
     per chunk. Checkpoints are written every `checkpoint_every` steps and at the end. Batches come
     from `source.batches(start_step, k)`, a pure function of (seed, step), so a resumed run sees
     the same data. With `replicas=True` the state has a leading replica axis; `source` may then
-    be a sequence of sources, one per replica. `eval_fn(state) -> metrics` (on the host-side,
+    be a sequence of sources, one per replica, and `replica_mode` says how the replicas run
+    (`compile_fused`). `eval_fn(state) -> metrics` (on the host-side,
     unreplicated state) runs every `eval_every` steps and at the end; its metrics join the record.
     Metrics records go to `metrics_log` (default: `metrics.jsonl` and TensorBoard event files in
     `workdir`), only on process 0.
@@ -258,7 +306,8 @@ def fit(
     if resumed_from is not None and is_main:
         print(f"[{description}] resumed from checkpoint at step {resumed_from}", file=sys.stderr, flush=True)
 
-    compiled = compile_fused(step_fn, parallel, replicas=replicas, batches_per_replica=per_replica_sources)
+    compiled = compile_fused(step_fn, parallel, replicas=replicas, batches_per_replica=per_replica_sources,
+                             replica_mode=replica_mode)
     if parallel == "pmap":
         state = replicate_pmap(state)
     elif parallel == "sharded":
