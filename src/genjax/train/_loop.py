@@ -83,13 +83,14 @@ def compile_fused(
     - "sharded": `jit` over a 1-D mesh of all devices, batch sharded along its batch axis, state
       replicated; XLA inserts the all-reduce (the step itself is the single-device step).
     `replicas=True` trains a leading replica axis of the state (independent runs, e.g. seeds);
-    the batches are shared unless `batches_per_replica`. `replica_mode` says how (same results):
+    the batches are shared unless `batches_per_replica`. `replica_mode` says how:
     "vmap" batches the replicas into one vectorized step; "loop" runs each replica's K steps in
     turn inside the one compiled program (`loop_replicas`; the stacked state is updated in
     place), so only one replica's working set is live at a time; "auto" is "vmap" on GPU/TPU and
     "loop" on CPU, where a vectorized step over many replicas streams their state through DRAM
-    instead of the cache (vae_mlp, 16 replicas: 0.69x the throughput of one replica vmapped, 1.04x looped;
-    see benchmarks/).
+    instead of the cache (vae_mlp, 16 replicas: 0.70x the throughput of one seed alone vmapped,
+    1.02x looped; see benchmarks/). Each replica is the run of its seed alone: bit for bit with
+    "loop", up to float rounding with "vmap" (batched kernels may sum in another order).
     """
     if parallel not in ("none", "pmap", "sharded"):
         raise ValueError(f"parallel must be 'none', 'pmap' or 'sharded', got {parallel!r}")
