@@ -150,6 +150,26 @@ def test_replica_modes_agree_and_auto_is_loop_on_cpu():
     assert train.digest(out["auto"][0]) == train.digest(out["loop"][0])
 
 
+def test_one_vmapped_replica_runs_the_plain_step():
+    """vmap over a single replica squeezes the axis (a size-1 batch axis costs XLA:CPU transposes):
+    bit for bit the seed alone, with the replica axis kept on every output."""
+    init, step = make(noise=0.1)
+    batches = RegressionSource(seed=0, batch_size=16).batches(0, 4)
+    one, summary = train.compile_fused(step, replicas=True, replica_mode="vmap")(
+        train.init_replicas(init, train.seed_keys([7])), batches)
+    alone, alone_summary = train.compile_fused(step)(init(jax.random.key(7)), batches)
+    for x, y in zip(jax.tree.leaves((one.params, one.opt_state, summary)),
+                    jax.tree.leaves((alone.params, alone.opt_state, alone_summary)), strict=True):
+        assert np.shape(x) == (1, *np.shape(y)) and np.array_equal(np.asarray(x)[0], np.asarray(y))
+    assert one.step.shape == (1,) and one.key.shape == (1,)
+    # the compiled program is the plain one: plain jax.vmap here compiles 2 transposes, the seed alone 0
+    lowered = train.compile_fused(step, replicas=True, replica_mode="vmap").lower(
+        train.init_replicas(init, train.seed_keys([7])), batches)
+    assert " transpose(" not in lowered.compile().as_text()
+    with pytest.raises(ValueError, match="leading replica axis"):
+        train.vmap_replicas(lambda s, b: (s, {}))({"a": jnp.zeros((1, 2)), "b": jnp.zeros((2, 2))}, None)
+
+
 def test_looped_replicas_compile_once_and_reject_bad_input():
     init, step = make(noise=0.0)
     source = RegressionSource(seed=0, batch_size=16)

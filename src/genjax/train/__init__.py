@@ -26,6 +26,7 @@ from genjax.train._loop import (
     loop_replicas,
     seed_keys,
     steps_per_second,
+    vmap_replicas,
 )
 from genjax.train._state import (
     TrainState,
@@ -54,6 +55,7 @@ __all__ = [
     "fuse_steps",
     "init_replicas",
     "loop_replicas",
+    "vmap_replicas",
     "load_params",
     "initialize_distributed",
     "make_train_step",
