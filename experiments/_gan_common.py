@@ -244,12 +244,12 @@ def shared_step_counter(replicated_state):
 
     `genjax.train.fit(replicas=True)` cannot checkpoint replicated states yet (its Checkpointer
     reads the step as a Python int), so the GAN experiments train their seeds with
-    `vmap_replicas(step)` and `StackedSource` under a plain `fit`: the same vmapped program.
+    `vmap_step_over_replicas(step)` and `StackedSource` under a plain `fit`: the same vmapped program.
     """
     return replicated_state.replace(step=replicated_state.step[0])
 
 
-def vmap_replicas(step_fn):
+def vmap_step_over_replicas(step_fn):
     """`step_fn` vmapped over the replica axis of a `shared_step_counter` state and of the batch.
 
     The metrics come back per replica ([R] each).

@@ -213,7 +213,7 @@ def run(ctx: Context) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from experiments._gan_common import StackedSource, ToySource, shared_step_counter, vmap_replicas
+    from experiments._gan_common import StackedSource, ToySource, shared_step_counter, vmap_step_over_replicas
     from genjax import data, gan, report, train
 
     cfg: Config = ctx.config
@@ -251,7 +251,7 @@ def run(ctx: Context) -> dict:
             state = shared_step_counter(train.init_replicas(init, train.seed_keys(seeds)))
             source = StackedSource([ToySource(dataset, cfg.batch_size, s, draws=opts.n_critic) for s in seeds])
             ctx.log(f"{dataset}/{method}: {cfg.num_seeds} seeds x {num_steps(cfg, dataset)} steps")
-            result = ctx.fit(state, vmap_replicas(step), source, subdir=f"{dataset}_{method}",
+            result = ctx.fit(state, vmap_step_over_replicas(step), source, subdir=f"{dataset}_{method}",
                              num_steps=num_steps(cfg, dataset), eval_fn=eval_fn, eval_every=cfg.eval_every)
             samples = np.asarray(draw(result.state.params["generator"], seed_keys(seeds, SAMPLE_KEYS)))  # [S, N, 2]
             np.save(ctx.workdir / f"samples_{dataset}_{method}.npy", samples)

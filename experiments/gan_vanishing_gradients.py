@@ -258,7 +258,7 @@ def probe(ctx: Context, train_ds, snapshots, critic: bool):
     import jax.numpy as jnp
     import optax
 
-    from experiments._gan_common import ImageSource, StackedSource, shared_step_counter, vmap_replicas
+    from experiments._gan_common import ImageSource, StackedSource, shared_step_counter, vmap_step_over_replicas
     from genjax import data, train
 
     cfg: Config = ctx.config
@@ -277,7 +277,7 @@ def probe(ctx: Context, train_ds, snapshots, critic: bool):
     loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed + 1,
                                            process_index=jax.process_index(), process_count=jax.process_count())
     source = StackedSource([ImageSource(loader)] * len(snapshots))  # the same real batches for every snapshot
-    result = ctx.fit(state, vmap_replicas(make_probe_step(cfg, critic)), source,
+    result = ctx.fit(state, vmap_step_over_replicas(make_probe_step(cfg, critic)), source,
                      subdir="critic" if critic else "discriminator")
     return result
 
