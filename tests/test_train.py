@@ -119,6 +119,15 @@ def test_replicated_seeds_equal_separate_runs(mode):
     assert np.shape(together.history[-1]["loss"]) == (4,)
 
 
+def assert_replica_is_the_run_alone(together, summary, i, alone, alone_summary):
+    """Every replicated leaf (params, optimizer state, metrics) is [R, *solo shape], and its row i
+    equals the solo run's leaf bit for bit."""
+    r = np.shape(together.step)[0]
+    for x, y in zip(jax.tree.leaves((together.params, together.opt_state, summary)),
+                    jax.tree.leaves((alone.params, alone.opt_state, alone_summary)), strict=True):
+        assert np.shape(x) == (r, *np.shape(y)) and np.array_equal(np.asarray(x)[i], np.asarray(y))
+
+
 def test_looped_replicas_are_the_separate_runs_bit_for_bit():
     """replica_mode="loop" runs each replica's own K-step program: every bit of every replica's
     state and metrics equals that seed trained alone (vmap only promises closeness)."""
@@ -131,9 +140,7 @@ def test_looped_replicas_are_the_separate_runs_bit_for_bit():
     single = train.compile_fused(step)
     for i, s in enumerate(seeds):
         alone, alone_summary = single(init(jax.random.key(s)), batches)
-        for x, y in zip(jax.tree.leaves((together.params, together.opt_state, summary)),
-                        jax.tree.leaves((alone.params, alone.opt_state, alone_summary)), strict=True):
-            assert np.array_equal(np.asarray(x)[i], np.asarray(y))
+        assert_replica_is_the_run_alone(together, summary, i, alone, alone_summary)
         assert int(together.step[i]) == 6
         assert np.array_equal(jax.random.key_data(together.key[i]), jax.random.key_data(jax.random.key(s)))
 
@@ -155,17 +162,14 @@ def test_one_vmapped_replica_runs_the_plain_step():
     bit for bit the seed alone, with the replica axis kept on every output."""
     init, step = make(noise=0.1)
     batches = RegressionSource(seed=0, batch_size=16).batches(0, 4)
-    one, summary = train.compile_fused(step, replicas=True, replica_mode="vmap")(
-        train.init_replicas(init, train.seed_keys([7])), batches)
-    alone, alone_summary = train.compile_fused(step)(init(jax.random.key(7)), batches)
-    for x, y in zip(jax.tree.leaves((one.params, one.opt_state, summary)),
-                    jax.tree.leaves((alone.params, alone.opt_state, alone_summary)), strict=True):
-        assert np.shape(x) == (1, *np.shape(y)) and np.array_equal(np.asarray(x)[0], np.asarray(y))
-    assert one.step.shape == (1,) and one.key.shape == (1,)
+    vmapped = train.compile_fused(step, replicas=True, replica_mode="vmap")
+    states = train.init_replicas(init, train.seed_keys([7]))
     # the compiled program is the plain one: plain jax.vmap here compiles 2 transposes, the seed alone 0
-    lowered = train.compile_fused(step, replicas=True, replica_mode="vmap").lower(
-        train.init_replicas(init, train.seed_keys([7])), batches)
-    assert " transpose(" not in lowered.compile().as_text()
+    assert " transpose(" not in vmapped.lower(states, batches).compile().as_text()
+    one, summary = vmapped(states, batches)
+    alone, alone_summary = train.compile_fused(step)(init(jax.random.key(7)), batches)
+    assert_replica_is_the_run_alone(one, summary, 0, alone, alone_summary)
+    assert one.step.shape == (1,) and one.key.shape == (1,)
     with pytest.raises(ValueError, match="leading replica axis"):
         train.vmap_replicas(lambda s, b: (s, {}))({"a": jnp.zeros((1, 2)), "b": jnp.zeros((2, 2))}, None)
 
