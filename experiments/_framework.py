@@ -84,6 +84,35 @@ class Context:
 
 
 @dataclasses.dataclass(frozen=True)
+class Built:
+    """What every experiment's `build(...)` returns: one trainable model's pieces, by name.
+
+    `init` and `step` are all that `genjax.train.fit` (and the benchmarks) need; the other
+    fields are what the experiment itself needs to evaluate or sample the trained model, and are
+    None where the model has no such piece.
+
+    Attributes:
+      model: the Flax module (a dict of modules for a GAN: "generator", "discriminator").
+      init: `init(key) -> TrainState`, the state of one run (one seed).
+      step: the train step `(state, batch, axis_name=None) -> (state, metrics)`.
+      loss_fn: the loss `step` was made from with `genjax.train.make_train_step`, if it was.
+      sample: the generative model's sampler (its signature is in the experiment's `build`).
+      schedule: a diffusion noise schedule (`genjax.diffusion.Schedule`).
+      apply_fn: the denoiser `(params, x_t, t) -> predicted noise`.
+      options: the variant's options (a GAN's `GanOptions`).
+    """
+
+    model: Any
+    init: Callable[[Any], Any]
+    step: Callable[..., Any]
+    loss_fn: Callable[..., Any] | None = None
+    sample: Callable[..., Any] | None = None
+    schedule: Any = None
+    apply_fn: Callable[..., Any] | None = None
+    options: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     name: str
     title: str
