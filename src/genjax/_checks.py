@@ -98,6 +98,24 @@ def int_array(x: ArrayLike, name: str) -> jax.Array:
     return arr
 
 
+def is_concrete(x: Any) -> bool:
+    """True when the value of `x` is known now: not a tracer of an enclosing jit/vmap/grad."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def int_in_range(arr: jax.Array, name: str, low: int, high: int, what: str = "") -> None:
+    """Every entry of a concrete integer array in [low, high); a tracer is not checked.
+
+    The caller documents (and implements) what a traced out-of-range value does.
+    """
+    if not is_concrete(arr) or arr.size == 0:
+        return
+    lo, hi = int(jnp.min(arr)), int(jnp.max(arr))
+    if lo < low or hi >= high:
+        bad = lo if lo < low else hi
+        raise ValueError(f"`{name}` must have entries in [{low}, {high}){what}, got {bad}")
+
+
 def out_dtype(*arrays: jax.Array) -> jnp.dtype:
     """The promoted floating dtype of the inputs; the default float if none is floating."""
     floats = [a.dtype for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
