@@ -49,3 +49,23 @@ def flatten_trailing(v: jax.Array, n: int) -> jax.Array:
     [B, 784] (3.8 ms vs 0.2 ms for the Bernoulli log-likelihood at B = 128, the largest cost of a
     VAE-MLP step), so per-example sums over image axes are computed on the flattened events."""
     return v.reshape(*v.shape[: v.ndim - n], math.prod(v.shape[v.ndim - n:])) if n > 1 else v
+
+
+def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
+    """x log sigmoid(l) + (1 - x) log sigmoid(-l), elementwise, with its limits at l = +-inf.
+
+    For finite logits this is the identical `x l - softplus(l)` (one exp and one log1p per
+    element, gradient `x - sigmoid(l)`), finite for any finite logits. At `l = +-inf` that form is
+    `inf - inf`; the limit is returned instead: with `a = x - 1` at `+inf` and `a = x` at `-inf`
+    (the coefficient of `l` as `|l|` grows), it is 0 where `a == 0` (a certain outcome that
+    happened: `x = 1` at `+inf`, `x = 0` at `-inf`) and `a * l` (`-inf` for `x` in [0, 1])
+    otherwise. The double `where` keeps infinities out of the unused branches, so the gradient
+    is finite (0) at the finite limits. Used by genjax.vae and genjax.autoencoders.
+    """
+    x, logits = jnp.asarray(x), jnp.asarray(logits)
+    infinite = jnp.isinf(logits)
+    finite_l = jnp.where(infinite, 0, logits)
+    finite = x * finite_l - softplus(finite_l)
+    a = jnp.where(logits > 0, x - 1, x)
+    limit = jnp.where(a == 0, 0, jnp.where(a == 0, 1, a) * logits)
+    return jnp.where(infinite, limit, finite)
