@@ -117,8 +117,12 @@ def int_in_range(arr: jax.Array, name: str, low: int, high: int, what: str = "")
 
 
 def out_dtype(*arrays: jax.Array) -> jnp.dtype:
-    """The promoted floating dtype of the inputs; the default float if none is floating."""
-    floats = [a.dtype for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
+    """The promoted floating dtype of the inputs; the default float if none is floating.
+
+    Promotes the arrays themselves, not their dtypes, so a weakly typed Python-scalar argument
+    (`mean_p=0.0`) does not widen bfloat16 data to float32.
+    """
+    floats = [a for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
     if not floats:
         return default_float()
     return jnp.dtype(jnp.result_type(*floats))
