@@ -484,6 +484,12 @@ def predict_eps(schedule: Schedule, xt: Any, t: Any, x0: Any) -> jax.Array:
 
         eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)
 
+    Args:
+        schedule: the `Schedule`.
+        xt: `[B, ...]`.
+        t: int, `[]` or `[B]`.
+        x0: the data (or its prediction), of `xt`'s shape.
+
     Returns:
         eps, `[B, ...]`.
     """
@@ -498,6 +504,12 @@ def predict_eps(schedule: Schedule, xt: Any, t: Any, x0: Any) -> jax.Array:
 
 def v_target(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
     """The velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022).
+
+    Args:
+        schedule: the `Schedule`.
+        x0: the data, `[B, ...]`.
+        t: int, `[]` or `[B]`.
+        noise: the noise of `x0`'s shape that `q_sample` adds.
 
     Returns:
         v, `[B, ...]`.

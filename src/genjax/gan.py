@@ -469,7 +469,14 @@ class HistoricalAverage(NamedTuple):
 
 
 def historical_average_init(params: PyTree) -> HistoricalAverage:
-    """Starts the historical average at the initial parameters (t = 1)."""
+    """Starts the historical average at the initial parameters (t = 1).
+
+    Args:
+      params: the initial parameters (any pytree of arrays).
+
+    Returns:
+      A `HistoricalAverage` whose average is `params` and whose count is 1.
+    """
     return HistoricalAverage(jax.tree.map(jnp.asarray, params), jnp.ones((), jnp.int32))
 
 
