@@ -333,7 +333,7 @@ def make_log_weights(model, cfg: Config):
 
     @jax.jit
     def log_weights(params, key, x):
-        return vae.sample_iwae_log_weights(key, x, lambda x_: encode(params, x_), lambda z: decode(params, z),
+        return vae.sample_iwae_log_weights(key, lambda x_: encode(params, x_), lambda z: decode(params, z), x,
                                            cfg.iwae_samples, chunk_size=cfg.iwae_chunk)
 
     return log_weights
