@@ -9,12 +9,8 @@ float32 unless a test says otherwise.
 
 from __future__ import annotations
 
-import doctest
 import functools
 import math
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -473,30 +469,7 @@ def test_jitted_training_loss_traces_once():
     assert len(traces) == 1
 
 
-def test_docstring_examples():
-    result = doctest.testmod(ae, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 10 and result.failed == 0
-
-
-def test_public_api_is_documented():
-    for name in ae.__all__:
-        obj = getattr(ae, name)
-        if callable(obj):
-            doc = obj.__doc__
-            assert "Args:" in doc and "Returns:" in doc and "References:" in doc and ">>>" in doc, name
-
-
-def test_import_is_light():
-    src = os.path.dirname(os.path.dirname(os.path.abspath(ae.__file__)))
-    code = (
-        "import sys, genjax.autoencoders; "
-        "heavy = ('flax', 'optax', 'orbax', 'tensorflow_datasets', 'matplotlib', 'scipy'); "
-        "print([m for m in heavy if m in sys.modules])"
-    )
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
-
+# The doctests, `__all__` and the light import of this module: tests/test_math_modules.py.
 
 # ------------------------------------------------------------------------------------------
 # genjax.nn DenseAutoencoder

@@ -532,12 +532,7 @@ def test_forward_functions_under_vmap_and_check_grads():
                 order=1, atol=1e-2, rtol=1e-2)
 
 
-def test_docstring_examples():
-    import doctest
-
-    result = doctest.testmod(df, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
+# The doctests, `__all__` and the light import of this module: tests/test_math_modules.py.
 
 # ------------------------------------------------------------------------------ live diffusers
 # The NumPy transcriptions above run everywhere. Where diffusers (and torch) happen to be

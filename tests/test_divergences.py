@@ -8,11 +8,7 @@ Everything runs in float32 (the library's default) unless a test says otherwise.
 
 from __future__ import annotations
 
-import doctest
 import math
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -676,38 +672,4 @@ def test_jitted_call_does_not_retrace():
     assert len(traces) == 1
 
 
-# ------------------------------------------------------------------------------------------
-# Documentation and import cost.
-# ------------------------------------------------------------------------------------------
-
-
-def test_docstring_examples():
-    result = doctest.testmod(dv, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 10 and result.failed == 0
-
-
-def test_public_api():
-    assert sorted(dv.__all__) == sorted(
-        [
-            "entropy", "cross_entropy", "kl_divergence", "js_divergence", "mutual_information",
-            "entropy_from_logits", "cross_entropy_from_logits", "kl_divergence_from_logits",
-            "js_divergence_from_logits", "bernoulli_kl", "gaussian_kl", "wasserstein_1d",
-        ]
-    )
-    for name in dv.__all__:
-        doc = getattr(dv, name).__doc__
-        assert "Args:" in doc and "Returns:" in doc and "References:" in doc and ">>>" in doc, name
-
-
-def test_import_is_light():
-    src = os.path.dirname(os.path.dirname(os.path.abspath(dv.__file__)))
-    code = (
-        "import sys, genjax.divergences; "
-        "heavy = ('flax', 'optax', 'orbax', 'tensorflow_datasets', 'matplotlib', 'scipy'); "
-        "print([m for m in heavy if m in sys.modules])"
-    )
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+# The doctests, `__all__` and the light import of this module: tests/test_math_modules.py.

@@ -8,11 +8,7 @@ Gaussian conditioning formulas, e.g. Bishop, PRML (2006), eqs. 2.113-2.117).
 
 from __future__ import annotations
 
-import doctest
 import math
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -458,31 +454,4 @@ def test_vae_conv_shapes_and_parameter_names():
     assert out.shape == (5, 28, 28, 1)
 
 
-# ------------------------------------------------------------------------------------------
-# Documentation and import cost.
-# ------------------------------------------------------------------------------------------
-
-
-def test_docstring_examples():
-    result = doctest.testmod(vae, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 15 and result.failed == 0
-
-
-def test_public_api():
-    assert sorted(vae.__all__) == sorted([
-        "LIKELIHOODS", "reparameterize", "elbo", "log_likelihood", "diag_gaussian_log_prob", "score_function_elbo",
-        "iwae_log_weights", "iwae_bound", "sample_iwae_log_weights", "estimate_log_likelihood"])
-    for name in vae.__all__:
-        if name == "LIKELIHOODS":
-            continue
-        doc = getattr(vae, name).__doc__
-        assert "Args:" in doc and "Returns:" in doc and "References:" in doc and ">>>" in doc, name
-
-
-def test_import_is_light():
-    src = os.path.dirname(os.path.dirname(os.path.abspath(vae.__file__)))
-    code = ("import sys, genjax.vae; heavy = ('flax', 'optax', 'orbax', 'tensorflow_datasets', 'matplotlib', "
-            "'scipy'); print([m for m in heavy if m in sys.modules])")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+# The doctests, `__all__` and the light import of this module: tests/test_math_modules.py.
