@@ -174,6 +174,33 @@ def test_one_vmapped_replica_runs_the_plain_step():
         train.vmap_replicas(lambda s, b: (s, {}))({"a": jnp.zeros((1, 2)), "b": jnp.zeros((2, 2))}, None)
 
 
+def test_vmapped_replicas_share_the_step_so_a_cond_on_it_stays_a_branch():
+    """A `lax.cond` on `state.step` (gan_vanishing_gradients measures every k-th step) is a real
+    branch under vmapped replicas: the step is shared, not batched into a `select` of both sides.
+    The results are the looped replicas' (each replica's own program)."""
+    init, base = make(noise=0.1)
+
+    def step(state, batch):
+        new, metrics = base(state, batch)
+        probe = jax.lax.cond(state.step % 3 == 0, lambda p: jnp.sum(jnp.sin(p["w1"])), lambda p: jnp.zeros(()),
+                             new.params)
+        return new, {**metrics, "probe": probe}
+
+    states = lambda: train.init_replicas(init, train.seed_keys([4, 5]))  # noqa: E731
+    batches = RegressionSource(seed=0, batch_size=16).batches(0, 6)
+    vmapped = train.compile_fused(step, replicas=True, replica_mode="vmap")
+    hlo = vmapped.lower(states(), batches).compile().as_text()
+    assert " conditional(" in hlo  # plain jax.vmap makes it a select: no conditional at all
+    out = vmapped(states(), batches)
+    looped = train.compile_fused(step, replicas=True, replica_mode="loop")(states(), batches)
+    assert_trees_close((out[0].params, out[1]), (looped[0].params, looped[1]))
+    assert out[0].step.tolist() == [6, 6]
+    assert float(out[1]["mean"]["probe"][0]) != 0.0
+    with pytest.raises(ValueError, match="share one step count"):
+        train.fit(states().replace(step=jnp.asarray([0, 3], jnp.int32)), step, RegressionSource(0, 16),
+                  num_steps=6, replicas=True, progress=False)
+
+
 def test_looped_replicas_compile_once_and_reject_bad_input():
     init, step = make(noise=0.0)
     source = RegressionSource(seed=0, batch_size=16)

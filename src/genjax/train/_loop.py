@@ -122,11 +122,21 @@ def _replica_count(states: PyTree, batches: PyTree, batches_per_replica: bool) -
 def vmap_replicas(fn: Callable, batches_per_replica: bool = False) -> Callable:
     """`jax.vmap(fn, in_axes=(0, 0 if batches_per_replica else None))`, except that one replica
     runs `fn` itself on the squeezed state (XLA:CPU compiles a size-1 batch axis into transposed
-    layouts and extra copies: 0.82x the plain step for vae_mlp)."""
-    batched = jax.vmap(fn, in_axes=(0, 0 if batches_per_replica else None))
+    layouts and extra copies: 0.82x the plain step for vae_mlp).
+
+    Replicated `TrainState`s share one step counter (`fit` starts, resumes and advances them
+    together), so `fn` sees replica 0's `step` unbatched: a `lax.cond` on the step (e.g. "measure
+    every 5th step") stays a branch instead of becoming a `select` that runs both sides for every
+    replica. The returned states carry the step on every replica again.
+    """
+    axes = (0, 0 if batches_per_replica else None)
+    batched = jax.vmap(fn, in_axes=axes)
 
     def run(states, batches):
         if _replica_count(states, batches, batches_per_replica) > 1:
+            if isinstance(states, TrainState):
+                step = states.step[0]
+                return jax.vmap(lambda s, b: fn(s.replace(step=step), b), in_axes=axes)(states, batches)
             return batched(states, batches)
         squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
         out = fn(squeeze(states), squeeze(batches) if batches_per_replica else batches)
@@ -322,6 +332,9 @@ def fit(
             metrics_log = MetricsSinks(MetricsLog(os.path.join(workdir, "metrics.jsonl")),
                                        TensorBoardWriter(os.path.join(workdir, "tensorboard")))
     start = int(np.asarray(state.step).reshape(-1)[0])
+    if replicas and (np.ndim(state.step) != 1 or np.any(np.asarray(state.step) != start)):
+        raise ValueError("replicas=True needs states with a leading replica axis that share one step count "
+                         f"(e.g. from init_replicas); got step {np.asarray(state.step).tolist()}")
     if metrics_log is not None and is_main:
         metrics_log.truncate_after(start)
     if resumed_from is not None and is_main:
