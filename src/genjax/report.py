@@ -32,6 +32,7 @@ __all__ = [
     "MetricsLog",
     "Report",
     "format_number",
+    "image_grid",
     "html_page",
     "read_jsonl",
     "TensorBoardWriter",
@@ -150,6 +151,62 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a line cut short by a kill
     return records
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def image_grid(images: Any, *, cols: int, rows: int | None = None, pad: int = 0, fill: float = 1.0):
+    """Tiles images into one image, row by row, `cols` to a row, for `imshow`.
+
+    Image i goes to row i // cols, column i % cols. Cells are `pad` pixels apart and `pad`
+    pixels from the border; the gaps, the border and the cells without an image are `fill`.
+
+    Args:
+        images: [N, H, W], or [N, H, W, C] (C = 1: grey, tiled as [N, H, W]; C = 3 or 4: colour).
+        cols: images per row (a positive int).
+        rows: rows of the grid; by default as many as the N images need, ceil(N / cols). Images
+            beyond rows * cols are left out.
+        pad: pixels between cells and around the grid (a non-negative int).
+        fill: the value of the gaps and of the empty cells (1.0: white in [0, 1] grey scale).
+
+    Returns:
+        A float32 NumPy array [rows * (H + pad) + pad, cols * (W + pad) + pad] (and [..., C] for
+        colour images).
+
+    Examples:
+        >>> import numpy as np
+        >>> image_grid(np.zeros((3, 2, 2, 1)), cols=2).shape
+        (4, 4)
+        >>> image_grid(np.zeros((3, 2, 2)), cols=2, pad=1, fill=0.5)[0]
+        array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], dtype=float32)
+    """
+    import numpy as np
+
+    from genjax import _checks
+
+    x = np.asarray(images)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim not in (3, 4):
+        raise ValueError(f"`images` must be [N, H, W] or [N, H, W, C], got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_) or np.iscomplexobj(x):
+        raise TypeError(f"`images` must be real numbers, got dtype {x.dtype}")
+    cols = _checks.positive_int(cols, "cols")
+    pad = _checks.integer(pad, "pad", low=0)
+    fill = _checks.number(fill, "fill")
+    if rows is None:
+        if len(x) == 0:
+            raise ValueError("`images` is empty: pass `rows` for an empty grid")
+        rows = -(-len(x) // cols)
+    rows = _checks.positive_int(rows, "rows")
+    h, w = x.shape[1:3]
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, *x.shape[3:]), fill, np.float32)
+    for i, img in enumerate(x[: rows * cols]):
+        r, c = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        grid[top:top + h, left:left + w] = img
+    return grid
 
 
 # ----------------------------------------------------------------------------- reports

@@ -9,8 +9,14 @@ good checkpoint, and stops on a non-finite metric. `parallel="pmap"` or `"sharde
 batch over devices (and processes, after `initialize_distributed`); `replicas=True` trains a
 leading axis of independent states (seeds, learning rates) as one program: vmapped on GPU/TPU,
 one replica after another on CPU (`replica_mode`; bit-for-bit the runs trained alone).
+
+Around the steps: `with_ema(step, decay)` adds an EMA of the weights (with the usual warm-up),
+`map_batched(fn, data, batch_size=B)` applies a compiled function to a whole split in batches of
+one shape (the last one padded, nothing dropped), `time_compiled(fn, calls)` times calls of a
+program compiled ahead of time.
 """
 
+from genjax.train._apply import map_batched, time_compiled
 from genjax.train._checkpoint import Checkpointer
 from genjax.train._loop import (
     DATA_AXIS,
@@ -39,6 +45,7 @@ from genjax.train._state import (
     pmean_if,
     save_params,
     set_hyperparams,
+    with_ema,
 )
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "fuse_steps",
     "init_replicas",
     "loop_replicas",
+    "map_batched",
     "vmap_replicas",
     "load_params",
     "initialize_distributed",
@@ -67,4 +75,6 @@ __all__ = [
     "seed_keys",
     "set_hyperparams",
     "steps_per_second",
+    "time_compiled",
+    "with_ema",
 ]

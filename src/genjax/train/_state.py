@@ -219,3 +219,65 @@ def ema_update(average: PyTree, value: PyTree, decay: float | jax.Array) -> PyTr
     For EMA weights kept in `state.extras["ema_params"]`; returns the new average.
     """
     return jax.tree.map(lambda a, v: decay * a + (1.0 - decay) * v, average, value)
+
+
+def with_ema(
+    step: Callable[..., tuple[TrainState, Metrics]],
+    decay: float,
+    *,
+    warmup: bool = True,
+    slot: str = "ema_params",
+) -> Callable[..., tuple[TrainState, Metrics]]:
+    """`step` followed by an exponential moving average of the parameters in `extras[slot]`.
+
+    The returned step `(state, batch, axis_name=None) -> (state, metrics)` runs `step`, then, with
+    n = the new `state.step` (the steps taken, this one included),
+
+        extras[slot] <- d_n * extras[slot] + (1 - d_n) * params
+        d_n = min(decay, (1 + n) / (10 + n))     with `warmup` (the default)
+        d_n = decay                              without
+
+    The warm-up is the `num_updates` rule of TensorFlow's `tf.train.ExponentialMovingAverage`,
+    which the DDPM reference code uses: early on the average forgets the initial weights fast.
+    Its closed form: while (1 + n) / (10 + n) <= decay, starting from an average a_0 with the
+    parameters held at p, a_n = P_n a_0 + (1 - P_n) p with P_n = prod_{k=1..n} (1 + k) / (10 + k)
+    = 10! (n + 1)! / (n + 10)!.
+
+    The state must have the slot, holding its own buffers (the fused steps of `fit` donate the
+    whole state), e.g. `TrainState.create(..., extras={"ema_params": jax.tree.map(jnp.copy,
+    params)})`. The metrics are `step`'s.
+
+    Args:
+        step: a train step `(state, batch, axis_name=None) -> (state, metrics)`.
+        decay: the EMA decay in [0, 1] (a Python number).
+        warmup: use the warm-up rule above (True) or the constant `decay` (False).
+        slot: the `state.extras` entry that holds the average.
+
+    Returns:
+        The train step with the EMA update.
+    """
+    from genjax import _checks
+
+    if not callable(step):
+        raise TypeError(f"`step` must be a train step (state, batch, axis_name=None) -> (state, metrics), "
+                        f"got {type(step).__name__}")
+    decay = _checks.number(decay, "decay", 0.0, 1.0)
+    if not isinstance(warmup, bool):
+        raise TypeError(f"`warmup` must be True or False, got {warmup!r}")
+    if not isinstance(slot, str):
+        raise TypeError(f"`slot` must be the name of a state.extras entry (a str), got {slot!r}")
+
+    def ema_step(state: TrainState, batch: PyTree, axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+        if slot not in state.extras:
+            raise KeyError(f"with_ema needs state.extras[{slot!r}] (a copy of the parameters); "
+                           f"the state's extras are {sorted(state.extras)}")
+        state, metrics = step(state, batch, axis_name)
+        if warmup:
+            n = state.step.astype(jnp.float32)
+            d = jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+        else:
+            d = decay
+        average = ema_update(state.extras[slot], state.params, d)
+        return state.replace(extras={**state.extras, slot: average}), metrics
+
+    return ema_step
