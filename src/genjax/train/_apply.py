@@ -46,7 +46,7 @@ def map_batched(fn: Callable[[PyTree], PyTree], data: PyTree, *, batch_size: int
         >>> import jax, jax.numpy as jnp, numpy as np
         >>> square = jax.jit(lambda x: x * x)
         >>> map_batched(square, np.arange(5.0), batch_size=2)
-        array([ 0.,  1.,  4.,  9., 16.])
+        array([ 0.,  1.,  4.,  9., 16.], dtype=float32)
     """
     if not callable(fn):
         raise TypeError(f"`fn` must be a function of one batch, got {type(fn).__name__}")
