@@ -39,11 +39,21 @@ Conventions:
   all leading positions are quantized independently against the codebook ``[K, D]``. Indices
   have the leading shape ``[...]`` and dtype int32. Nothing is broadcast silently: mismatched
   shapes raise ``ValueError`` naming the arguments.
-- **Distances** are squared Euclidean, computed as ``||z||^2 - 2 z.e + ||e||^2`` with one matrix
-  product (memory ``[N, K]``, never ``[N, K, D]``), in at least float32 and at full matmul
-  precision (TPUs otherwise multiply in bfloat16). Ties go to the lowest index.
-- **Dtypes.** Half-precision latents are quantized in float32; ``z_q`` has ``z``'s dtype and the
-  losses are returned in the input dtype. EMA statistics are kept in at least float32.
+- **Distances** are squared Euclidean. The codes are ranked with one matrix product on latents and
+  codes centred at the codebook mean (memory ``[N, K]``, never ``[N, K, D]``), in at least
+  float32 and at full matmul precision (TPUs otherwise multiply in bfloat16); by default the 8
+  best are then re-ranked by the direct ``||z - e||^2``, which makes the assignment exact even
+  when latents and codes share a large offset (``nearest_code`` states the guarantee;
+  ``exact=False`` skips the re-ranking). Ties go to the lowest index.
+- **Dtypes.** Real inputs are accepted: integer and boolean arrays are promoted to float32
+  (``genjax._checks``' policy); index arrays must be integers. Half-precision latents are
+  quantized in float32; ``z_q`` has ``z``'s dtype and the losses are returned in the input dtype
+  (a loss beyond float16's range, 65504, is inf there). EMA statistics are kept in at least
+  float32.
+- **Checks.** Arguments are checked in Python before the jitted kernel: shapes, dtypes, static
+  numbers (``beta``, ``decay``, ``eps``, ``threshold``: NaN, infinities, strings and booleans are
+  rejected) and concrete indices outside ``0..K-1`` (``ValueError``). Traced values cannot be
+  checked; each function documents what it does with them.
 - **Reductions.** The losses are means over every entry (``N * D`` of them), exactly like
   dm-haiku's and Sonnet's ``VectorQuantizer``: ``mean_j ||z_j - e_{k_j}||^2 / D``. An empty batch
   gives 0.
@@ -65,13 +75,13 @@ References:
 
 from __future__ import annotations
 
-import functools
-import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from genjax import _checks
 
 __all__ = [
     "quantize",
@@ -89,36 +99,19 @@ __all__ = [
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+_CANDIDATES = 8  # codes re-ranked by the direct distance in the exact nearest-code search
 
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers (static, at trace time).
+# Validation helpers (static, at trace time); the shared policy is genjax._checks'.
 # --------------------------------------------------------------------------------------------
 
 
-def _float_array(x: ArrayLike, name: str) -> jax.Array:
-    try:
-        arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be an array of floats, got {type(x).__name__}: {err}") from err
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        raise TypeError(f"`{name}` must have a floating dtype, got {arr.dtype}")
-    return arr
-
-
-def _int_array(x: ArrayLike, name: str) -> jax.Array:
-    try:
-        arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be an array of integers, got {type(x).__name__}: {err}") from err
-    if not jnp.issubdtype(arr.dtype, jnp.integer):
-        raise TypeError(f"`{name}` must have an integer dtype, got {arr.dtype}")
-    return arr
-
-
-def _check_codebook(codebook: jax.Array, name: str = "codebook") -> None:
+def _codebook(codebook: ArrayLike, name: str = "codebook") -> jax.Array:
+    codebook = _checks.float_array(codebook, name)
     if codebook.ndim != 2 or codebook.shape[0] < 1 or codebook.shape[1] < 1:
         raise ValueError(f"`{name}` must have shape [K, D] with K, D >= 1, got shape {codebook.shape}")
+    return codebook
 
 
 def _check_latents(z: jax.Array, dim: int, name: str = "z") -> None:
@@ -128,37 +121,35 @@ def _check_latents(z: jax.Array, dim: int, name: str = "z") -> None:
         )
 
 
-def _check_indices(indices: jax.Array, z: jax.Array) -> None:
+def _check_indices(indices: jax.Array, z: jax.Array, num_codes: int) -> None:
     if indices.shape != z.shape[:-1]:
         raise ValueError(
             f"`indices` must have the leading shape of `z`, {z.shape[:-1]}, got shape {indices.shape}"
         )
+    _checks.int_in_range(indices, "indices", 0, num_codes, f" (the codebook has K = {num_codes} codes)")
 
 
-def _check_num_codes(num_codes: int) -> int:
-    if isinstance(num_codes, bool) or not isinstance(num_codes, numbers.Integral) or num_codes < 1:
-        raise ValueError(f"`num_codes` must be a positive Python int, got {num_codes!r}")
-    return int(num_codes)
-
-
-def _check_scalar(value, name: str, low: float, high: float | None = None, high_open: bool = False) -> None:
-    """Range check for static numbers; traced or array values are accepted as they are."""
-    if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number, got {value!r}")
-    if isinstance(value, numbers.Real):
-        v = float(value)
-        bad = not (v >= low) or (high is not None and (v >= high if high_open else v > high))
-        if bad:
-            bracket = ")" if high_open else "]"
-            rng = f"[{low}, {high}{bracket}" if high is not None else f">= {low}"
-            raise ValueError(f"`{name}` must be in {rng}, got {value!r}")
-    elif jnp.ndim(value) != 0:
-        raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}")
+def _check_state(state: EmaCodebook) -> tuple[int, int]:
+    """An EmaCodebook whose fields have consistent shapes and floating statistics; returns (K, D)."""
+    if not isinstance(state, EmaCodebook):
+        raise TypeError(f"`state` must be an EmaCodebook (from ema_init), got {type(state).__name__}")
+    k, d = _codebook(state.codebook, "state.codebook").shape
+    for field, shape in (("hidden_count", (k,)), ("hidden_sum", (k, d)), ("cluster_size", (k,))):
+        value = getattr(state, field)
+        if not (isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating)):
+            raise TypeError(f"`state.{field}` must be a floating JAX array (from ema_init), got "
+                            f"{getattr(value, 'dtype', type(value).__name__)}")
+        if value.shape != shape:
+            raise ValueError(f"`state.{field}` must have shape {shape} for a [K, D] = [{k}, {d}] codebook, "
+                             f"got {value.shape}")
+    if jnp.shape(state.count) != ():
+        raise ValueError(f"`state.count` must be a scalar, got shape {jnp.shape(state.count)}")
+    return k, d
 
 
 def _stat_dtype(dtype) -> jnp.dtype:
     """At least float32 (float64 stays float64)."""
-    return jnp.promote_types(dtype, jnp.float32)
+    return _checks.compute_dtype(dtype)
 
 
 def _psum_if(x, axis_name):
@@ -170,22 +161,39 @@ def _psum_if(x, axis_name):
 # --------------------------------------------------------------------------------------------
 
 
-def nearest_code(z: ArrayLike, codebook: ArrayLike) -> jax.Array:
+def nearest_code(z: ArrayLike, codebook: ArrayLike, *, exact: bool = True) -> jax.Array:
     """Index of the nearest codebook vector (squared Euclidean distance) for every latent vector.
 
-    ``k(z) = argmin_k ||z - e_k||^2``, computed as ``||z||^2 - 2 z.e_k + ||e_k||^2`` with one
-    matrix product: memory ``[N, K]`` for ``N`` latent vectors, never ``[N, K, D]``.
+    ``k(z) = argmin_k ||z - e_k||^2``, found in two stages:
+
+    1. one matrix product ranks the codes by ``||e_k - c||^2 - 2 (z - c).(e_k - c)`` (the
+       distance up to the row constant ``||z - c||^2``), with ``c`` the codebook mean: centring
+       removes a common offset of latents and codes, which would otherwise cancel catastrophically
+       in ``||z||^2 - 2 z.e + ||e||^2`` (at an offset of 1000 in float32 more than a third of the
+       assignments were wrong). Memory ``[N, K]`` for ``N`` latent vectors, never ``[N, K, D]``.
+    2. with ``exact=True`` (the default) the ``min(K, 8)`` best codes of that ranking are
+       re-ranked by the direct ``||z - e_k||^2`` (memory ``[N, 8, D]``).
+
+    Guarantee (``exact=True``): the index returned is the argmin of the direct squared distances
+    ``sum_d (z_d - e_kd)^2`` evaluated in the compute dtype (float32, or float64 under x64), ties
+    going to the lowest index, whenever the nearest code is among the 8 best of stage 1, i.e.
+    unless 8 other codes lie within stage 1's rounding error (relative ~1e-6 of
+    ``||z - c||^2 + ||e - c||^2``) of it. In particular a latent equal to a code maps to that code
+    (to the lowest index among duplicates). It then agrees with a float64 argmin except at
+    near-ties closer than float32's rounding of the direct distances. ``exact=False`` returns
+    stage 1's argmin alone (cheaper, approximate at near-ties).
 
     Args:
-      z: latents, shape ``[..., D]``, floating.
-      codebook: ``[K, D]``, floating.
+      z: latents, shape ``[..., D]``, real (integer and boolean inputs become float32).
+      codebook: ``[K, D]``, real.
+      exact: re-rank the best candidates by the direct distance (static Python bool).
 
     Returns:
       int32 indices in ``0..K-1``, shape ``[...]`` (``z.shape[:-1]``); ties go to the lowest index.
 
     Raises:
       ValueError: if ``codebook`` is not ``[K, D]`` or ``z``'s last axis is not ``D``.
-      TypeError: for non-floating inputs.
+      TypeError: for complex, string or None inputs, or a non-bool ``exact``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -194,24 +202,38 @@ def nearest_code(z: ArrayLike, codebook: ArrayLike) -> jax.Array:
       >>> vq.nearest_code(jnp.array([[0.9, 0.7], [-1.2, 0.1]]), codebook).tolist()
       [1, 2]
     """
-    z = _float_array(z, "z")
-    codebook = _float_array(codebook, "codebook")
-    _check_codebook(codebook)
+    z, codebook, exact = _quantize_args(z, codebook, exact)
+    return _nearest_kernel(z, codebook, exact=exact)
+
+
+def _quantize_args(z, codebook, exact):
+    z = _checks.float_array(z, "z")
+    codebook = _codebook(codebook)
     _check_latents(z, codebook.shape[1])
-    return _nearest_kernel(z, codebook)
+    if not isinstance(exact, bool):
+        raise TypeError(f"`exact` must be a Python bool, got {exact!r}")
+    return z, codebook, exact
 
 
-@jax.jit
-def _nearest_kernel(z, codebook):
-    compute = _stat_dtype(jnp.result_type(z.dtype, codebook.dtype))
-    flat = z.reshape(-1, z.shape[-1]).astype(compute)  # [N, D]
-    e = codebook.astype(compute)  # [K, D]
-    distances = (
-        jnp.sum(flat**2, axis=1, keepdims=True)
-        - 2.0 * jnp.matmul(flat, e.T, precision=_HIGHEST)
-        + jnp.sum(e**2, axis=1)[None, :]
-    )  # [N, K]
-    return jnp.argmin(distances, axis=1).astype(jnp.int32).reshape(z.shape[:-1])
+@_checks.kernel("exact")
+def _nearest_kernel(z, codebook, *, exact):
+    compute = _checks.compute_dtype(z, codebook)
+    d = z.shape[-1]
+    flat = jax.lax.stop_gradient(z).reshape(-1, d).astype(compute)  # [N, D]
+    e = jax.lax.stop_gradient(codebook).astype(compute)  # [K, D]
+    centre = jnp.mean(e, axis=0)  # [D]
+    ec = e - centre
+    # ||z - e||^2 - ||z - c||^2 in the centred coordinates: the row constant does not change the argmin.
+    scores = jnp.sum(ec**2, axis=1)[None, :] - 2.0 * jnp.matmul(flat - centre, ec.T, precision=_HIGHEST)  # [N, K]
+    if not exact:
+        return jnp.argmin(scores, axis=1).astype(jnp.int32).reshape(z.shape[:-1])
+    m = min(_CANDIDATES, e.shape[0])
+    _, candidates = jax.lax.top_k(-scores, m)  # [N, m]; equal scores: the lower index first
+    candidates = jnp.sort(candidates, axis=1)  # so that argmin's first minimum is the lowest index
+    direct = jnp.sum((flat[:, None, :] - e[candidates]) ** 2, axis=-1)  # [N, m], uncentred: z - e is exact near e
+    best = jnp.argmin(direct, axis=1)  # [N]
+    idx = jnp.take_along_axis(candidates, best[:, None], axis=1)[:, 0]
+    return idx.astype(jnp.int32).reshape(z.shape[:-1])
 
 
 def lookup(codebook: ArrayLike, indices: ArrayLike) -> jax.Array:
@@ -225,8 +247,13 @@ def lookup(codebook: ArrayLike, indices: ArrayLike) -> jax.Array:
       indices: integer array of any shape ``[...]`` with entries in ``0..K-1``.
 
     Returns:
-      ``[..., D]`` in the codebook's dtype. An index out of range gives NaN rows (``jnp.take``
-      with ``mode="fill"``), so that such a bug cannot go unnoticed.
+      ``[..., D]`` in the codebook's dtype (integer codebooks become float32). A concrete index out
+      of range is a ``ValueError``; a traced one (inside ``jit``) gives NaN rows (``jnp.take`` with
+      ``mode="fill"``), so that such a bug cannot go unnoticed.
+
+    Raises:
+      ValueError: ``codebook`` not ``[K, D]``, a concrete index outside ``0..K-1``.
+      TypeError: non-integer ``indices``; complex, string or None ``codebook``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -234,33 +261,36 @@ def lookup(codebook: ArrayLike, indices: ArrayLike) -> jax.Array:
       >>> vq.lookup(jnp.array([[0.0, 1.0], [2.0, 3.0]]), jnp.array([1, 1, 0])).tolist()
       [[2.0, 3.0], [2.0, 3.0], [0.0, 1.0]]
     """
-    codebook = _float_array(codebook, "codebook")
-    _check_codebook(codebook)
-    indices = _int_array(indices, "indices")
+    codebook = _codebook(codebook)
+    indices = _checks.int_array(indices, "indices")
+    k = codebook.shape[0]
+    _checks.int_in_range(indices, "indices", 0, k, f" (the codebook has K = {k} codes)")
     return jnp.take(codebook, indices, axis=0, mode="fill", fill_value=jnp.nan)
 
 
-def quantize(z: ArrayLike, codebook: ArrayLike) -> tuple[jax.Array, jax.Array]:
+def quantize(z: ArrayLike, codebook: ArrayLike, *, exact: bool = True) -> tuple[jax.Array, jax.Array]:
     """Vector-quantizes latents to their nearest codebook vectors, with the straight-through gradient.
 
     ``k_j = argmin_k ||z_j - e_k||^2`` and ``z_q = z + sg[e_k - z]``: the value of ``z_q`` is
     ``e_k`` (the quantized latent), and the gradient of anything computed from ``z_q`` flows to
     ``z`` unchanged (``d z_q / d z = I``), the straight-through estimator of the VQ-VAE paper.
     No gradient reaches ``codebook`` through ``z_q``: train the codebook with
-    ``codebook_loss(z, lookup(codebook, indices))`` or with ``ema_update``.
+    ``codebook_loss(z, lookup(codebook, indices))`` or with ``ema_update``. The indices are
+    ``nearest_code(z, codebook, exact=exact)`` (see there for the search and its guarantee).
 
     Args:
       z: encoder outputs, shape ``[..., D]`` (e.g. ``[B, D]``, ``[B, L, D]``, ``[B, H, W, D]``,
-        ``[B, T, H, W, D]``), floating.
-      codebook: ``[K, D]``, floating.
+        ``[B, T, H, W, D]``), real (integer and boolean inputs become float32).
+      codebook: ``[K, D]``, real.
+      exact: re-rank the best candidates by the direct distance (default; see ``nearest_code``).
 
     Returns:
-      ``(z_q, indices)``: ``z_q`` of ``z``'s shape and dtype, ``indices`` int32 of shape
+      ``(z_q, indices)``: ``z_q`` of ``z``'s shape and (floating) dtype, ``indices`` int32 of shape
       ``z.shape[:-1]``.
 
     Raises:
       ValueError: if ``codebook`` is not ``[K, D]`` or ``z``'s last axis is not ``D``.
-      TypeError: for non-floating inputs.
+      TypeError: for complex, string or None inputs, or a non-bool ``exact``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -276,16 +306,13 @@ def quantize(z: ArrayLike, codebook: ArrayLike) -> tuple[jax.Array, jax.Array]:
     References:
       van den Oord et al. 2017, section 3.1 and eq. 1-3; Bengio et al. 2013 (straight-through).
     """
-    z = _float_array(z, "z")
-    codebook = _float_array(codebook, "codebook")
-    _check_codebook(codebook)
-    _check_latents(z, codebook.shape[1])
-    return _quantize_kernel(z, codebook)
+    z, codebook, exact = _quantize_args(z, codebook, exact)
+    return _quantize_kernel(z, codebook, exact=exact)
 
 
-@jax.jit
-def _quantize_kernel(z, codebook):
-    indices = _nearest_kernel(z, codebook)
+@_checks.kernel("exact")
+def _quantize_kernel(z, codebook, *, exact):
+    indices = _nearest_kernel(z, codebook, exact=exact)
     e_k = jnp.take(jax.lax.stop_gradient(codebook), indices, axis=0).astype(z.dtype)
     z_q = z + jax.lax.stop_gradient(e_k - z)
     return z_q, indices
@@ -297,15 +324,10 @@ def _quantize_kernel(z, codebook):
 
 
 def _loss_pair(z, e_k):
-    z = _float_array(z, "z")
-    e_k = _float_array(e_k, "e_k")
-    if z.shape != e_k.shape:
-        raise ValueError(
-            f"`z` and `e_k` must have the same shape [..., D], got z.shape={z.shape} and "
-            f"e_k.shape={e_k.shape} (take e_k = lookup(codebook, indices))"
-        )
-    out = jnp.result_type(z.dtype, e_k.dtype)
-    return z, e_k, out
+    z = _checks.float_array(z, "z")
+    e_k = _checks.float_array(e_k, "e_k")
+    _checks.same_shape(z, e_k, "z", "e_k")
+    return z, e_k, _checks.out_dtype(z, e_k)
 
 
 def _mean_sq(a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
@@ -315,7 +337,7 @@ def _mean_sq(a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
     return jnp.mean((a.astype(compute) - b.astype(compute)) ** 2).astype(out_dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("book_weight", "out_dtype"))
+@_checks.kernel("book_weight", "out_dtype")
 def _loss_kernel(z, e_k, commit_weight, *, book_weight, out_dtype):
     """book_weight * mean (sg[z] - e)^2 + commit_weight * mean (z - sg[e])^2."""
     commit = _mean_sq(z, jax.lax.stop_gradient(e_k), out_dtype)
@@ -340,7 +362,7 @@ def codebook_loss(z: ArrayLike, e_k: ArrayLike) -> jax.Array:
       A scalar in the inputs' (promoted) dtype; 0 for an empty batch.
 
     Raises:
-      ValueError: if the shapes differ. TypeError: for non-floating inputs.
+      ValueError: if the shapes differ. TypeError: for complex, string or None inputs.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -369,7 +391,7 @@ def commitment_loss(z: ArrayLike, e_k: ArrayLike) -> jax.Array:
       A scalar in the inputs' (promoted) dtype; 0 for an empty batch.
 
     Raises:
-      ValueError: if the shapes differ. TypeError: for non-floating inputs.
+      ValueError: if the shapes differ. TypeError: for complex, string or None inputs.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -393,14 +415,16 @@ def vq_loss(z: ArrayLike, e_k: ArrayLike, beta: float | ArrayLike = 0.25) -> jax
     Args:
       z: encoder outputs ``[..., D]``.
       e_k: their codes, same shape (``lookup(codebook, indices)``).
-      beta: the commitment weight, a non-negative scalar (may be traced, e.g. a vmapped sweep).
-        0.25 is the paper's value; it reports results robust for beta from 0.1 to 2.0.
+      beta: the commitment weight, a finite number >= 0 (may be traced, e.g. a vmapped sweep; a
+        traced value is used as given). 0.25 is the paper's value; it reports results robust for
+        beta from 0.1 to 2.0.
 
     Returns:
       A scalar in the inputs' (promoted) dtype.
 
     Raises:
-      ValueError: if the shapes differ or ``beta`` is negative. TypeError: non-floating inputs.
+      ValueError: if the shapes differ or a Python ``beta`` is negative, infinite or NaN.
+      TypeError: complex, string or None inputs; a string or bool ``beta``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -411,7 +435,7 @@ def vq_loss(z: ArrayLike, e_k: ArrayLike, beta: float | ArrayLike = 0.25) -> jax
     References:
       van den Oord et al. 2017, eq. 3 and section 3.2 (beta = 0.25, robust from 0.1 to 2.0).
     """
-    _check_scalar(beta, "beta", 0.0)
+    beta = _checks.number(beta, "beta", 0.0)
     z, e_k, out = _loss_pair(z, e_k)
     return _loss_kernel(z, e_k, beta, book_weight=True, out_dtype=out)
 
@@ -464,8 +488,7 @@ def ema_init(codebook: ArrayLike) -> EmaCodebook:
       >>> state.codebook.shape, state.hidden_count.shape, int(state.count)
       ((8, 3), (8,), 0)
     """
-    codebook = _float_array(codebook, "codebook")
-    _check_codebook(codebook)
+    codebook = _codebook(codebook)
     dtype = _stat_dtype(codebook.dtype)
     k, _ = codebook.shape
     return EmaCodebook(
@@ -523,17 +546,24 @@ def ema_update(
       state: the ``EmaCodebook``.
       z: the encoder outputs ``[..., D]`` the assignments were made for (no gradient flows).
       indices: their codes, int of shape ``z.shape[:-1]``, normally from
-        ``quantize(z, state.codebook)``. Indices outside ``0..K-1`` are ignored.
-      decay: ``gamma`` in ``[0, 1)``; 0.99 as in the paper's Appendix A.1 and VQ-VAE-2.
-      eps: the Laplace-smoothing ``epsilon >= 0``; 1e-5 as in dm-haiku and Sonnet.
+        ``quantize(z, state.codebook)``. A concrete index outside ``0..K-1`` is a ``ValueError``;
+        a traced one (inside ``jit``) cannot be checked and is ignored (it counts for no code).
+      decay: ``gamma`` in ``[0, 1)``; 0.99 as in the paper's Appendix A.1 and VQ-VAE-2. A traced
+        value is clipped into ``[0, 1 - 2^-24]`` (so the debiasing never divides by zero).
+      eps: the Laplace-smoothing ``epsilon >= 0``; 1e-5 as in dm-haiku and Sonnet. ``eps = 0``
+        (no smoothing) is allowed: the first update then gives the exact cluster means. A traced
+        value is clipped at 0.
       axis_name: the ``pmap`` axis over which to sum the batch statistics, or None.
 
     Returns:
-      The updated ``EmaCodebook``.
+      The updated ``EmaCodebook``; its statistics keep the state's dtypes (float32 from
+      ``ema_init``, also for bfloat16/float16 latents, which are accumulated in float32).
 
     Raises:
-      ValueError: mismatched shapes, ``decay`` outside ``[0, 1)``, negative ``eps``.
-      TypeError: non-floating ``z`` or non-integer ``indices``.
+      ValueError: mismatched shapes, a concrete index outside ``0..K-1``, a Python ``decay``
+        outside ``[0, 1)`` or ``eps`` negative (NaN and infinities included).
+      TypeError: complex/string/None ``z``, non-integer ``indices``, a string or bool ``decay`` or
+        ``eps``, a ``state`` that is not an ``EmaCodebook``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -548,32 +578,32 @@ def ema_update(
     References:
       van den Oord et al. 2017, Appendix A.1, eq. 6-8; Kingma & Ba 2015, section 3 (debiasing).
     """
-    if not isinstance(state, EmaCodebook):
-        raise TypeError(f"`state` must be an EmaCodebook (from ema_init), got {type(state).__name__}")
-    _check_scalar(decay, "decay", 0.0, 1.0, high_open=True)
-    _check_scalar(eps, "eps", 0.0)
-    z = _float_array(z, "z")
-    indices = _int_array(indices, "indices")
-    _check_codebook(state.codebook, "state.codebook")
-    k, d = state.codebook.shape
+    k, d = _check_state(state)
+    decay = _checks.number(decay, "decay", 0.0, 1.0, high_open=True)
+    eps = _checks.number(eps, "eps", 0.0)
+    z = _checks.float_array(z, "z")
+    indices = _checks.int_array(indices, "indices")
     _check_latents(z, d)
-    _check_indices(indices, z)
+    _check_indices(indices, z, k)
 
     return _ema_kernel(state, z, indices, decay, eps, axis_name=axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("axis_name",))
+_MAX_DECAY = 1.0 - 2.0**-24  # the largest float32 below 1
+
+
+@_checks.kernel("axis_name")
 def _ema_kernel(state, z, indices, decay, eps, *, axis_name):
     k = state.codebook.shape[0]
-    dtype = state.hidden_count.dtype
+    dtype = _stat_dtype(state.hidden_count.dtype)
     z = jax.lax.stop_gradient(z)
     counts, sums = _batch_statistics(z, indices, k, dtype, axis_name)
 
-    decay = jnp.asarray(decay, dtype)
-    eps = jnp.asarray(eps, dtype)
+    decay = jnp.clip(jnp.asarray(decay, dtype), 0.0, _MAX_DECAY)  # a no-op for checked Python numbers
+    eps = jnp.maximum(jnp.asarray(eps, dtype), 0.0)
     t = state.count + 1
-    hidden_count = state.hidden_count * decay + counts * (1 - decay)
-    hidden_sum = state.hidden_sum * decay + sums * (1 - decay)
+    hidden_count = state.hidden_count.astype(dtype) * decay + counts * (1 - decay)
+    hidden_sum = state.hidden_sum.astype(dtype) * decay + sums * (1 - decay)
     debias = 1.0 - jnp.power(decay, t)
     cluster_size = hidden_count / debias  # N_i
     dw = hidden_sum / debias  # m_i
@@ -583,10 +613,10 @@ def _ema_kernel(state, z, indices, decay, eps, *, axis_name):
     codebook = jnp.where(ok[:, None], dw / jnp.where(ok, smoothed, 1.0)[:, None], state.codebook)
     return EmaCodebook(
         codebook=codebook.astype(state.codebook.dtype),
-        hidden_count=hidden_count,
-        hidden_sum=hidden_sum,
+        hidden_count=hidden_count.astype(state.hidden_count.dtype),
+        hidden_sum=hidden_sum.astype(state.hidden_sum.dtype),
         count=t.astype(jnp.int32),
-        cluster_size=cluster_size,
+        cluster_size=cluster_size.astype(state.cluster_size.dtype),
     )
 
 
@@ -614,30 +644,33 @@ def restart_dead_codes(
       key: a PRNG key (the same on all devices under ``pmap``).
       state: the ``EmaCodebook``.
       z: encoder outputs ``[..., D]`` with at least one vector.
-      threshold: usage below which a code is restarted (``> 0`` to have any effect).
+      threshold: usage below which a code is restarted, a finite number ``>= 0`` (``> 0`` to have
+        any effect); a traced value is used as given.
       axis_name: the ``pmap`` axis to gather candidate latents from, or None.
 
     Returns:
       The updated ``EmaCodebook``.
 
     Raises:
-      ValueError: mismatched shapes, an empty ``z``, a negative ``threshold``.
+      ValueError: mismatched shapes, an empty ``z``, a Python ``threshold`` negative, infinite or
+        NaN.
+      TypeError: ``key`` None or not a PRNG key, ``state`` not an ``EmaCodebook``, a string or
+        bool ``threshold``, complex/string/None ``z``.
 
     References:
       P. Dhariwal et al., "Jukebox: A Generative Model for Music", 2020, section 3.3.
     """
-    if not isinstance(state, EmaCodebook):
-        raise TypeError(f"`state` must be an EmaCodebook (from ema_init), got {type(state).__name__}")
-    _check_scalar(threshold, "threshold", 0.0)
-    z = _float_array(z, "z")
-    k, d = state.codebook.shape
+    key = _checks.key(key)
+    k, d = _check_state(state)
+    threshold = _checks.number(threshold, "threshold", 0.0)
+    z = _checks.float_array(z, "z")
     _check_latents(z, d)
     if z.size == 0:
         raise ValueError(f"`z` must hold at least one latent vector to restart codes from, got shape {z.shape}")
     return _restart_kernel(key, state, z, threshold, axis_name=axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("axis_name",))
+@_checks.kernel("axis_name")
 def _restart_kernel(key, state, z, threshold, *, axis_name):
     k, d = state.codebook.shape
     flat = jax.lax.stop_gradient(z).reshape(-1, d).astype(state.codebook.dtype)  # [N, D]
@@ -663,12 +696,17 @@ def codebook_usage(indices: ArrayLike, num_codes: int, *, axis_name: str | None 
     """How many times each code is used: the histogram of ``indices`` over ``0..num_codes-1``.
 
     Args:
-      indices: int array of any shape (all entries are counted).
-      num_codes: ``K``, a static Python int.
+      indices: int array of any shape (all entries are counted), entries in ``0..K-1``. A
+        concrete entry out of range is a ``ValueError``; a traced one is not counted.
+      num_codes: ``K``, a static positive Python int.
       axis_name: the ``pmap`` axis to sum the counts over, or None.
 
     Returns:
       int32 counts ``[K]``; ``jnp.sum(counts > 0)`` is the number of codes in use.
+
+    Raises:
+      TypeError: non-integer ``indices``; a ``num_codes`` that is not a Python int (2.5, True).
+      ValueError: ``num_codes < 1``; a concrete index outside ``0..K-1``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -676,12 +714,18 @@ def codebook_usage(indices: ArrayLike, num_codes: int, *, axis_name: str | None 
       >>> vq.codebook_usage(jnp.array([[0, 2], [2, 2]]), 4).tolist()
       [1, 0, 3, 0]
     """
-    indices = _int_array(indices, "indices")
-    return _usage_kernel(indices, num_codes=_check_num_codes(num_codes), axis_name=axis_name)
+    return _usage_kernel(*_diagnostic_args(indices, num_codes), axis_name=axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("num_codes", "axis_name"))
-def _usage_kernel(indices, *, num_codes, axis_name):
+def _diagnostic_args(indices, num_codes):
+    indices = _checks.int_array(indices, "indices")
+    num_codes = _checks.positive_int(num_codes, "num_codes")
+    _checks.int_in_range(indices, "indices", 0, num_codes, f" (num_codes = {num_codes})")
+    return indices, num_codes
+
+
+@_checks.kernel("num_codes", "axis_name")
+def _usage_kernel(indices, num_codes, *, axis_name):
     counts = jnp.sum(jax.nn.one_hot(indices.reshape(-1), num_codes, dtype=jnp.int32), axis=0)
     return _psum_if(counts, axis_name)
 
@@ -695,12 +739,17 @@ def perplexity(indices: ArrayLike, num_codes: int, *, axis_name: str | None = No
     (with ``log(p + 1e-10)``). An empty batch gives 1.
 
     Args:
-      indices: int array of any shape.
-      num_codes: ``K``, a static Python int.
+      indices: int array of any shape, entries in ``0..K-1`` (a concrete entry out of range is a
+        ``ValueError``; a traced one is not counted).
+      num_codes: ``K``, a static positive Python int.
       axis_name: the ``pmap`` axis over which to pool the counts, or None.
 
     Returns:
-      A float32 scalar in ``[1, K]``.
+      A float32 scalar in ``[1, K]`` (clipped there against float rounding).
+
+    Raises:
+      TypeError: non-integer ``indices``; a ``num_codes`` that is not a Python int (2.5, True).
+      ValueError: ``num_codes < 1``; a concrete index outside ``0..K-1``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -708,16 +757,15 @@ def perplexity(indices: ArrayLike, num_codes: int, *, axis_name: str | None = No
       >>> float(vq.perplexity(jnp.array([0, 1, 2, 3]), 8)), float(vq.perplexity(jnp.array([5, 5]), 8))
       (4.0, 1.0)
     """
-    indices = _int_array(indices, "indices")
-    return _perplexity_kernel(indices, num_codes=_check_num_codes(num_codes), axis_name=axis_name)
+    return _perplexity_kernel(*_diagnostic_args(indices, num_codes), axis_name=axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("num_codes", "axis_name"))
-def _perplexity_kernel(indices, *, num_codes, axis_name):
+@_checks.kernel("num_codes", "axis_name")
+def _perplexity_kernel(indices, num_codes, *, axis_name):
     counts = _usage_kernel(indices, num_codes=num_codes, axis_name=axis_name).astype(jnp.float32)
     total = jnp.sum(counts)
     p = counts / jnp.maximum(total, 1.0)
     nz = p > 0
     sp = jnp.where(nz, p, 1.0)
     entropy = -jnp.sum(jnp.where(nz, sp * jnp.log(sp), 0.0))
-    return jnp.exp(entropy)
+    return jnp.clip(jnp.exp(entropy), 1.0, float(num_codes))
