@@ -1,6 +1,7 @@
 """What the GAN experiments share: training options, the GAN state, the alternating train step,
 batch sources (a pure (seed, step) sampler of the 2-D toys, images with one batch per critic
-step), seeds trained as one vmapped program, and the variant names of the MNIST experiment.
+step), and the variant names of the MNIST experiment. Seeds trained as one program are
+`genjax.train.fit(replicas=True)` with one source per seed.
 
 `make_gan_step(gen_fn, disc_fn, latent_dim, options)` builds one training step of every GAN
 variant of the chapter from `genjax.gan`'s pure losses: the minimax and non-saturating GAN, WGAN
@@ -233,51 +234,6 @@ class ImageSource:
     def batches(self, start_step: int, num_steps: int) -> dict[str, np.ndarray]:
         b = self.loader.batches(start_step * self.draws, num_steps * self.draws)["image"]
         return {"image": b.reshape(num_steps, self.draws, *b.shape[1:])}
-
-
-# ------------------------------------------------------------------------------ seeds as one program
-
-
-def shared_step_counter(replicated_state):
-    """A state from `train.init_replicas` with its step counter shared: every other leaf keeps
-    its leading replica (seed) axis, the step is one scalar.
-
-    `genjax.train.fit(replicas=True)` cannot checkpoint replicated states yet (its Checkpointer
-    reads the step as a Python int), so the GAN experiments train their seeds with
-    `vmap_step_over_replicas(step)` and `StackedSource` under a plain `fit`: the same vmapped program.
-    """
-    return replicated_state.replace(step=replicated_state.step[0])
-
-
-def vmap_step_over_replicas(step_fn):
-    """`step_fn` vmapped over the replica axis of a `shared_step_counter` state and of the batch.
-
-    The metrics come back per replica ([R] each).
-    """
-    import jax
-
-    def step(state, batch, axis_name=None):
-        def one(params, opt_state, key, extras, b):
-            s = state.replace(params=params, opt_state=opt_state, key=key, extras=extras)
-            s, metrics = step_fn(s, b, axis_name)
-            return s.params, s.opt_state, s.extras, metrics
-
-        params, opt_state, extras, metrics = jax.vmap(one)(
-            state.params, state.opt_state, state.key, state.extras, batch)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extras=extras), metrics
-
-    return step
-
-
-class StackedSource:
-    """One source from per-replica sources: `batches(start, k)` is [k, R, ...] (replica axis 1)."""
-
-    def __init__(self, sources):
-        self.sources = list(sources)
-
-    def batches(self, start_step: int, num_steps: int):
-        parts = [s.batches(start_step, num_steps) for s in self.sources]
-        return {name: np.stack([p[name] for p in parts], axis=1) for name in parts[0]}
 
 
 # ------------------------------------------------------------------------------ DCGAN on 28x28 images

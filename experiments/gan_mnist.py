@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._framework import Context, Experiment
+from experiments._framework import Built, Context, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +82,15 @@ QUICK = {"variants": ("gan", "wgan_gp"), "steps": 300, "width": 16, "eval_every"
 GRID = 36  # samples shown per sample grid (6 x 6)
 
 
-def build(cfg: Config, variant: str):
-    """`init(key) -> TrainState`, the train step, `sample(generator_params, extras, key, n)`, options."""
+def build(cfg: Config, variant: str) -> Built:
+    """A variant's networks (`model`: generator and discriminator), `init(key) -> TrainState`, the
+    train step, `sample(generator_params, extras, key, n) -> [n, 28, 28, 1]` and its `GanOptions`."""
     import jax
     import jax.numpy as jnp
     import optax
 
     from experiments._gan_common import GanOptions, gan_extras, images_to_float, make_gan_step, parse_variant
-    from genjax import train
-    from genjax.nn import _gan as gnn
+    from genjax import nn, train
 
     loss, switches = parse_variant(variant)
     wasserstein = loss in ("wgan", "wgan_gp")
@@ -107,8 +107,8 @@ def build(cfg: Config, variant: str):
         r1_weight=cfg.r1_gamma if "r1" in switches else 0.0,
     )
     vbn = "vbn" in switches
-    generator = gnn.DcganGenerator(width=cfg.width, norm="virtual_batch" if vbn else "batch")
-    discriminator = gnn.DcganDiscriminator(width=cfg.width, feature_dim=cfg.feature_dim,
+    generator = nn.DcganGenerator(width=cfg.width, norm="virtual_batch" if vbn else "batch")
+    discriminator = nn.DcganDiscriminator(width=cfg.width, feature_dim=cfg.feature_dim,
                                            minibatch_kernels=cfg.minibatch_kernels if "mbd" in switches else 0,
                                            minibatch_dim=cfg.minibatch_dim)
     if loss == "wgan":
@@ -137,7 +137,8 @@ def build(cfg: Config, variant: str):
         return gen_fn(g_params, jax.random.normal(key, (n, cfg.latent_dim)), extras)
 
     step = make_gan_step(gen_fn, disc_fn, cfg.latent_dim, opts, data_key="image", preprocess=images_to_float)
-    return init, step, sample, opts
+    return Built(model={"generator": generator, "discriminator": discriminator}, init=init, step=step, sample=sample,
+                 options=opts)
 
 
 def tile(images, rows: int):
@@ -173,10 +174,11 @@ def run(ctx: Context) -> dict:
 
     results = {}
     for variant in cfg.variants:
-        init, step, sample, opts = build(cfg, variant)
+        built = build(cfg, variant)
+        opts = built.options
         sub = subdir_of(variant)
         (ctx.workdir / sub).mkdir(parents=True, exist_ok=True)
-        draw = jax.jit(lambda p, e, k: sample(p, e, k, cfg.num_eval_samples))
+        draw = jax.jit(lambda p, e, k, sample=built.sample: sample(p, e, k, cfg.num_eval_samples))
         eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 0xF1D)  # the same z at every evaluation
 
         def eval_fn(state, draw=draw, sub=sub, eval_key=eval_key):
@@ -188,7 +190,7 @@ def run(ctx: Context) -> dict:
         loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed,
                                                process_index=jax.process_index(), process_count=jax.process_count())
         ctx.log(f"{variant}: {cfg.steps} generator steps" + (f", {opts.n_critic} critic steps each" if opts.n_critic > 1 else ""))
-        result = ctx.fit(init(jax.random.key(cfg.seed)), step, ImageSource(loader, draws=opts.n_critic),
+        result = ctx.fit(built.init(jax.random.key(cfg.seed)), built.step, ImageSource(loader, draws=opts.n_critic),
                          subdir=sub, eval_fn=eval_fn, eval_every=cfg.eval_every)
         images = np.asarray(draw(result.state.params["generator"], result.state.extras,
                                  jax.random.fold_in(jax.random.key(cfg.seed), 0x5A3)))

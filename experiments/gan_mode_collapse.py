@@ -1,11 +1,12 @@
 """Mode collapse on the 2-D ring (8 modes) and grid (25 modes): the standard GAN benchmark.
 
-Each method trains `num_seeds` independent runs as one vmapped program (`fit(replicas=True)`),
-then draws 2,500 samples per run and scores them with `genjax.gan.mode_metrics`, the protocol of
-VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018): a sample is *high quality* if it
-lies within 3 standard deviations of its nearest mode, a mode is *captured* if it is the nearest
-mode of at least one high-quality sample, and the reverse KL compares the high-quality samples'
-mode histogram with the uniform distribution over modes.
+Each method trains `num_seeds` independent runs as one program (`genjax.train.fit(replicas=True)`:
+vmapped on GPU/TPU, seed after seed on CPU; replica i is the run of seed i alone), then draws
+2,500 samples per run and scores them with `genjax.gan.mode_metrics`, the protocol of VEEGAN
+(Srivastava et al. 2017) and PacGAN (Lin et al. 2018): a sample is *high quality* if it lies
+within 3 standard deviations of its nearest mode, a mode is *captured* if it is the nearest mode
+of at least one high-quality sample, and the reverse KL compares the high-quality samples' mode
+histogram with the uniform distribution over modes.
 
 Methods (all with the same MLPs, batch, steps and learning-rate schedule; `steps` counts
 generator updates):
@@ -30,9 +31,9 @@ Budget: the same for every method, per dataset: 10,000 generator steps of batch 
 (`ring_steps`), 20,000 on the grid (`grid_steps`), the learning rate cosine-decayed over them.
 On the grid, at 4,000 steps every seed of `gan` has (nearly) all 25 modes but only 75-83%
 high-quality samples; the clusters sharpen as the learning rate falls. A GAN-type method (5
-seeds, one vmapped program, hidden 128, batch 512) runs at 85-150 generator steps/s on an idle
-2-core CPU (100 GFLOP/s, near its float32 peak: the cost is the arithmetic, not the vmap or the
-logging). The WGANs (5 critic steps per generator step) take 4-5 times as long and minibatch
+seeds, one program, hidden 128, batch 512) ran at 85-150 generator steps/s on an idle 2-core CPU
+(100 GFLOP/s, near its float32 peak: the cost is the arithmetic, not the replicas or the logging;
+measured when the seeds were vmapped on CPU too, before `fit(replicas=True)` looped them there). The WGANs (5 critic steps per generator step) take 4-5 times as long and minibatch
 discrimination (pairwise [B, B, K] kernels) about 10 times, so the whole default table (8
 methods, 2 datasets) takes hours on such a CPU; the best method alone (`--methods gan_r1`) takes
 6 minutes (ring 118 s, grid 238 s of training). Smaller networks or batches are faster but miss
@@ -70,7 +71,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from experiments._framework import Context, Experiment
+from experiments._framework import Built, Context, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,19 +147,19 @@ def num_steps(cfg: Config, dataset: str) -> int:
     return cfg.steps if cfg.steps > 0 else (cfg.ring_steps if dataset == "ring" else cfg.grid_steps)
 
 
-def build(cfg: Config, method: str, dataset: str):
-    """The networks, `init(key) -> TrainState`, the train step, `sample(params, key) -> [N, 2]`."""
+def build(cfg: Config, method: str, dataset: str) -> Built:
+    """One method's networks (`model`: generator and discriminator), `init(key) -> TrainState`,
+    the train step, `sample(generator_params, key, n) -> [n, 2]` and its `GanOptions`."""
     import jax
     import jax.numpy as jnp
     import optax
 
     from experiments._gan_common import gan_extras, make_gan_step
-    from genjax import train
-    from genjax.nn import _gan as gnn
+    from genjax import nn, train
 
     opts, disc_kwargs = method_options(method, cfg)
-    generator = gnn.MlpGenerator(hidden=cfg.hidden, depth=cfg.depth)
-    discriminator = gnn.MlpDiscriminator(hidden=cfg.hidden, depth=cfg.depth, **disc_kwargs)
+    generator = nn.MlpGenerator(hidden=cfg.hidden, depth=cfg.depth)
+    discriminator = nn.MlpDiscriminator(hidden=cfg.hidden, depth=cfg.depth, **disc_kwargs)
     lr = cfg.wgan_learning_rate if opts.wasserstein else cfg.learning_rate
     schedule = optax.cosine_decay_schedule(lr, max(num_steps(cfg, dataset), 1), cfg.final_lr_fraction)
     if opts.loss == "wgan":
@@ -184,7 +185,8 @@ def build(cfg: Config, method: str, dataset: str):
     def sample(params, key, n):
         return gen_fn(params, jax.random.normal(key, (n, cfg.latent_dim)), {})
 
-    return init, make_gan_step(gen_fn, disc_fn, cfg.latent_dim, opts), sample, opts
+    return Built(model={"generator": generator, "discriminator": discriminator}, init=init,
+                 step=make_gan_step(gen_fn, disc_fn, cfg.latent_dim, opts), sample=sample, options=opts)
 
 
 def seed_keys(seeds, purpose: int):
@@ -213,7 +215,7 @@ def run(ctx: Context) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from experiments._gan_common import StackedSource, ToySource, shared_step_counter, vmap_step_over_replicas
+    from experiments._gan_common import ToySource
     from genjax import data, gan, report, train
 
     cfg: Config = ctx.config
@@ -226,7 +228,7 @@ def run(ctx: Context) -> dict:
     seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
     rep = ctx.report
     rep.text(
-        f"{cfg.num_seeds} seeds per method trained together (vmapped); generator and discriminator MLPs with "
+        f"{cfg.num_seeds} seeds per method trained together as one program (`genjax.train.fit(replicas=True)`); generator and discriminator MLPs with "
         f"{cfg.depth} hidden layers of {cfg.hidden} units, latent dimension {cfg.latent_dim}, batch {cfg.batch_size}, "
         f"{num_steps(cfg, 'ring')} (ring) and {num_steps(cfg, 'grid')} (grid) generator steps, learning rate {cfg.learning_rate} (WGANs {cfg.wgan_learning_rate}) "
         f"cosine-decayed to {cfg.final_lr_fraction:g} of it. {cfg.num_samples} samples per seed are scored: high "
@@ -240,19 +242,22 @@ def run(ctx: Context) -> dict:
         dist = data.toy_distribution(dataset)
         score = jax.jit(jax.vmap(lambda x: gan.mode_metrics(x, dist.modes, dist.std)))
         for method in cfg.methods:
-            init, step, sample, opts = build(cfg, method, dataset)
-            draw = jax.jit(jax.vmap(lambda p, k: sample(p, k, cfg.num_samples)))
+            built = build(cfg, method, dataset)
+            draw = jax.jit(jax.vmap(lambda p, k, sample=built.sample: sample(p, k, cfg.num_samples)))
             eval_keys = seed_keys(seeds, EVAL_KEYS)
 
             def eval_fn(state, draw=draw, score=score, eval_keys=eval_keys):
                 m = score(draw(state.params["generator"], eval_keys))
                 return {"modes": m["modes_captured"], "high_quality": m["high_quality"]}
 
-            state = shared_step_counter(train.init_replicas(init, train.seed_keys(seeds)))
-            source = StackedSource([ToySource(dataset, cfg.batch_size, s, draws=opts.n_critic) for s in seeds])
+            # one state per seed (leading replica axis), one source per seed: replica i is the run
+            # of seed i alone (`genjax.train.fit(replicas=True)`)
+            state = train.init_replicas(built.init, train.seed_keys(seeds))
+            sources = [ToySource(dataset, cfg.batch_size, s, draws=built.options.n_critic) for s in seeds]
             ctx.log(f"{dataset}/{method}: {cfg.num_seeds} seeds x {num_steps(cfg, dataset)} steps")
-            result = ctx.fit(state, vmap_step_over_replicas(step), source, subdir=f"{dataset}_{method}",
-                             num_steps=num_steps(cfg, dataset), eval_fn=eval_fn, eval_every=cfg.eval_every)
+            result = ctx.fit(state, built.step, sources, subdir=f"{dataset}_{method}", replicas=True,
+                             batch_axis=1, num_steps=num_steps(cfg, dataset), eval_fn=eval_fn,
+                             eval_every=cfg.eval_every)
             samples = np.asarray(draw(result.state.params["generator"], seed_keys(seeds, SAMPLE_KEYS)))  # [S, N, 2]
             np.save(ctx.workdir / f"samples_{dataset}_{method}.npy", samples)
             m = jax.device_get(score(samples))
@@ -377,7 +382,7 @@ def run(ctx: Context) -> dict:
 EXPERIMENT = Experiment(
     name="gan_mode_collapse",
     title="Mode collapse on the 2-D ring and grid: GAN, WGAN, WGAN-GP and the improved techniques",
-    description="The PacGAN/VEEGAN benchmark: modes captured, high-quality samples, reverse KL, over vmapped seeds.",
+    description="The PacGAN/VEEGAN benchmark: modes captured, high-quality samples, reverse KL, over seeds trained as one program.",
     config=Config,
     quick=QUICK,
     run=run,

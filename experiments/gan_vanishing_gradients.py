@@ -9,7 +9,7 @@
 
 (b) The Arjovsky-Bottou protocol (their figures 2 and 3): a DCGAN is trained on MNIST for a few
     epochs; its generator is frozen at each of `generator_epochs`; a fresh discriminator is then
-    trained against each frozen generator (all of them in one vmapped program), and every step
+    trained against each frozen generator (all of them as one program, `fit(replicas=True)`), and every step
     records the norm of the gradient of the generator's cost with respect to the generator's
     parameters: the minimax E log(1 - D(G(z))) (it vanishes, on a log scale, as the
     discriminator improves), the non-saturating -E log D(G(z)) (it does not vanish but grows and
@@ -79,11 +79,10 @@ def supports_experiment(cfg: Config):
     import numpy as np
     import optax
 
-    from genjax import gan
-    from genjax.nn import _gan as gnn
+    from genjax import gan, nn
 
     d = cfg.ambient_dim
-    disc = gnn.MlpDiscriminator(hidden=128, depth=2)
+    disc = nn.MlpDiscriminator(hidden=128, depth=2)
     tx = optax.adam(cfg.supports_learning_rate)
     b = cfg.supports_batch_size
 
@@ -140,9 +139,9 @@ def supports_experiment(cfg: Config):
 
 
 def dcgan(cfg: Config):
-    from genjax.nn import _gan as gnn
+    from genjax import nn
 
-    return gnn.DcganGenerator(width=cfg.width, norm="batch"), gnn.DcganDiscriminator(width=cfg.width)
+    return nn.DcganGenerator(width=cfg.width, norm="batch"), nn.DcganDiscriminator(width=cfg.width)
 
 
 def train_generator_snapshots(ctx: Context, train_ds) -> tuple[list, int]:
@@ -232,9 +231,9 @@ def make_probe_step(cfg: Config, critic: bool):
             (g_ns,) = vjp((jnp.zeros_like(c_mm), jnp.ones_like(c_ns)))
             return {"grad_minimax": global_norm(g_mm), "grad_nonsaturating": global_norm(g_ns)}
 
-        # Measured on every `measure_every`-th step only (a real branch: the step counter is shared
-        # by the vmapped replicas), scaled so that a logging interval's mean is the mean of its
-        # measurements.
+        # Measured on every `measure_every`-th step only (a real branch: replicas share the step
+        # counter, see `genjax.train.vmap_replicas`), scaled so that a logging interval's mean is
+        # the mean of its measurements.
         shapes = jax.eval_shape(measure, None)
         norms = jax.lax.cond(state.step % cfg.measure_every == 0, measure,
                              lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), None)
@@ -252,13 +251,14 @@ def make_probe_step(cfg: Config, critic: bool):
 
 
 def probe(ctx: Context, train_ds, snapshots, critic: bool):
-    """Trains a fresh discriminator (critic) against every frozen generator, as one vmapped
-    program over the snapshots; returns the metrics history."""
+    """Trains a fresh discriminator (critic) against every frozen generator, all of them as one
+    program (`fit(replicas=True)`, one replica per snapshot, the same real batches for every
+    replica); returns the fit result."""
     import jax
     import jax.numpy as jnp
     import optax
 
-    from experiments._gan_common import ImageSource, StackedSource, shared_step_counter, vmap_step_over_replicas
+    from experiments._gan_common import ImageSource
     from genjax import data, train
 
     cfg: Config = ctx.config
@@ -273,11 +273,11 @@ def probe(ctx: Context, train_ds, snapshots, critic: bool):
         return train.TrainState.create(params=d, tx=tx, key=jax.random.fold_in(key, 2), extras={"generator": g_params})
 
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(cfg.seed + 1), i))(jnp.arange(len(snapshots)))
-    state = shared_step_counter(jax.vmap(init)(keys, stacked))
+    state = jax.vmap(init)(keys, stacked)  # leading replica axis: one state per snapshot
     loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed + 1,
                                            process_index=jax.process_index(), process_count=jax.process_count())
-    source = StackedSource([ImageSource(loader)] * len(snapshots))  # the same real batches for every snapshot
-    result = ctx.fit(state, vmap_step_over_replicas(make_probe_step(cfg, critic)), source,
+    # one source: its batches are shared by every replica (snapshot)
+    result = ctx.fit(state, make_probe_step(cfg, critic), ImageSource(loader), replicas=True, batch_axis=1,
                      subdir="critic" if critic else "discriminator")
     return result
 

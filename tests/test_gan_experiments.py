@@ -52,10 +52,9 @@ def test_variants_parse_and_bad_ones_list_the_valid_names():
 def test_gan_step_runs_and_updates_both_players(options):
     import optax
 
-    from genjax import train
-    from genjax.nn import _gan as gnn
+    from genjax import nn, train
 
-    g, d = gnn.MlpGenerator(hidden=8, depth=1), gnn.MlpDiscriminator(hidden=8, depth=1)
+    g, d = nn.MlpGenerator(hidden=8, depth=1), nn.MlpDiscriminator(hidden=8, depth=1)
     params = {"generator": g.init(jax.random.key(0), jnp.zeros((1, 2)))["params"],
               "discriminator": d.init(jax.random.key(1), jnp.zeros((1, 2 * options.pack)))["params"]}
     state = train.TrainState.create(params=params, tx={"generator": optax.adam(1e-2), "discriminator": optax.adam(1e-2)},
@@ -79,6 +78,32 @@ def test_gan_step_runs_and_updates_both_players(options):
         assert float(metrics["r1"]) > 0.0
     step(new, batch)
     assert step._cache_size() == 1  # the second step does not recompile
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+def test_mode_collapse_seeds_trained_together_are_each_seed_trained_alone(mode):
+    """The experiment's one replica path, `fit(replicas=True)` with one ToySource per seed: replica
+    i is seed i's run alone (bit for bit looped, as CPU runs it; to float rounding vmapped)."""
+    from experiments import gan_mode_collapse as gmc
+    from genjax import train
+
+    cfg = gmc.Config(hidden=8, depth=1, batch_size=16, steps=6)
+    built = gmc.build(cfg, "wgan_gp", "grid")  # 5 critic draws per step, gradient penalty: keys matter
+    seeds = [3, 4]
+    sources = [common.ToySource("grid", 16, s, draws=built.options.n_critic) for s in seeds]
+    kw = dict(num_steps=6, log_every=3, batch_axis=1, progress=False)
+    together = train.fit(train.init_replicas(built.init, train.seed_keys(seeds)), built.step, sources,
+                         replicas=True, replica_mode=mode, **kw)
+    assert together.state.step.tolist() == [6, 6] and np.shape(together.history[-1]["d_loss"]) == (2,)
+    for i, s in enumerate(seeds):
+        alone = train.fit(built.init(jax.random.key(s)), built.step, sources[i], **kw)
+        for x, y in zip(jax.tree.leaves(together.state.params), jax.tree.leaves(alone.state.params), strict=True):
+            if mode == "loop":
+                assert np.array_equal(np.asarray(x)[i], np.asarray(y))
+            else:
+                np.testing.assert_allclose(np.asarray(x)[i], np.asarray(y), rtol=1e-4, atol=1e-6)
+        assert together.history[-1]["d_loss"][i] == pytest.approx(alone.history[-1]["d_loss"], rel=1e-4)
+    assert not np.allclose(*np.asarray(jax.tree.leaves(together.state.params)[0]))  # the seeds differ
 
 
 # ------------------------------------------------------------------------------ experiments
@@ -144,11 +169,22 @@ def test_gan_mnist_smoke_with_every_switch(tmp_path):
 def test_gan_vanishing_gradients_smoke(tmp_path):
     from experiments import gan_vanishing_gradients as gvg
 
-    s = _run(gvg, tmp_path, manifold_dims=(1,), ambient_dim=8, supports_steps=30, generator_epochs=(1,), steps=4,
-             log_every=2, checkpoint_every=2, measure_every=2, width=4, batch_size=1024, data_source="embedded")
+    tiny = dict(manifold_dims=(1,), ambient_dim=8, supports_steps=30, generator_epochs=(1,), steps=4, log_every=2,
+                checkpoint_every=2, measure_every=2, width=4, batch_size=1024, data_source="embedded",
+                keep_checkpoints=2)
+    s = _run(gvg, tmp_path, **tiny)
     assert set(s["supports"]) == {"k = 1 in R^8", "full-dimensional control (R^8)"}
     for row in s["arjovsky_bottou"].values():
         assert all(np.isfinite(v) for v in row.values())
     assert (tmp_path / "generator_epoch1.msgpack").exists()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["params_digest"] == s["params_digest"]
+    # the probes train one replica per generator snapshot (fit(replicas=True)); as if killed after
+    # their step-2 checkpoints, the resumed probes end with the same parameters
+    history = report.read_jsonl(tmp_path / "discriminator" / "metrics.jsonl")
+    assert [r["step"] for r in history] == [2, 4] and np.shape(history[-1]["grad_minimax"]) == (1,)
+    for probe in ("discriminator", "critic"):
+        shutil.rmtree(tmp_path / probe / "checkpoints" / "4")
+    resumed = _run(gvg, tmp_path, **tiny)
+    assert resumed["params_digest"] == s["params_digest"]
+    assert resumed["arjovsky_bottou"] == s["arjovsky_bottou"]
