@@ -1,4 +1,4 @@
-"""2-D convolution whose weight gradient stays fast inside `lax.scan` on the CPU.
+"""2-D convolution whose gradients stay fast inside `lax.scan` on the CPU, in both AD modes.
 
 Measured on XLA:CPU (jax 0.10.2, 2 cores): the weight gradient that autodiff emits for a
 convolution runs 35-40x slower inside a `lax.scan`/`while` body than as a top-level op (a
@@ -7,10 +7,18 @@ iteration in a scan), and its input gradient (a transposed convolution) ~100x sl
 vs 500 ms in a U-Net), which made fused training steps several times slower than per-step
 dispatch. Written instead as ordinary NHWC/HWIO convolutions (of the transposed input with the
 transposed output gradient; of the dilated output gradient with the flipped kernel), they take
-the same time in the loop as outside. `conv2d` uses those forms on the CPU (a `custom_vjp`);
-on GPU/TPU it is the plain XLA convolution.
-Values and gradients are the same up to float rounding (tests compare with `jax.grad` of
-`lax.conv_general_dilated`).
+the same time in the loop as outside.
+
+On the CPU `conv2d` is a small primitive (`_conv_cpu_p`): its forward pass is the XLA
+convolution, its JVP is bilinear (`conv(tx, w) + conv(x, tw)`, with the same primitive, so
+`jax.jvp`, `jax.jacfwd`, `jax.linearize` and higher orders work), and its transpose, which
+reverse mode uses, is the pair of ordinary convolutions above: the reverse pass is the same
+program as the earlier `custom_vjp` (identical optimized HLO for `jax.grad`). Other platforms
+get the plain `lax.conv_general_dilated`; the choice is made at lowering
+(`genjax._backend.select("conv_grad", ...)`, off switch ``conv_grad``), so a program exported for
+GPU/TPU from a CPU host holds only the plain convolution.
+Values and gradients are the same up to float rounding (tests compare with `jax.grad` /
+`jax.jvp` of `lax.conv_general_dilated`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from genjax import _backend
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -41,36 +53,84 @@ def _conv(x, w, strides, pads):
     return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DN)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_cpu(x, w, strides, pads):
-    return _conv(x, w, strides, pads)
-
-
-def _conv_cpu_fwd(x, w, strides, pads):
-    return _conv(x, w, strides, pads), (x, w)
-
-
-def _conv_cpu_bwd(strides, pads, residuals, dy):
-    x, w = residuals
+def _input_grad(w, dy, x_shape, strides, pads):
+    """dx: the transposed convolution written as an ordinary one (autodiff's form is ~100x
+    slower inside a scan on XLA:CPU): dy dilated by the stride, padded, convolved with the
+    spatially flipped kernel with its channel axes swapped."""
     kh, kw = w.shape[:2]
-    # dx: the transposed convolution written as an ordinary one (autodiff's form is ~100x slower
-    # inside a scan on XLA:CPU too): dy dilated by the stride, padded, convolved with the
-    # spatially flipped kernel with its channel axes swapped.
     w_t = jnp.transpose(jnp.flip(w, (0, 1)), (0, 1, 3, 2))  # [kh, kw, O, C]
     dx_pads = tuple((k - 1 - lo, n - (p - 1) * s - 1 + lo)
-                    for k, (lo, _), n, p, s in zip((kh, kw), pads, x.shape[1:3], dy.shape[1:3], strides))
-    dx = lax.conv_general_dilated(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides, dimension_numbers=_DN)
-    # dW[i, j, c, o] = sum_{n, p, q} xpad[n, p*s + i, q*s + j, c] * dy[n, p, q, o]: a VALID
-    # convolution of xpad^T [C, Hp, Wp, N] with dy^T [P, Q, N, O] dilated by the stride.
+                    for k, (lo, _), n, p, s in zip((kh, kw), pads, x_shape[1:3], dy.shape[1:3], strides))
+    return lax.conv_general_dilated(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides, dimension_numbers=_DN)
+
+
+def _weight_grad(x, dy, w_shape, strides, pads):
+    """dW[i, j, c, o] = sum_{n, p, q} xpad[n, p*s + i, q*s + j, c] * dy[n, p, q, o]: a VALID
+    convolution of xpad^T [C, Hp, Wp, N] with dy^T [P, Q, N, O] dilated by the stride."""
+    kh, kw = w_shape[:2]
     xpad = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     lhs = jnp.transpose(xpad, (3, 1, 2, 0))  # [C, Hp, Wp, N]
     rhs = jnp.transpose(dy, (1, 2, 0, 3))  # [P, Q, N, O]
     dw = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", rhs_dilation=strides, dimension_numbers=_DN)
-    dw = jnp.transpose(dw[:, :kh, :kw, :], (1, 2, 0, 3))  # [kh, kw, C, O]
-    return dx, dw.astype(w.dtype)
+    return jnp.transpose(dw[:, :kh, :kw, :], (1, 2, 0, 3))  # [kh, kw, C, O]
 
 
-_conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
+# The CPU convolution: a primitive so that its JVP (forward mode) and its transpose (reverse mode)
+# can both be given; `jax.custom_vjp` allows no forward mode, `jax.custom_jvp` no transpose.
+_conv_cpu_p = Primitive("genjax_conv2d_cpu")
+
+
+def _conv_cpu(x, w, strides, pads):
+    return _conv_cpu_p.bind(x, w, strides=tuple(strides), pads=tuple(tuple(p) for p in pads))
+
+
+def _conv_cpu_abstract_eval(x, w, *, strides, pads):
+    out = jax.eval_shape(functools.partial(_conv, strides=strides, pads=pads), x, w)
+    return jax.core.ShapedArray(out.shape, out.dtype)
+
+
+def _conv_cpu_jvp(primals, tangents, *, strides, pads):
+    (x, w), (tx, tw) = primals, tangents
+    y = _conv_cpu(x, w, strides, pads)
+    terms = []  # bilinear: d conv(x, w) = conv(dx, w) + conv(x, dw)
+    if type(tx) is not ad.Zero:
+        terms.append(_conv_cpu(tx, w, strides, pads))
+    if type(tw) is not ad.Zero:
+        terms.append(_conv_cpu(x, tw, strides, pads))
+    if not terms:
+        return y, ad.Zero.from_primal_value(y)
+    return y, functools.reduce(lax.add, terms)
+
+
+def _conv_cpu_transpose(ct, x, w, *, strides, pads):
+    # linear in whichever of x, w is undefined (never both: the JVP's terms are one each)
+    if type(ct) is ad.Zero:
+        return None, None
+    if ad.is_undefined_primal(x):
+        return _input_grad(w, ct, x.aval.shape, strides, pads).astype(x.aval.dtype), None
+    return None, _weight_grad(x, ct, w.aval.shape, strides, pads).astype(w.aval.dtype)
+
+
+def _conv_cpu_batch(args, dims, *, strides, pads):
+    (x, w), (bx, bw) = args, dims
+    if bw is None:  # a batch of inputs, one kernel: fold the vmapped axis into the batch axis
+        x = jnp.moveaxis(x, bx, 0)
+        v, n = x.shape[:2]
+        y = _conv_cpu(x.reshape(v * n, *x.shape[2:]), w, strides, pads)
+        return y.reshape(v, n, *y.shape[1:]), 0
+    # batched kernels: XLA's grouped convolution (correct in every mode; under an outer reverse
+    # pass its transpose is autodiff's, not the CPU form)
+    return jax.vmap(functools.partial(_conv, strides=strides, pads=pads), (bx, bw))(x, w), 0
+
+
+_conv_cpu_p.def_impl(functools.partial(jax.jit, static_argnames=("strides", "pads"))(
+    lambda x, w, strides, pads: _conv(x, w, strides, pads)))
+_conv_cpu_p.def_abstract_eval(_conv_cpu_abstract_eval)
+ad.primitive_jvps[_conv_cpu_p] = _conv_cpu_jvp
+ad.primitive_transposes[_conv_cpu_p] = _conv_cpu_transpose
+batching.primitive_batchers[_conv_cpu_p] = _conv_cpu_batch
+mlir.register_lowering(_conv_cpu_p, mlir.lower_fun(
+    lambda x, w, *, strides, pads: _conv(x, w, strides, pads), multiple_results=False))
 
 
 def conv2d(
@@ -80,6 +140,9 @@ def conv2d(
     padding: str | Sequence[tuple[int, int]] = "SAME",
 ) -> jax.Array:
     """NHWC x HWIO convolution, [B, H, W, C] * [kh, kw, C, O] -> [B, H', W', O].
+
+    Forward and reverse mode differentiable on every backend (see the module docstring for the
+    CPU path).
 
     Args:
         x: input batch, [B, H, W, C].
@@ -93,9 +156,12 @@ def conv2d(
         raise ValueError(f"x has {x.shape[-1]} channels but the kernel expects {w.shape[2]}")
     strides = (strides, strides) if isinstance(strides, int) else tuple(int(s) for s in strides)
     pads = _pads(x.shape, w.shape, strides, padding)
-    if jax.default_backend() == "cpu":
-        return _conv_cpu(x, w, strides, pads)
-    return _conv(x, w, strides, pads)
+    conv = _backend.select(
+        "conv_grad",
+        cpu=lambda x, w: _conv_cpu(x, w, strides, pads),
+        plain=lambda x, w: _conv(x, w, strides, pads),
+    )
+    return conv(x, w)
 
 
 class Conv(nn.Module):

@@ -1,0 +1,164 @@
+"""Backend-specific code paths in one place: the XLA:CPU workarounds, what each is for, its switch.
+
+Each numerical workaround is a pair of functions with the same inputs and outputs: the CPU path,
+and the plain path (the textbook JAX expression). `select(name, cpu, plain)` returns a function
+that stages both into the program with `jax.lax.platform_dependent`, so the choice is made when
+the program is *lowered* for a platform, not when it is traced: a program lowered or exported for
+`tpu` or `cuda` from a CPU host (`jax.export.export(f, platforms=("cuda",))`) contains only the
+plain path; one exported for several platforms holds both, behind a conditional on the platform
+that is resolved before XLA compiles it (so XLA never sees the conditional); on CPU the lowered
+program is the CPU path alone (its optimized HLO is the same as when it was chosen with
+`jax.default_backend() == "cpu"` at trace time). Every path supports forward and reverse mode.
+
+Off switches, for comparison: the environment variable ``GENJAX_DISABLE_CPU_WORKAROUNDS`` (a
+comma-separated list of the names below, or ``all``), or, in a program, the context manager
+``genjax._backend.disabled(*names)``. A disabled workaround takes the plain path on every
+platform. The switch is read when a function is traced: `jax.jit` caches traces, so set it
+before the first call of a jitted function (or jit a new function).
+
+========================  =================================================================
+name (where)              what it works around; measured; how to check it is still needed
+========================  =================================================================
+``conv_grad``             The reverse pass of a convolution. XLA:CPU runs the weight
+(`genjax.nn.conv2d`,      gradient autodiff emits for a conv (a conv with batch and feature
+nn/_conv.py)              dimensions swapped) 35-40x slower inside a `lax.scan`/`while` body
+                          than at top level, the input gradient (a transposed conv) ~100x
+                          (jax 0.10.2, 2-core AMD EPYC; 3x3 conv, 32->64 channels, batch 64
+                          at 14x14: 7 ms per call, 250-340 ms inside a scan). The CPU path is
+                          a primitive with the convolution's own forward pass, a bilinear JVP
+                          (so `jvp`, `jacfwd`, `linearize` work) and a transpose written as
+                          ordinary NHWC/HWIO convolutions (same time in a loop as outside).
+                          Check: ``python -m benchmarks --only train_step/dcgan`` with and
+                          without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_grad``; the fused
+                          column falling by the factors above means it is still needed.
+``softplus``              `softplus`/`log_sigmoid` (genjax._numerics) as
+(genjax._numerics)        ``max(x, 0) + log1p(exp(-|x|))`` with a JVP that reuses the exp:
+                          ~4x faster on XLA:CPU than `jax.nn.softplus` (`logaddexp(x, 0)`,
+                          with extra infinity handling): 68 vs 283 us forward, 65 vs 288 us
+                          for the gradient on a [128, 784] float32 array (jax 0.10.2, same
+                          machine). The plain path is `jax.nn.softplus` / `jax.nn.log_sigmoid`.
+                          Check: ``python -m benchmarks --only losses/`` with and without the
+                          switch ``softplus``.
+``abs_grad``              The derivative of `|x|` in `MinibatchDiscrimination` (nn/_gan.py):
+(nn/_gan.py)              `jnp.abs`'s `sign(x)` (a compare and select) ran ~15x slower on
+                          XLA:CPU than `x / max(|x|, tiny)` over the [B, B, K, C] pairwise
+                          differences (jax 0.10.x). Plain path: `jnp.abs`. Check: the
+                          ``train_step/gan_grid`` benchmark of a minibatch discriminator
+                          with and without ``abs_grad``.
+``minibatch_layout``      The pairwise L1 distances of `MinibatchDiscrimination` computed
+(nn/_gan.py)              kernel-major, [K, B, B] with the sum over C unrolled: ~3x faster on
+                          XLA:CPU than reducing a [B, B, K, C] array (jax 0.10.x). Plain path:
+                          the [B, B, K, C] reduction. Check: as ``abs_grad``.
+``replica_loop``          `replica_mode="auto"` of `genjax.train.compile_fused` / `fit`: "loop"
+(train/_loop.py)          (replicas one after another inside the program) on CPU, where a
+                          vmapped step over 16 vae_mlp replicas ran at 0.70x the throughput of
+                          one seed alone (their state streams through DRAM instead of cache),
+                          1.02x looped (jax 0.10.2); "vmap" elsewhere. Check: the
+                          ``scaling/vmap_seeds`` vs ``scaling/loop_seeds`` benchmark rows.
+========================  =================================================================
+
+Not numerical kernels, so not chosen by `platform_dependent`:
+
+* ``replica_loop`` chooses the *structure* of the program (a loop over replicas or a vmapped
+  batch of them) in Python, from `jax.default_backend()` when the step is built
+  (`auto_replica_mode`). `platform_dependent` picks among traced alternatives at lowering; it
+  cannot change Python-level structure (which transformation wraps the step, donation, what is
+  static), so this choice is made at trace time. To export a replicated step for GPU/TPU from a
+  CPU host, pass ``replica_mode="vmap"`` explicitly. The switch makes "auto" mean "vmap" on CPU.
+* One replica under ``replica_mode="vmap"`` runs the plain step on the squeezed state
+  (`genjax.train.vmap_replicas`): XLA:CPU compiled a size-1 batch axis into transposed layouts
+  and extra copies (0.82x the plain step for vae_mlp, jax 0.10.2). It is the same computation on
+  every backend, so it is applied everywhere and has no switch.
+* `genjax._numerics.flatten_trailing` reshapes [B, 28, 28, 1] events to [B, 784] before an
+  elementwise-and-reduce (XLA:CPU: 3.8 ms vs 0.2 ms for the Bernoulli log-likelihood at B = 128,
+  jax 0.10.2). It changes the static shape its callers reduce over, which both branches of a
+  `platform_dependent` must share, and a row-major reshape is a free bitcast in XLA, so it is
+  applied on every backend and has no switch.
+* On CPU `genjax.train.initialize_distributed` selects the gloo collectives
+  (`cpu_collectives`): without them processes cannot all-reduce over TCP. A requirement, not a
+  speed-up; no switch.
+* `genjax.report.TensorBoardWriter` encodes TensorBoard event files by hand (the TFRecord
+  framing, CRC-32C and the few `Event`/`Summary` protobuf fields of a scalar). The libraries
+  that write them either need TensorFlow (`tf.summary`, `flax.metrics.tensorboard`, clu) or add
+  protobuf and, for the `tensorboard` package, its server's dependencies (grpcio, werkzeug,
+  markdown) to the runtime for ~60 lines of encoding; the tests read the files back with the
+  real `tensorboard` reader (a test extra), which checks the encoder. Not backend-specific.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterator, TypeVar
+
+import jax
+
+__all__ = ["ENV_VAR", "WORKAROUNDS", "auto_replica_mode", "cpu_collectives", "disabled", "enabled", "select"]
+
+ENV_VAR = "GENJAX_DISABLE_CPU_WORKAROUNDS"
+WORKAROUNDS = ("conv_grad", "softplus", "abs_grad", "minibatch_layout", "replica_loop")
+
+_F = TypeVar("_F", bound=Callable)
+_disabled_here: list[frozenset[str]] = []  # the stack of `disabled(...)` contexts
+
+
+def _check_names(names, where: str) -> frozenset[str]:
+    unknown = sorted(set(names) - set(WORKAROUNDS) - {"all"})
+    if unknown:
+        raise ValueError(f"{where}: unknown CPU workaround name(s) {unknown}; expected some of "
+                         f"{list(WORKAROUNDS)} or 'all'")
+    return frozenset(WORKAROUNDS) if "all" in names else frozenset(names)
+
+
+def _from_env() -> frozenset[str]:
+    raw = os.environ.get(ENV_VAR, "")
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    return _check_names(names, f"environment variable {ENV_VAR}={raw!r}")
+
+
+def enabled(name: str) -> bool:
+    """Whether the workaround `name` is on (neither named in ``GENJAX_DISABLE_CPU_WORKAROUNDS``
+    nor inside `disabled(name)`). Read at trace time."""
+    if name not in WORKAROUNDS:
+        raise ValueError(f"name must be one of {list(WORKAROUNDS)}, got {name!r}")
+    return name not in _from_env() and not any(name in d for d in _disabled_here)
+
+
+@contextlib.contextmanager
+def disabled(*names: str) -> Iterator[None]:
+    """Within the block, the named workarounds (or ``"all"``) take the plain path on every
+    platform (for functions traced within it)."""
+    _disabled_here.append(_check_names(names, "disabled()"))
+    try:
+        yield
+    finally:
+        _disabled_here.pop()
+
+
+def select(name: str, cpu: _F, plain: _F) -> _F:
+    """`cpu` on CPU and `plain` on every other platform, chosen at lowering
+    (`jax.lax.platform_dependent`); `plain` everywhere when `name` is disabled.
+
+    `cpu` and `plain` take the same array arguments and return the same shapes and dtypes; both
+    are traced (so both must be traceable for the given inputs)."""
+    if not enabled(name):
+        return plain
+
+    def chosen(*args):
+        return jax.lax.platform_dependent(*args, cpu=cpu, default=plain)
+
+    return chosen  # type: ignore[return-value]
+
+
+def auto_replica_mode() -> str:
+    """What `replica_mode="auto"` means for a step built now: "loop" on CPU (unless
+    ``replica_loop`` is disabled), "vmap" elsewhere. Decided in Python from
+    `jax.default_backend()` (program structure, not a kernel; see the module docstring)."""
+    return "loop" if jax.default_backend() == "cpu" and enabled("replica_loop") else "vmap"
+
+
+def cpu_collectives() -> None:
+    """Selects the gloo cross-process collectives when this process runs JAX on CPU (before
+    `jax.distributed.initialize`); needed for all-reduces over TCP between CPU processes."""
+    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
