@@ -8,6 +8,9 @@
 VAE step), where the loss had cost more than either of the step's large matmuls.
 Values agree with `jax.nn.softplus` to float32 rounding, the derivative with the sigmoid to 1e-7;
 +-inf and +-1e4 give finite or infinite values as the math does, never NaN; the dtype is kept.
+This form is the CPU path (`genjax._backend`, workaround ``softplus``): on other platforms, or with
+the workaround switched off, `softplus` and `log_sigmoid` are `jax.nn.softplus` and
+`jax.nn.log_sigmoid`, chosen when the program is lowered (`jax.lax.platform_dependent`).
 """
 
 from __future__ import annotations
@@ -17,15 +20,23 @@ import math
 import jax
 import jax.numpy as jnp
 
+from genjax import _backend
+
+
+def softplus(x: jax.Array) -> jax.Array:
+    """log(1 + e^x), elementwise, stable for every input (integers give the default float)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    return _backend.select("softplus", cpu=_softplus_cpu, plain=jax.nn.softplus)(x)
+
 
 @jax.custom_jvp
-def softplus(x: jax.Array) -> jax.Array:
-    """log(1 + e^x), elementwise, stable for every input."""
-    x = jnp.asarray(x)
+def _softplus_cpu(x: jax.Array) -> jax.Array:
     return jnp.where(x >= 0, x, 0) + jnp.log1p(jnp.exp(jnp.where(x >= 0, -x, x)))
 
 
-@softplus.defjvp
+@_softplus_cpu.defjvp
 def _softplus_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
     x = jnp.asarray(x)
