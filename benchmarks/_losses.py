@@ -212,18 +212,24 @@ def _vq(name: str) -> Builder:
     return build
 
 
-def _quantize(b, n, key):
-    import jax.numpy as jnp
+def _quantize(exact: bool) -> Builder:
+    """`vq.quantize` with the direct re-ranking of the best candidates (exact, the default) or the
+    matmul ranking alone (`exact=False`): the pair of rows is the cost of the exact assignment."""
 
-    from genjax import vq
+    def build(b, n, key):
+        import jax.numpy as jnp
 
-    k1, k2 = _keys(key, 2)
+        from genjax import vq
 
-    def f(z, codebook):
-        z_q, _ = vq.quantize(z, codebook)  # [B, D]
-        return jnp.sum(z_q**2, axis=-1)  # [B]: a loss of z_q, so that the gradient flows through
+        k1, k2 = _keys(key, 2)
 
-    return f, (_normal(k1, (b, CODE_DIM)), _normal(k2, (CODES, CODE_DIM))), (0,)
+        def f(z, codebook):
+            z_q, _ = vq.quantize(z, codebook, exact=exact)  # [B, D]
+            return jnp.sum(z_q**2, axis=-1)  # [B]: a loss of z_q, so that the gradient flows through
+
+        return f, (_normal(k1, (b, CODE_DIM)), _normal(k2, (CODES, CODE_DIM))), (0,)
+
+    return build
 
 
 # -------------------------------------------------------------------------- genjax.diffusion
@@ -270,7 +276,8 @@ LOSSES: dict[str, Builder] = {
     "vae.elbo[gaussian]": _elbo("gaussian"),
     "vae.score_function_elbo": _score_function_elbo,
     "vae.iwae_bound": _iwae_bound,
-    "vq.quantize": _quantize,
+    "vq.quantize[exact]": _quantize(True),
+    "vq.quantize[matmul]": _quantize(False),
     "vq.codebook_loss": _vq("codebook_loss"),
     "vq.commitment_loss": _vq("commitment_loss"),
     "vq.vq_loss": _vq("vq_loss"),
