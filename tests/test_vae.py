@@ -194,7 +194,7 @@ def test_monte_carlo_elbo_is_below_log_px_and_iwae_rises_to_it():
     bounds, spread = {}, {}
     for k, chunk in ((1, 1), (10, 10), (100, 100), (5000, 1000)):
         estimate = jax.jit(lambda key, k=k, chunk=chunk: vae.estimate_log_likelihood(
-            key, x, encode, _decode, k, chunk_size=chunk, likelihood="gaussian", decoder_logvar=math.log(_S2)))
+            key, encode, _decode, x, k, chunk_size=chunk, likelihood="gaussian", decoder_logvar=math.log(_S2)))
         est = estimate(jax.random.key(k))
         assert est.shape == (n,)
         bounds[k], spread[k] = float(jnp.mean(est)), float(jnp.std(est)) / math.sqrt(n)
@@ -305,18 +305,18 @@ def test_sample_iwae_log_weights_learned_variance_and_validation():
 
     # q = p(z), and a decoder that ignores z: every weight is exactly log N(x; 0, e^s).
     s = math.log(0.5)
-    lw = vae.sample_iwae_log_weights(jax.random.key(0), x, encode,
+    lw = vae.sample_iwae_log_weights(jax.random.key(0), encode,
                                      lambda z: (jnp.zeros((z.shape[0], 4)), jnp.full((z.shape[0], 4), s)),
-                                     8, chunk_size=4, likelihood="gaussian")
+                                     x, 8, chunk_size=4, likelihood="gaussian")
     ref = np.sum(stats.norm(0, math.sqrt(0.5)).logpdf(np.asarray(x)), axis=-1)  # scipy
     np.testing.assert_allclose(lw, np.broadcast_to(ref, (8, 3)), rtol=1e-5)
     dec = lambda z: jnp.zeros((z.shape[0], 4))  # noqa: E731
     with pytest.raises(ValueError, match="multiple of `chunk_size`"):
-        vae.sample_iwae_log_weights(jax.random.key(0), x, encode, dec, 10, chunk_size=4)
-    with pytest.raises(ValueError, match="`num_samples` must be a positive int"):
-        vae.estimate_log_likelihood(jax.random.key(0), x, encode, dec, 0)
+        vae.sample_iwae_log_weights(jax.random.key(0), encode, dec, x, 10, chunk_size=4)
+    with pytest.raises(ValueError, match=r"`num_samples` must be an int in \[1, inf\], got 0"):
+        vae.estimate_log_likelihood(jax.random.key(0), encode, dec, x, 0)
     with pytest.raises(ValueError, match="only for likelihood='gaussian'"):
-        vae.sample_iwae_log_weights(jax.random.key(0), x, encode, lambda z: (dec(z), dec(z)), 2)
+        vae.sample_iwae_log_weights(jax.random.key(0), encode, lambda z: (dec(z), dec(z)), x, 2)
 
 
 # ------------------------------------------------------------------------------------------

@@ -29,17 +29,30 @@ Public functions (pure; safe under ``jit``, ``vmap``, ``grad``):
 - ``score_function_elbo(x, decoder_out, z, mean, logvar, likelihood="bernoulli", ...)``
 - ``iwae_log_weights(x, decoder_out, z, mean, logvar, likelihood="bernoulli", ...)``
 - ``iwae_bound(log_weights)``
-- ``sample_iwae_log_weights(key, x, encode_fn, decode_fn, num_samples, ...)``
-- ``estimate_log_likelihood(key, x, encode_fn, decode_fn, num_samples, ...)``
+- ``sample_iwae_log_weights(key, encode_fn, decode_fn, x, num_samples, ...)``
+- ``estimate_log_likelihood(key, encode_fn, decode_fn, x, num_samples, ...)``
 
 Conventions:
 
-- **Shapes.** ``mean`` and ``logvar`` are ``[*batch, D]``; ``x`` and ``decoder_out`` are
-  ``[*batch, *event]`` (e.g. ``[B, 28, 28, 1]``): the batch shape is read off ``mean``, and
-  everything after it in ``x`` is the event, summed over. Results are per example, ``[*batch]``
-  (average them in the training step). Mismatched shapes raise ``ValueError``; nothing is
-  broadcast silently. Sample axes (``k`` importance samples) lead: ``z`` ``[k, *batch, D]``,
-  ``decoder_out`` ``[k, *batch, *event]``, log weights ``[k, *batch]``.
+- **Shapes.** ``mean`` and ``logvar`` are ``[*batch, D]`` with at least one batch axis (the
+  losses return one value per example: a single example is a batch of one, ``mean[None]``);
+  ``x`` and ``decoder_out`` are ``[*batch, *event]`` (e.g. ``[B, 28, 28, 1]``): the batch shape
+  is read off ``mean``, and everything after it in ``x`` is the event, summed over (the
+  ``event_ndim`` of ``log_likelihood``, which has no ``mean`` to read it from, counts these
+  trailing axes). Results are per example, ``[*batch]`` (average them in the training step).
+  Mismatched shapes raise ``ValueError``; nothing is broadcast silently. Sample axes (``k``
+  importance samples) lead: ``z`` ``[k, *batch, D]``, ``decoder_out`` ``[k, *batch, *event]``,
+  log weights ``[k, *batch]``.
+- **Arguments.** The key comes first in the functions that sample, then the callables, then
+  the data (``sample_iwae_log_weights(key, encode_fn, decode_fn, x, k)``); keys are never
+  defaulted. Arrays of real numbers are accepted (integer and boolean ones are promoted to the
+  default float); static numbers (``beta``, a fixed ``decoder_logvar``, ``baseline``) given as
+  Python numbers are checked against their domain (``ValueError``; strings and booleans are a
+  ``TypeError``), traced ones are used as given; counts and shapes must be Python ints (see
+  ``genjax._checks``).
+- **Infinities.** Infinite logits and log-variances give the limits of the log-densities and
+  of the KL (e.g. a logit of ``+inf`` and ``x = 1``: log-probability 0), never NaN where a
+  limit exists; a finite value has a finite gradient.
 - **Likelihoods.** ``"bernoulli"``: ``decoder_out`` are logits, ``log p(x|z) = sum x log
   sigmoid(l) + (1 - x) log sigmoid(-l)``, stable for any finite logits (for grey levels in
   [0, 1] this is the binary cross-entropy that PyTorch's VAE example minimises, not a normalised
@@ -66,16 +79,14 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
-import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from genjax import _numerics, divergences
+from genjax import _checks, _numerics, divergences
 
 __all__ = [
     "LIKELIHOODS",
@@ -95,71 +106,36 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers (static, run at trace time).
+# Validation (static, run at trace time; the shared checks are genjax._checks).
 # --------------------------------------------------------------------------------------------
 
 
-def _array(x: ArrayLike, name: str) -> jax.Array:
-    """`x` as a real JAX array (ints and bools become float later); TypeError naming `name`."""
-    try:
-        arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be an array of real numbers, got {type(x).__name__}") from err
-    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
-            or jnp.issubdtype(arr.dtype, jnp.bool_)):
-        raise TypeError(f"`{name}` must have a real (floating, integer or bool) dtype, got {arr.dtype}")
-    return arr
-
-
-def _compute_dtype(*arrays: jax.Array) -> jnp.dtype:
-    """The promoted floating dtype of the inputs, at least float32 (the default float if none)."""
-    floats = [a.dtype for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
-    dtype = jnp.result_type(*floats) if floats else jax.dtypes.canonicalize_dtype(jnp.float64)
-    if jnp.finfo(dtype).bits < 32:
-        dtype = jnp.float32
-    return jnp.dtype(dtype)
-
-
-def _same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
-    if a.shape != b.shape:
-        raise ValueError(
-            f"`{name_a}` and `{name_b}` must have the same shape, got {name_a}.shape={a.shape} "
-            f"and {name_b}.shape={b.shape} (no implicit broadcasting)"
-        )
-
-
-def _broadcasts_into(x: jax.Array, shape: tuple[int, ...], name: str, target: str) -> None:
-    try:
-        out = jnp.broadcast_shapes(x.shape, shape)
-    except ValueError:
-        out = None
-    if out != tuple(shape):
-        raise ValueError(
-            f"`{name}` with shape {x.shape} must be a scalar or broadcastable to the shape "
-            f"{tuple(shape)} of `{target}` without changing it"
-        )
-
-
 def _check_likelihood(likelihood: str, decoder_logvar: Any) -> None:
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"`likelihood` must be one of {list(LIKELIHOODS)}, got {likelihood!r}")
+    _checks.choice(likelihood, "likelihood", LIKELIHOODS)
     if likelihood == "bernoulli" and decoder_logvar is not None:
         raise ValueError("`decoder_logvar` is only used with likelihood='gaussian'; "
                          "the Bernoulli likelihood has no variance")
 
 
-def _posterior(mean: ArrayLike, logvar: ArrayLike) -> tuple[jax.Array, jax.Array]:
-    mean, logvar = _array(mean, "mean"), _array(logvar, "logvar")
-    _same_shape(mean, logvar, "mean", "logvar")
+def _posterior(mean: ArrayLike, logvar: ArrayLike, batched: bool = True) -> tuple[jax.Array, jax.Array]:
+    """mean and logvar, [*batch, D] (batched: with at least one batch axis, as the losses need)."""
+    mean, logvar = _checks.real_array(mean, "mean"), _checks.real_array(logvar, "logvar")
+    _checks.same_shape(mean, logvar, "mean", "logvar")
     if mean.ndim < 1:
         raise ValueError(f"`mean` needs a latent axis: shape [*batch, D], got shape {mean.shape}")
+    if batched and mean.ndim < 2:
+        raise ValueError(
+            f"`mean` and `logvar` must be [*batch, D] with at least one batch axis, got shape "
+            f"{mean.shape}: a single example's latent (D = {mean.shape[0]})? Add a batch axis, "
+            "e.g. mean[None] (the losses return one value per example of the batch)"
+        )
     return mean, logvar
 
 
 def _data(x: ArrayLike, decoder_out: ArrayLike, batch_shape: tuple[int, ...],
           sample_shape: tuple[int, ...] = ()) -> tuple[jax.Array, jax.Array]:
     """Checks x [*batch, *event] and decoder_out [*sample, *batch, *event]."""
-    x, decoder_out = _array(x, "x"), _array(decoder_out, "decoder_out")
+    x, decoder_out = _checks.real_array(x, "x"), _checks.real_array(decoder_out, "decoder_out")
     nb = len(batch_shape)
     if x.shape[:nb] != tuple(batch_shape):
         raise ValueError(
@@ -177,41 +153,24 @@ def _data(x: ArrayLike, decoder_out: ArrayLike, batch_shape: tuple[int, ...],
 
 
 def _decoder_logvar(decoder_logvar: Any, decoder_out: jax.Array) -> jax.Array:
-    """The Gaussian decoder's log-variance: 0 (unit variance) when None."""
+    """The Gaussian decoder's log-variance: 0 (unit variance) when None.
+
+    A Python number must be finite (a fixed variance); an array is used as given (its infinite
+    entries give the limits documented in ``log_likelihood``).
+    """
     if decoder_logvar is None:
         return jnp.zeros((), decoder_out.dtype if jnp.issubdtype(decoder_out.dtype, jnp.floating)
                          else jnp.float32)
-    lv = _array(decoder_logvar, "decoder_logvar")
-    _broadcasts_into(lv, decoder_out.shape, "decoder_logvar", "decoder_out")
+    if _checks.is_static_number(decoder_logvar) or isinstance(decoder_logvar, (bool, str, bytes)):
+        return jnp.asarray(_checks.number(decoder_logvar, "decoder_logvar"))
+    lv = _checks.real_array(decoder_logvar, "decoder_logvar")
+    _checks.broadcasts_into(lv, decoder_out.shape, "decoder_logvar", "decoder_out")
     return lv
 
 
-def _scalar(value: Any, name: str) -> Any:
-    """A Python number, or a traced/array scalar (e.g. an annealed beta)."""
-    if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a real number, got {value!r}")
-    if isinstance(value, numbers.Real):
-        return float(value)
-    arr = _array(value, name)
-    if arr.ndim:
-        raise ValueError(f"`{name}` must be a scalar, got shape {arr.shape}")
-    return arr
-
-
-def _check_key(key: Any) -> jax.Array:
-    key = key if isinstance(key, jax.Array) else jnp.asarray(key)
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape:
-            raise ValueError(f"`key` must be a single PRNG key, got a key array of shape {key.shape}")
-        return key
-    if key.dtype == jnp.uint32 and key.shape == (2,):
-        return key
-    raise TypeError(f"`key` must be a PRNG key from jax.random.key(seed), got dtype {key.dtype} "
-                    f"and shape {key.shape}")
-
-
-def _kernel(*static: str):
-    return functools.partial(jax.jit, static_argnames=static)
+def _beta(beta: Any) -> Any:
+    """The KL weight: a Python number in [0, inf), or a traced/array scalar used as given."""
+    return _checks.number(beta, "beta", low=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,17 +179,32 @@ def _kernel(*static: str):
 
 
 def _bernoulli_log_prob(x, logits):
-    """x log sigmoid(l) + (1 - x) log sigmoid(-l), elementwise; finite for any finite logits.
+    """x log sigmoid(l) + (1 - x) log sigmoid(-l), elementwise, with the limits at l = +-inf.
 
     Computed as the identical x l - softplus(l) (log sigmoid(l) = l - softplus(l)): one exp and
-    one log1p per element instead of two of each, and the gradient x - sigmoid(l) directly.
+    one log1p per element instead of two of each, and the gradient x - sigmoid(l) directly. At
+    infinite logits the limit (``genjax._numerics.bernoulli_log_prob``): 0 for the outcome that
+    the logit makes certain (x = 1 at +inf, x = 0 at -inf), -inf for the other.
     """
-    return x * logits - _numerics.softplus(logits)
+    return _numerics.bernoulli_log_prob(x, logits)
 
 
 def _gaussian_log_prob(x, mean, logvar):
-    """log N(x; mean, exp(logvar)), elementwise."""
-    return -0.5 * (_LOG_2PI + logvar + jnp.square(x - mean) * jnp.exp(-logvar))
+    """log N(x; mean, exp(logvar)), elementwise, with the limits at logvar = +-inf.
+
+    ``-1/2 (log 2 pi + s + ((x - mu) exp(-s / 2))^2)``. A zero residual contributes exactly 0 to
+    the quadratic term whatever ``s`` (a double ``where``, so that ``0 * exp(inf)`` is never
+    formed, in the value or the gradient): ``s = -inf`` (zero variance) then gives ``+inf`` at
+    ``x = mu``, and ``-inf`` elsewhere, because ``s`` is clamped to the most negative finite
+    number in the linear term when the residual is non-zero (the quadratic term, ``+inf``,
+    dominates it); ``s = +inf`` gives ``-inf``.
+    """
+    r = x - mean
+    zero = r == 0
+    scaled = jnp.where(zero, 0, r) * jnp.exp(-0.5 * jnp.where(zero, 0, logvar))
+    lowest = jnp.finfo(jnp.result_type(logvar)).min
+    linear = jnp.where(zero, logvar, jnp.maximum(logvar, lowest))
+    return -0.5 * (_LOG_2PI + linear + jnp.square(scaled))
 
 
 def _log_lik(x, decoder_out, decoder_logvar, likelihood, event_ndim, dtype):
@@ -267,8 +241,10 @@ def reparameterize(key: jax.Array, mean: ArrayLike, logvar: ArrayLike,
       (float32 for integer inputs).
 
     Raises:
-      ValueError: ``mean`` and ``logvar`` differ in shape, or ``sample_shape`` is not a tuple of
-        non-negative ints.
+      ValueError: ``mean`` and ``logvar`` differ in shape or are scalars, ``sample_shape`` has a
+        negative entry.
+      TypeError: ``key`` is not a PRNG key (``None`` included), ``sample_shape`` is not an int or
+        a tuple of ints (``(2.5,)`` is an error, never truncated), non-real inputs.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -282,21 +258,14 @@ def reparameterize(key: jax.Array, mean: ArrayLike, logvar: ArrayLike,
     References:
       Kingma & Welling, Auto-Encoding Variational Bayes (ICLR 2014), section 2.4.
     """
-    key = _check_key(key)
-    mean, logvar = _posterior(mean, logvar)
-    try:
-        sample_shape = tuple(int(s) for s in sample_shape)
-    except TypeError:
-        raise ValueError(f"`sample_shape` must be a tuple of ints, got {sample_shape!r}") from None
-    if any(s < 0 for s in sample_shape):
-        raise ValueError(f"`sample_shape` must be non-negative, got {sample_shape}")
-    dtype = jnp.result_type(mean.dtype, logvar.dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+    key = _checks.key(key)
+    mean, logvar = _posterior(mean, logvar, batched=False)
+    sample_shape = _checks.shape(sample_shape, "sample_shape")
+    dtype = _checks.out_dtype(mean, logvar)
     return _reparameterize_kernel(key, mean, logvar, sample_shape=sample_shape, dtype=jnp.dtype(dtype))
 
 
-@_kernel("sample_shape", "dtype")
+@_checks.kernel("sample_shape", "dtype")
 def _reparameterize_kernel(key, mean, logvar, *, sample_shape, dtype):
     eps = jax.random.normal(key, sample_shape + mean.shape, dtype)
     return mean.astype(dtype) + jnp.exp(0.5 * logvar.astype(dtype)) * eps
@@ -321,21 +290,28 @@ def log_likelihood(
     (logits). ``gaussian``: ``sum -1/2 (log 2 pi + s + (x - mu)^2 / exp(s))`` with
     ``mu = decoder_out`` and ``s = decoder_logvar`` (0 when None: unit variance).
 
+    Infinite parameters give the limits, never NaN: a logit of ``+inf`` (``-inf``) makes
+    ``x = 1`` (``x = 0``) certain, log-probability 0, and any other ``x`` impossible, ``-inf``; a
+    log-variance of ``+inf`` gives ``-inf``, and of ``-inf`` (a point mass at ``mu``) ``+inf`` at
+    ``x = mu`` and ``-inf`` elsewhere. Finite values of the terms have finite gradients.
+
     Args:
       x: data, ``[*batch, *event]``.
       decoder_out: logits (bernoulli) or means (gaussian), same shape as ``x``.
       likelihood: ``"bernoulli"`` or ``"gaussian"``.
-      decoder_logvar: gaussian only: a scalar (fixed variance) or an array broadcastable to
-        ``x.shape`` (a learned variance).
+      decoder_logvar: gaussian only: a finite Python number (fixed variance) or an array
+        broadcastable to ``x.shape`` (a learned variance).
       event_ndim: how many trailing axes form the event (default ``x.ndim - 1``: all but the
-        leading batch axis).
+        leading batch axis), a Python int in ``[0, x.ndim]``.
 
     Returns:
       ``[*batch]`` log-likelihoods in nats (at least float32).
 
     Raises:
       ValueError: shapes differ, ``likelihood`` unknown, ``decoder_logvar`` given for a
-        Bernoulli likelihood or not broadcastable, ``event_ndim`` out of range.
+        Bernoulli likelihood, not broadcastable or a NaN/infinite number, ``event_ndim`` out of
+        range.
+      TypeError: non-real inputs, ``event_ndim`` not an int.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -347,18 +323,17 @@ def log_likelihood(
       Kingma & Welling (ICLR 2014), Appendix C (Bernoulli and Gaussian decoders).
     """
     _check_likelihood(likelihood, decoder_logvar)
-    x, decoder_out = _array(x, "x"), _array(decoder_out, "decoder_out")
-    _same_shape(x, decoder_out, "x", "decoder_out")
+    x, decoder_out = _checks.real_array(x, "x"), _checks.real_array(decoder_out, "decoder_out")
+    _checks.same_shape(x, decoder_out, "x", "decoder_out")
     if event_ndim is None:
         event_ndim = max(x.ndim - 1, 0)
-    if isinstance(event_ndim, bool) or not isinstance(event_ndim, numbers.Integral) or not 0 <= event_ndim <= x.ndim:
-        raise ValueError(f"`event_ndim` must be an int in 0..{x.ndim} for x of shape {x.shape}, got {event_ndim!r}")
+    event_ndim = _checks.integer(event_ndim, "event_ndim", low=0, high=x.ndim)
     lv = _decoder_logvar(decoder_logvar, decoder_out)
-    dtype = _compute_dtype(x, decoder_out, lv)
-    return _log_likelihood_kernel(x, decoder_out, lv, likelihood=likelihood, event_ndim=int(event_ndim), dtype=dtype)
+    dtype = _checks.compute_dtype(x, decoder_out, lv)
+    return _log_likelihood_kernel(x, decoder_out, lv, likelihood=likelihood, event_ndim=event_ndim, dtype=dtype)
 
 
-@_kernel("likelihood", "event_ndim", "dtype")
+@_checks.kernel("likelihood", "event_ndim", "dtype")
 def _log_likelihood_kernel(x, decoder_out, lv, *, likelihood, event_ndim, dtype):
     return _log_lik(x, decoder_out, lv, likelihood, event_ndim, dtype)
 
@@ -368,6 +343,7 @@ def diag_gaussian_log_prob(z: ArrayLike, mean: ArrayLike = 0.0, logvar: ArrayLik
 
     ``-1/2 sum_d (log 2 pi + logvar_d + (z_d - mean_d)^2 / exp(logvar_d))``. With the defaults it
     is the standard-normal prior ``log p(z)``; with an encoder's outputs, ``log q(z | x)``.
+    Infinite log-variances give the limits (as in ``log_likelihood``), never NaN.
 
     Args:
       z: ``[*sample, *batch, D]`` points.
@@ -389,15 +365,15 @@ def diag_gaussian_log_prob(z: ArrayLike, mean: ArrayLike = 0.0, logvar: ArrayLik
     References:
       Any statistics text; e.g. Bishop, Pattern Recognition and Machine Learning (2006), eq. 2.43.
     """
-    z, mean, logvar = _array(z, "z"), _array(mean, "mean"), _array(logvar, "logvar")
+    z, mean, logvar = _checks.real_array(z, "z"), _checks.real_array(mean, "mean"), _checks.real_array(logvar, "logvar")
     if z.ndim < 1:
         raise ValueError(f"`z` needs a latent axis, got shape {z.shape}")
-    _broadcasts_into(mean, z.shape, "mean", "z")
-    _broadcasts_into(logvar, z.shape, "logvar", "z")
-    return _diag_gaussian_kernel(z, mean, logvar, dtype=_compute_dtype(z, mean, logvar))
+    _checks.broadcasts_into(mean, z.shape, "mean", "z")
+    _checks.broadcasts_into(logvar, z.shape, "logvar", "z")
+    return _diag_gaussian_kernel(z, mean, logvar, dtype=_checks.compute_dtype(z, mean, logvar))
 
 
-@_kernel("dtype")
+@_checks.kernel("dtype")
 def _diag_gaussian_kernel(z, mean, logvar, *, dtype):
     return _diag_gaussian(z, mean, logvar, dtype)
 
@@ -435,13 +411,19 @@ def elbo(
       likelihood: ``"bernoulli"`` (from logits) or ``"gaussian"``.
       decoder_logvar: gaussian only: a scalar (fixed variance; unit when None) or an array of
         ``x``'s shape (a learned variance).
-      beta: the weight on the KL term (a number or a traced scalar, e.g. an annealing schedule).
+      beta: the weight on the KL term, ``>= 0``: a Python number (checked) or a traced scalar,
+        e.g. an annealing schedule (used as given). ``beta = 0`` drops the KL term exactly.
 
     Returns:
-      ``[*batch]`` ELBO values in nats (at least float32).
+      ``[*batch]`` ELBO values in nats (at least float32). Infinite logits or log-variances give
+      the limits of ``log_likelihood`` and of the KL (``genjax.divergences.gaussian_kl``), never
+      NaN where a limit exists.
 
     Raises:
-      ValueError: mismatched shapes, unknown ``likelihood``, ``decoder_logvar`` with bernoulli.
+      ValueError: mismatched shapes (``mean``/``logvar`` without a batch axis, ``x`` whose
+        leading axes are not ``mean``'s batch shape, ``decoder_out`` not of ``x``'s shape),
+        unknown ``likelihood``, ``decoder_logvar`` with bernoulli, ``beta`` negative or NaN.
+      TypeError: non-real inputs, ``beta`` a string or a boolean.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -459,18 +441,26 @@ def elbo(
     mean, logvar = _posterior(mean, logvar)
     x, decoder_out = _data(x, decoder_out, mean.shape[:-1])
     lv = _decoder_logvar(decoder_logvar, decoder_out)
-    beta = _scalar(beta, "beta")
-    dtype = _compute_dtype(x, decoder_out, mean, logvar, lv)
+    beta = _beta(beta)
+    dtype = _checks.compute_dtype(x, decoder_out, mean, logvar, lv)
     event_ndim = x.ndim - (mean.ndim - 1)
     return _elbo_kernel(x, decoder_out, mean, logvar, lv, beta, likelihood=likelihood,
                         event_ndim=event_ndim, dtype=dtype)
 
 
-@_kernel("likelihood", "event_ndim", "dtype")
+@_checks.kernel("likelihood", "event_ndim", "dtype")
 def _elbo_kernel(x, decoder_out, mean, logvar, lv, beta, *, likelihood, event_ndim, dtype):
     rec = _log_lik(x, decoder_out, lv, likelihood, event_ndim, dtype)  # [B]
     kl = divergences.gaussian_kl(mean.astype(dtype), logvar.astype(dtype))  # [B]
-    return rec - jnp.asarray(beta).astype(dtype) * kl
+    return rec - _weighted_kl(beta, kl, dtype)
+
+
+def _weighted_kl(beta, kl, dtype):
+    """beta * KL, exactly 0 for beta = 0 even where KL is infinite (no 0 * inf = NaN, in the
+    value or in the gradient: double where)."""
+    beta = jnp.asarray(beta).astype(dtype)
+    off = beta == 0
+    return jnp.where(off, 0, jnp.where(off, 1, beta) * kl)
 
 
 def score_function_elbo(
@@ -511,16 +501,18 @@ def score_function_elbo(
       logvar: encoder log-variances, ``[*batch, D]``.
       likelihood: ``"bernoulli"`` or ``"gaussian"``.
       decoder_logvar: as in ``elbo``.
-      beta: the weight on the (analytic) KL term.
+      beta: the weight on the (analytic) KL term, ``>= 0`` (as in ``elbo``).
       baseline: a scalar or ``[*batch]`` control variate subtracted from the reward; must not
-        depend on ``z`` (it is stop-gradient'ed).
+        depend on ``z`` (it is stop-gradient'ed). A Python number must be finite.
 
     Returns:
-      ``[*batch]`` surrogate values, numerically equal to the ELBO estimate.
+      ``[*batch]`` surrogate values, numerically equal to the ELBO estimate (also where it is
+      infinite: the surrogate term is dropped where the reward or ``log q`` is not finite).
 
     Raises:
       ValueError: mismatched shapes (as in ``elbo``; ``z`` must have ``mean``'s shape,
-        ``baseline`` must broadcast to the batch shape).
+        ``baseline`` must broadcast to the batch shape), ``beta`` or ``baseline`` out of range.
+      TypeError: non-real inputs, string or boolean numbers.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -538,28 +530,35 @@ def score_function_elbo(
     """
     _check_likelihood(likelihood, decoder_logvar)
     mean, logvar = _posterior(mean, logvar)
-    z = _array(z, "z")
-    _same_shape(z, mean, "z", "mean")
+    z = _checks.real_array(z, "z")
+    _checks.same_shape(z, mean, "z", "mean")
     x, decoder_out = _data(x, decoder_out, mean.shape[:-1])
     lv = _decoder_logvar(decoder_logvar, decoder_out)
-    beta = _scalar(beta, "beta")
-    baseline = _array(baseline, "baseline")
-    _broadcasts_into(baseline, mean.shape[:-1], "baseline", "the batch shape of mean")
-    dtype = _compute_dtype(x, decoder_out, z, mean, logvar, lv)
+    beta = _beta(beta)
+    if _checks.is_static_number(baseline) or isinstance(baseline, (bool, str, bytes)) or baseline is None:
+        baseline = jnp.asarray(_checks.number(baseline, "baseline"))
+    baseline = _checks.real_array(baseline, "baseline")
+    _checks.broadcasts_into(baseline, mean.shape[:-1], "baseline", "the batch shape of mean")
+    dtype = _checks.compute_dtype(x, decoder_out, z, mean, logvar, lv)
     event_ndim = x.ndim - (mean.ndim - 1)
     return _score_function_kernel(x, decoder_out, z, mean, logvar, lv, beta, baseline,
                                   likelihood=likelihood, event_ndim=event_ndim, dtype=dtype)
 
 
-@_kernel("likelihood", "event_ndim", "dtype")
+@_checks.kernel("likelihood", "event_ndim", "dtype")
 def _score_function_kernel(x, decoder_out, z, mean, logvar, lv, beta, baseline, *, likelihood,
                            event_ndim, dtype):
     sg = jax.lax.stop_gradient
     rec = _log_lik(x, decoder_out, lv, likelihood, event_ndim, dtype)  # [B]
     log_q = _diag_gaussian(sg(z), mean, logvar, dtype)  # [B], depends on mean and logvar only
     reward = sg(rec - baseline.astype(dtype))  # [B]
+    # The surrogate term is 0 in value; where the reward or log q is infinite (an impossible x,
+    # a degenerate q) it is dropped rather than formed as inf * 0 or inf - inf = NaN (the ELBO
+    # is then infinite itself): double where, so its gradient is 0 there, not NaN.
+    ok = jnp.isfinite(reward) & jnp.isfinite(log_q)
+    reward, log_q = jnp.where(ok, reward, 0), jnp.where(ok, log_q, 0)
     kl = divergences.gaussian_kl(mean.astype(dtype), logvar.astype(dtype))  # [B]
-    return rec + reward * (log_q - sg(log_q)) - jnp.asarray(beta).astype(dtype) * kl
+    return rec + reward * (log_q - sg(log_q)) - _weighted_kl(beta, kl, dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,7 +593,10 @@ def iwae_log_weights(
       (lower-variance) ELBO estimate; ``iwae_bound`` of them is ``L_k``.
 
     Raises:
-      ValueError: mismatched shapes.
+      ValueError: mismatched shapes: ``mean``/``logvar`` without a batch axis, ``z`` not
+        ``[*sample, *mean.shape]``, ``x`` not ``[*batch, *event]``, ``decoder_out`` not
+        ``[*sample, *x.shape]``.
+      TypeError: non-real inputs.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -610,21 +612,20 @@ def iwae_log_weights(
     """
     _check_likelihood(likelihood, decoder_logvar)
     mean, logvar = _posterior(mean, logvar)
-    z = _array(z, "z")
+    z = _checks.real_array(z, "z")
     if z.ndim < mean.ndim or z.shape[z.ndim - mean.ndim:] != mean.shape:
         raise ValueError(f"`z` must have shape [*sample, *mean.shape] = [..., {', '.join(map(str, mean.shape))}], "
                          f"got z.shape={z.shape}")
     sample_shape = z.shape[: z.ndim - mean.ndim]
-    x = _array(x, "x")
     x, decoder_out = _data(x, decoder_out, mean.shape[:-1], sample_shape)
     lv = _decoder_logvar(decoder_logvar, decoder_out)
-    dtype = _compute_dtype(x, decoder_out, z, mean, logvar, lv)
+    dtype = _checks.compute_dtype(x, decoder_out, z, mean, logvar, lv)
     event_ndim = x.ndim - (mean.ndim - 1)
     return _log_weights_kernel(x, decoder_out, z, mean, logvar, lv, likelihood=likelihood,
                                event_ndim=event_ndim, dtype=dtype)
 
 
-@_kernel("likelihood", "event_ndim", "dtype")
+@_checks.kernel("likelihood", "event_ndim", "dtype")
 def _log_weights_kernel(x, decoder_out, z, mean, logvar, lv, *, likelihood, event_ndim, dtype):
     return _log_weights(x, decoder_out, z, mean, logvar, lv, likelihood, event_ndim, dtype)
 
@@ -665,13 +666,13 @@ def iwae_bound(log_weights: ArrayLike) -> jax.Array:
       Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders (ICLR 2016), eq. 8 and
       Theorem 1.
     """
-    lw = _array(log_weights, "log_weights")
+    lw = _checks.real_array(log_weights, "log_weights")
     if lw.ndim < 1 or lw.shape[0] == 0:
         raise ValueError(f"`log_weights` must be [k, *batch] with k >= 1 samples, got shape {lw.shape}")
-    return _iwae_bound_kernel(lw, dtype=_compute_dtype(lw))
+    return _iwae_bound_kernel(lw, dtype=_checks.compute_dtype(lw))
 
 
-@_kernel("dtype")
+@_checks.kernel("dtype")
 def _iwae_bound_kernel(lw, *, dtype):
     return _log_mean_exp(lw.astype(dtype))
 
@@ -690,11 +691,16 @@ def _split_decoder(out, likelihood, decoder_logvar):
     return out, decoder_logvar
 
 
+def _check_fn(fn: Any, name: str, what: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be a function {what}, got {type(fn).__name__}")
+
+
 def sample_iwae_log_weights(
     key: jax.Array,
-    x: ArrayLike,
     encode_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     decode_fn: Callable[[jax.Array], Any],
+    x: ArrayLike,
     num_samples: int,
     *,
     chunk_size: int | None = None,
@@ -708,13 +714,14 @@ def sample_iwae_log_weights(
     draws its noise from ``fold_in(key, c)``.
 
     Args:
-      key: PRNG key.
-      x: data, ``[B, *event]``.
+      key: PRNG key (required; ``None`` is a TypeError).
       encode_fn: ``x -> (mean, logvar)``, each ``[B, D]``.
       decode_fn: ``z [N, D] -> decoder_out [N, *event]`` (logits or means), or for a gaussian
-        decoder with learned variance ``-> (mean, logvar)``.
-      num_samples: ``k``, a multiple of ``chunk_size``.
-      chunk_size: samples per chunk (default: all at once).
+        decoder with learned variance ``-> (mean, logvar)``, the log-variance a scalar or of the
+        mean's shape.
+      x: data, ``[B, *event]``.
+      num_samples: ``k``, a positive Python int, a multiple of ``chunk_size``.
+      chunk_size: samples per chunk, a positive Python int (default: all at once).
       likelihood: ``"bernoulli"`` or ``"gaussian"``.
       decoder_logvar: gaussian only: a fixed scalar log-variance.
 
@@ -722,68 +729,77 @@ def sample_iwae_log_weights(
       ``[k, B]`` log importance weights.
 
     Raises:
-      ValueError: ``num_samples`` not positive or not a multiple of ``chunk_size``; shapes as in
-        ``iwae_log_weights``.
+      ValueError: ``num_samples`` or ``chunk_size`` not positive, ``num_samples`` not a multiple
+        of ``chunk_size``; ``x`` a scalar; ``encode_fn`` not returning ``[B, D]`` pairs,
+        ``decode_fn`` not returning ``[N, *event]``; shapes as in ``iwae_log_weights``.
+      TypeError: ``key`` not a PRNG key, ``encode_fn``/``decode_fn`` not callable,
+        ``num_samples``/``chunk_size`` not ints (``2.5``, ``True``), non-real arrays.
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from genjax.vae import sample_iwae_log_weights
       >>> enc = lambda x: (jnp.zeros((x.shape[0], 2)), jnp.zeros((x.shape[0], 2)))
       >>> dec = lambda z: jnp.zeros((z.shape[0], 4))
-      >>> sample_iwae_log_weights(jax.random.key(0), jnp.ones((3, 4)), enc, dec, 6, chunk_size=2).shape
+      >>> sample_iwae_log_weights(jax.random.key(0), enc, dec, jnp.ones((3, 4)), 6, chunk_size=2).shape
       (6, 3)
 
     References:
       Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders (ICLR 2016), section 5.
     """
-    key = _check_key(key)
+    key = _checks.key(key)
+    _check_fn(encode_fn, "encode_fn", "x -> (mean, logvar)")
+    _check_fn(decode_fn, "decode_fn", "z -> decoder_out")
     _check_likelihood(likelihood, decoder_logvar)
-    x = _array(x, "x")
+    x = _checks.real_array(x, "x")
     if x.ndim < 1:
         raise ValueError(f"`x` must be a batch [B, *event], got shape {x.shape}")
-    k = _positive_int(num_samples, "num_samples")
-    c = k if chunk_size is None else _positive_int(chunk_size, "chunk_size")
+    k = _checks.positive_int(num_samples, "num_samples")
+    c = k if chunk_size is None else _checks.positive_int(chunk_size, "chunk_size")
     if k % c:
         raise ValueError(f"`num_samples` ({k}) must be a multiple of `chunk_size` ({c})")
     if decoder_logvar is not None:
-        decoder_logvar = _array(decoder_logvar, "decoder_logvar")
+        decoder_logvar = _decoder_logvar(decoder_logvar, jnp.zeros(()))
         if decoder_logvar.ndim:
             raise ValueError("`decoder_logvar` must be a scalar here; return (mean, logvar) from "
                              "`decode_fn` for a learned variance")
-    mean, logvar = encode_fn(x)
-    mean, logvar = _posterior(mean, logvar)
+    encoded = encode_fn(x)
+    if not isinstance(encoded, (tuple, list)) or len(encoded) != 2:
+        raise ValueError(f"`encode_fn` must return a pair (mean, logvar), got {type(encoded).__name__}")
+    mean, logvar = _posterior(*encoded)
     if mean.ndim != 2 or mean.shape[0] != x.shape[0]:
         raise ValueError(f"`encode_fn` must return [B, D] with B = {x.shape[0]}, got {mean.shape}")
     b, d = mean.shape
-    dtype = _compute_dtype(x, mean, logvar)
+    dtype = _checks.compute_dtype(x, mean, logvar)
+    event = x.shape[1:]
 
     def chunk(i):
         z = _reparameterize_kernel(jax.random.fold_in(key, i), mean, logvar, sample_shape=(c,),
                                    dtype=dtype)  # [c, B, D]
         out = decode_fn(z.reshape(c * b, d))
         out, lv = _split_decoder(out, likelihood, decoder_logvar)
+        out = _checks.real_array(out, "decode_fn(z)")
+        if out.shape != (c * b, *event):
+            raise ValueError(f"`decode_fn` must return [N, *event] = {(c * b, *event)} for z of shape "
+                             f"{(c * b, d)} and x of shape {x.shape}, got {out.shape}")
         out = out.reshape((c, *x.shape))
         if lv is None:
             lv = jnp.zeros((), dtype)
-        elif jnp.ndim(lv):
-            lv = jnp.reshape(lv, out.shape)
-        return _log_weights(x, out, z, mean, logvar, jnp.asarray(lv), likelihood, x.ndim - 1, dtype)  # [c, B]
+        else:
+            lv = _checks.real_array(lv, "the log-variance of decode_fn(z)")
+            _checks.broadcasts_into(lv, (c * b, *event), "the log-variance of decode_fn(z)", "its mean")
+            if lv.ndim:
+                lv = jnp.reshape(jnp.broadcast_to(lv, (c * b, *event)), out.shape)
+        return _log_weights(x, out, z, mean, logvar, lv, likelihood, x.ndim - 1, dtype)  # [c, B]
 
     lw = jax.lax.map(chunk, jnp.arange(k // c))  # [k / c, c, B]
     return lw.reshape(k, b)
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-    return int(value)
-
-
 def estimate_log_likelihood(
     key: jax.Array,
-    x: ArrayLike,
     encode_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     decode_fn: Callable[[jax.Array], Any],
+    x: ArrayLike,
     num_samples: int,
     *,
     chunk_size: int | None = None,
@@ -799,10 +815,10 @@ def estimate_log_likelihood(
     ``sample_iwae_log_weights``.
 
     Args:
-      key: PRNG key.
-      x: data, ``[B, *event]``.
+      key: PRNG key (required).
       encode_fn: ``x -> (mean, logvar)``, each ``[B, D]``.
       decode_fn: ``z [N, D] -> decoder_out [N, *event]``, or ``(mean, logvar)`` (gaussian).
+      x: data, ``[B, *event]``.
       num_samples: ``k``.
       chunk_size: samples decoded at once; ``num_samples`` must be a multiple of it.
       likelihood: ``"bernoulli"`` or ``"gaussian"``.
@@ -812,14 +828,14 @@ def estimate_log_likelihood(
       ``[B]`` estimates of ``log p(x)`` in nats.
 
     Raises:
-      ValueError: as in ``sample_iwae_log_weights``.
+      ValueError, TypeError: as in ``sample_iwae_log_weights``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from genjax.vae import estimate_log_likelihood
       >>> enc = lambda x: (jnp.zeros((x.shape[0], 2)), jnp.zeros((x.shape[0], 2)))
       >>> dec = lambda z: jnp.zeros((z.shape[0], 4))        # p(x | z) = 2^-4 whatever z
-      >>> est = estimate_log_likelihood(jax.random.key(0), jnp.ones((3, 4)), enc, dec, 10)
+      >>> est = estimate_log_likelihood(jax.random.key(0), enc, dec, jnp.ones((3, 4)), 10)
       >>> bool(jnp.allclose(est, -4 * jnp.log(2.0)))
       True
 
@@ -827,6 +843,6 @@ def estimate_log_likelihood(
       Burda, Grosse & Salakhutdinov, Importance Weighted Autoencoders (ICLR 2016), section 5
       (k = 5000); Rezende, Mohamed & Wierstra (ICML 2014), Appendix E (importance sampling).
     """
-    lw = sample_iwae_log_weights(key, x, encode_fn, decode_fn, num_samples, chunk_size=chunk_size,
+    lw = sample_iwae_log_weights(key, encode_fn, decode_fn, x, num_samples, chunk_size=chunk_size,
                                  likelihood=likelihood, decoder_logvar=decoder_logvar)
     return _log_mean_exp(lw)
