@@ -59,12 +59,20 @@ def test_reconstruction_loss_axes_and_shapes():
     assert ae.reconstruction_loss(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), "mse").shape == (0,)
     with pytest.raises(ValueError, match=r"x.shape=\(2, 3\) and output.shape=\(3,\)"):
         ae.reconstruction_loss(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), "mse")
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="`likelihood` must be one of"):
         ae.reconstruction_loss(x, y, "l1")
+    with pytest.raises(TypeError, match="kind"):  # the keyword is `likelihood`, as in genjax.vae
+        ae.reconstruction_loss(x, y, kind="mse")
     with pytest.raises(ValueError, match="reduction"):
         ae.reconstruction_loss(x, y, "mse", reduction="none")
-    with pytest.raises(TypeError, match="`x` must have a floating dtype"):
-        ae.reconstruction_loss(np.zeros((2, 3), np.uint8), np.zeros((2, 3), np.float32), "mse")
+    # The integer policy of genjax._checks: integer arrays are promoted to the default float
+    # (values unchanged: 0..255 images must still be scaled by the caller).
+    ints = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    promoted = ae.reconstruction_loss(ints, np.zeros((2, 3), np.float32), "mse")
+    assert promoted.dtype == jnp.float32
+    np.testing.assert_array_equal(promoted, [0 + 1 + 4, 9 + 16 + 25])
+    with pytest.raises(TypeError, match="`x` must have a real"):
+        ae.reconstruction_loss(np.zeros((2, 3), np.complex64), np.zeros((2, 3), np.float32), "mse")
 
 
 def test_bernoulli_reconstruction_is_finite_at_extreme_logits():
@@ -164,8 +172,10 @@ def test_corrupt_validates_its_arguments():
         ae.corrupt(jax.random.key(0), x, "gaussian", -0.1)
     with pytest.raises(ValueError, match="scalar"):
         ae.corrupt(jax.random.key(0), x, "gaussian", jnp.ones(2))
-    with pytest.raises(TypeError, match="floating"):
-        ae.corrupt(jax.random.key(0), jnp.zeros((2, 3), jnp.int32), "masking", 0.1)
+    ints = ae.corrupt(jax.random.key(0), jnp.ones((2, 10), jnp.int32), "masking", 0.3)  # promoted
+    assert ints.dtype == jnp.float32 and (np.asarray(ints == 0).sum(-1) == 3).all()
+    with pytest.raises(TypeError, match="`x` must have a real"):
+        ae.corrupt(jax.random.key(0), jnp.zeros((2, 3), jnp.complex64), "masking", 0.1)
     with pytest.raises(ValueError, match="value_range"):
         ae.corrupt(jax.random.key(0), x, "salt_and_pepper", 0.1, value_range=(0.0,))
 

@@ -2,8 +2,8 @@
 
 Public functions (all pure; safe under ``jit``, ``vmap`` and ``grad``):
 
-- ``reconstruction_loss(x, output, kind)``: per-example squared error (``"mse"``) or Bernoulli
-  cross-entropy from logits (``"bernoulli"``).
+- ``reconstruction_loss(x, output, likelihood)``: per-example squared error (``"mse"``) or
+  Bernoulli cross-entropy from logits (``"bernoulli"``).
 - ``corrupt(key, x, kind, level)``: the stochastic corruption ``x~ ~ q_D(x~ | x)`` of the
   denoising autoencoder, ``kind`` one of ``CORRUPTIONS``: ``"masking"``, ``"gaussian"``,
   ``"salt_and_pepper"``.
@@ -21,10 +21,17 @@ Conventions:
   ``reconstruction_loss`` reduces the event ``axis`` (default ``-1``; pass ``axis=(1, 2, 3)``
   for images ``[B, H, W, C]``) and keeps the rest, so it returns one value per example.
 - **Shapes** must match exactly; nothing is broadcast silently (``ValueError`` naming both).
-- **Keys** come first in the one function that samples (``corrupt``) and are never defaulted;
-  typed keys (``jax.random.key``) and raw ``uint32[2]`` keys are both accepted.
-- **Dtypes.** Inputs must be real floating arrays (integer images: convert them to floats in
-  ``[0, 1]`` first). Half-precision inputs are computed in float32 and returned in their dtype.
+- **Keys** come first in the one function that samples (``corrupt``) and are never defaulted
+  (``None`` is a ``TypeError``); typed keys (``jax.random.key``) and raw ``uint32[2]`` keys are
+  both accepted. Callables come before data (``jacobian_norm_sq(encoder_fn, x)``).
+- **Dtypes.** Inputs are real arrays: integer and boolean arrays are promoted to the default
+  float, as ``jax.numpy`` does (integer images: convert them to floats in ``[0, 1]`` first, e.g.
+  with ``genjax.data.to_float``, or a loss sees 0..255); complex numbers, strings and ``None``
+  are a ``TypeError``. Half-precision inputs are computed in float32 and returned in their dtype.
+- **Static numbers** (``level``, ``rho``, ``value_range``) given as Python numbers are checked
+  against their domain (``ValueError``, NaN included; strings and booleans are a
+  ``TypeError``); traced values are used as given. Counts (``k``, ``max_k``) must be ints: ``2.0``
+  and ``True`` are a ``TypeError`` (the policy of ``genjax._checks``).
 - **Dense layers** follow Flax's layout: ``a = x @ kernel + bias`` with ``kernel`` ``[D, H]``.
 
 References:
@@ -40,17 +47,16 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from genjax import _numerics, divergences
+from genjax import _checks, _numerics, divergences
 
 __all__ = [
     "CORRUPTIONS",
@@ -68,48 +74,12 @@ __all__ = [
 CORRUPTIONS = ("masking", "gaussian", "salt_and_pepper")
 RECONSTRUCTIONS = ("mse", "bernoulli")
 
-Axis = Union[int, Sequence[int], None]
+Axis = _checks.Axis
 
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers (static: they run in Python, at trace time).
+# Validation (static: it runs in Python, at trace time; the shared checks are genjax._checks).
 # --------------------------------------------------------------------------------------------
-
-
-def _float_array(x: ArrayLike, name: str) -> jax.Array:
-    """`x` as a floating JAX array; TypeError naming `name` otherwise."""
-    try:
-        arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be an array of floats, got {type(x).__name__}: {err}") from err
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        raise TypeError(
-            f"`{name}` must have a floating dtype, got {arr.dtype} (convert integer images to "
-            "floats in [0, 1] first, e.g. with genjax.data.to_float)"
-        )
-    return arr
-
-
-def _compute_dtype(dtype) -> jnp.dtype:
-    """float32 for floating types narrower than 32 bits, else `dtype`."""
-    return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else jnp.dtype(dtype)
-
-
-def _axes(axis: Axis, ndim: int) -> tuple[int, ...]:
-    """`axis` (int, sequence of ints, or None for all) as sorted non-negative ints."""
-    if axis is None:
-        return tuple(range(ndim))
-    items = axis if isinstance(axis, (tuple, list)) else (axis,)
-    out = []
-    for a in items:
-        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
-            raise ValueError(f"`axis` must be an int, a tuple of ints or None, got {axis!r}")
-        if not -ndim <= int(a) < ndim:
-            raise ValueError(f"`axis`={axis!r} is out of range for an array of rank {ndim}")
-        out.append(int(a) % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"`axis`={axis!r} repeats an axis")
-    return tuple(sorted(out))
 
 
 def _concrete_float(value: Any) -> float | None:
@@ -120,19 +90,6 @@ def _concrete_float(value: Any) -> float | None:
         return None
 
 
-def _batched(x: jax.Array, name: str, what: str) -> None:
-    """A batch `[B, ...]` with B >= 1 (the penalties average over it)."""
-    if x.ndim < 1:
-        raise ValueError(f"`{name}` must be a batch [B, ...], got a scalar")
-    if x.shape[0] == 0:
-        raise ValueError(f"`{name}` is an empty batch (shape {x.shape}): {what} needs at least one example")
-
-
-def _kernel(*static: str):
-    """jit with static arguments: an eager call compiles once per shape; inside jit it inlines."""
-    return functools.partial(jax.jit, static_argnames=static)
-
-
 # --------------------------------------------------------------------------------------------
 # Reconstruction.
 # --------------------------------------------------------------------------------------------
@@ -141,29 +98,32 @@ def _kernel(*static: str):
 def reconstruction_loss(
     x: ArrayLike,
     output: ArrayLike,
-    kind: str,
+    likelihood: str,
     *,
     axis: Axis = -1,
     reduction: str = "sum",
 ) -> jax.Array:
     """Per-example reconstruction loss of an autoencoder.
 
-    - ``kind="mse"``: squared error, ``output`` is the reconstruction x_hat:
-      ``L(x, x_hat) = sum_i (x_i - x_hat_i)^2``.
-    - ``kind="bernoulli"``: cross-entropy of ``x`` under Bernoulli(sigmoid(l)), ``output`` the
-      decoder's logits l: ``L(x, l) = -sum_i [x_i log s(l_i) + (1 - x_i) log(1 - s(l_i))]
-      = sum_i [softplus(l_i) - x_i l_i]``, stable for any finite logits. ``x`` may be
-      real-valued in ``[0, 1]`` (grey levels, as in Vincent et al. 2010); then the minimum over
-      l is the binary entropy of x, not 0.
+    - ``likelihood="mse"``: squared error, ``output`` is the reconstruction x_hat:
+      ``L(x, x_hat) = sum_i (x_i - x_hat_i)^2`` (twice the negative log-likelihood of a
+      unit-variance Gaussian, up to its constant).
+    - ``likelihood="bernoulli"``: cross-entropy of ``x`` under Bernoulli(sigmoid(l)), ``output``
+      the decoder's logits l: ``L(x, l) = -sum_i [x_i log s(l_i) + (1 - x_i) log(1 - s(l_i))]
+      = sum_i [softplus(l_i) - x_i l_i]``, stable for any finite logits, and the limit at
+      infinite ones (a logit of ``+inf`` costs 0 for ``x = 1`` and ``+inf`` for ``x < 1``; never
+      NaN). ``x`` may be real-valued in ``[0, 1]`` (grey levels, as in Vincent et al. 2010);
+      then the minimum over l is the binary entropy of x, not 0.
 
     ``reduction="sum"`` (default) sums over ``axis``, the scale of the papers' objectives (and the
     scale on which the penalties' weights are quoted); ``"mean"`` averages over it (with
-    ``kind="mse"`` that is the per-example mean squared error).
+    ``likelihood="mse"`` that is the per-example mean squared error).
 
     Args:
-      x: targets, any shape, floating.
+      x: targets, any shape, real (integer and boolean arrays are promoted to the default float:
+        convert integer images to floats in ``[0, 1]`` first, e.g. with genjax.data.to_float).
       output: reconstructions (``"mse"``) or logits (``"bernoulli"``), the shape of ``x``.
-      kind: ``"mse"`` or ``"bernoulli"``.
+      likelihood: ``"mse"`` or ``"bernoulli"`` (the keyword name of ``genjax.vae.elbo``).
       axis: the event axes to reduce: an int, a tuple of ints, or None for all (default -1).
       reduction: ``"sum"`` or ``"mean"`` over ``axis``.
 
@@ -171,8 +131,9 @@ def reconstruction_loss(
       The loss per example: ``x``'s shape without ``axis``, e.g. ``[B]`` for ``[B, D]`` inputs.
 
     Raises:
-      ValueError: unknown ``kind``/``reduction``, mismatched shapes, bad ``axis``.
-      TypeError: non-floating inputs.
+      ValueError: unknown ``likelihood``/``reduction``, mismatched shapes, bad ``axis``, a
+        ``"mean"`` over axes with no entries.
+      TypeError: non-real inputs (complex, strings, None), ``axis`` not ints.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -187,34 +148,32 @@ def reconstruction_loss(
       Vincent et al., JMLR 2010, section 2.2 (squared error and the cross-entropy loss
       L_H for inputs in [0, 1]).
     """
-    if kind not in RECONSTRUCTIONS:
-        raise ValueError(f"`kind` must be one of {list(RECONSTRUCTIONS)}, got {kind!r}")
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"`reduction` must be 'sum' or 'mean', got {reduction!r}")
-    x = _float_array(x, "x")
-    output = _float_array(output, "output")
-    if x.shape != output.shape:
-        raise ValueError(
-            f"`x` and `output` must have the same shape, got x.shape={x.shape} and "
-            f"output.shape={output.shape} (no implicit broadcasting)"
-        )
-    axes = _axes(axis, x.ndim)
-    return _reconstruction_kernel(x, output, kind=kind, axes=axes, reduction=reduction)
+    _checks.choice(likelihood, "likelihood", RECONSTRUCTIONS)
+    _checks.choice(reduction, "reduction", ("sum", "mean"))
+    x = _checks.float_array(x, "x")
+    output = _checks.float_array(output, "output")
+    _checks.same_shape(x, output, "x", "output")
+    axes = _checks.axes(axis, x.ndim)
+    kept = math.prod(d for a, d in enumerate(x.shape) if a not in axes)
+    if reduction == "mean" and kept and not math.prod(x.shape[a] for a in axes):
+        raise ValueError(f"`reduction`='mean' over the axes {axes} of x.shape={x.shape}, which have no "
+                         "entries: a mean over no entries is undefined")
+    return _reconstruction_kernel(x, output, likelihood=likelihood, axes=axes, reduction=reduction)
 
 
-@_kernel("kind", "axes", "reduction")
-def _reconstruction_kernel(x, output, *, kind, axes, reduction):
+@_checks.kernel("likelihood", "axes", "reduction")
+def _reconstruction_kernel(x, output, *, likelihood, axes, reduction):
     out_dtype = jnp.result_type(x, output)
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     x, output = x.astype(compute), output.astype(compute)
     k = len(axes)
     if k > 1 and axes == tuple(range(x.ndim - k, x.ndim)):  # trailing axes: reduce them as one
         x, output = _numerics.flatten_trailing(x, k), _numerics.flatten_trailing(output, k)
         axes = (x.ndim - 1,)
-    if kind == "mse":
+    if likelihood == "mse":
         per_entry = jnp.square(x - output)
     else:
-        per_entry = _numerics.softplus(output) - x * output
+        per_entry = -_numerics.bernoulli_log_prob(x, output)
     reduce = jnp.sum if reduction == "sum" else jnp.mean
     return reduce(per_entry, axis=axes).astype(out_dtype)
 
@@ -257,20 +216,26 @@ def corrupt(
 
     Args:
       key: a PRNG key (``jax.random.key(seed)``), required.
-      x: clean inputs, floating, any shape.
+      x: clean inputs, real, any shape (integer and boolean arrays become the default float).
       kind: one of ``"masking"``, ``"gaussian"``, ``"salt_and_pepper"``.
       level: the fraction of corrupted entries in [0, 1] (masking, salt-and-pepper) or the noise
         standard deviation >= 0 (gaussian); a scalar, possibly traced (e.g. vmapped over levels).
+        A traced level cannot be checked and is used as given: a fraction below 0 corrupts no
+        entry and one above 1 every entry; a negative std flips the noise's sign (the same
+        distribution as ``|level|``).
       axis: the axes that make up one example (int, tuple of ints, or None for the whole array).
-      value_range: ``(low, high)``, the salt-and-pepper values (default ``(0, 1)``).
+      value_range: ``(low, high)``, two finite numbers with ``low < high``, the salt-and-pepper
+        values (default ``(0, 1)``).
 
     Returns:
-      The corrupted inputs, the shape and dtype of ``x``.
+      The corrupted inputs, the shape and (floating) dtype of ``x``.
 
     Raises:
-      ValueError: unknown ``kind``, ``level`` out of range (checked when it is concrete), a
-        non-scalar ``level``, a bad ``axis`` or ``value_range``.
-      TypeError: non-floating ``x``.
+      ValueError: unknown ``kind``, ``level`` out of its kind's domain or NaN (checked when it
+        is concrete: a Python number or a concrete array), a non-scalar ``level``, a bad
+        ``axis``, a ``value_range`` that is not two finite numbers with ``low < high``.
+      TypeError: ``key`` not a PRNG key (``None`` included), non-real ``x``, ``level`` or
+        ``value_range`` entries that are strings, booleans or None (``level="0.3"``).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -284,34 +249,53 @@ def corrupt(
       Vincent et al., ICML 2008, section 2.3 (masking noise); Vincent et al., JMLR 2010,
       section 4.2 (the three corruptions).
     """
-    if kind not in CORRUPTIONS:
-        raise ValueError(f"`kind` must be one of {list(CORRUPTIONS)}, got {kind!r}")
-    x = _float_array(x, "x")
-    if jnp.ndim(level) != 0:
-        raise ValueError(f"`level` must be a scalar, got shape {jnp.shape(level)}")
-    value = _concrete_float(level)
-    if value is not None:
-        if kind == "gaussian" and not (value >= 0.0 and math.isfinite(value)):
-            raise ValueError(f"`level` is the Gaussian noise std and must be finite and >= 0, got {value}")
-        if kind != "gaussian" and not 0.0 <= value <= 1.0:
-            raise ValueError(f"`level` is the fraction of corrupted entries for {kind!r}: expected a "
-                             f"value in [0, 1], got {value}")
-    try:
-        low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"`value_range` must be a pair of numbers (low, high), got {value_range!r}") from None
-    axes = _axes(axis, x.ndim)
+    key = _checks.key(key)
+    _checks.choice(kind, "kind", CORRUPTIONS)
+    x = _checks.float_array(x, "x")
+    value = _level(level, kind)
+    low, high = _value_range(value_range)
+    axes = _checks.axes(axis, x.ndim)
     d = math.prod(x.shape[a] for a in axes)
     # A level known now fixes the count, and the cheap top-k selection applies; a traced level
     # (e.g. vmapped over levels) selects by the ranks of a random permutation of each example.
     count = None if value is None or kind == "gaussian" else int(round(value * d))
-    return _corrupt_kernel(key, x, jnp.asarray(level, _compute_dtype(x.dtype)),
+    return _corrupt_kernel(key, x, jnp.asarray(level, _checks.compute_dtype(x.dtype)),
                            kind=kind, axes=axes, value_range=(low, high), count=count)
 
 
-@_kernel("kind", "axes", "value_range", "count")
+def _level(level: Any, kind: str) -> float | None:
+    """Checks `level` against its kind's domain; its value if known now, None if traced."""
+    high = None if kind == "gaussian" else 1.0
+    what = ("the Gaussian noise std" if kind == "gaussian"
+            else f"the fraction of corrupted entries for {kind!r}")
+    try:
+        level = _checks.number(level, "level", 0.0, high)
+        value = level if isinstance(level, float) else _concrete_float(level)
+        if value is not None:  # a concrete array: checked as a number
+            _checks.number(value, "level", 0.0, high)
+    except ValueError as err:
+        raise ValueError(f"{err} ({what})") from None
+    return value
+
+
+def _value_range(value_range: Any) -> tuple[float, float]:
+    if isinstance(value_range, (str, bytes)) or not isinstance(value_range, Sequence):
+        raise TypeError(f"`value_range` must be a pair of numbers (low, high), got {value_range!r}")
+    if len(value_range) != 2:
+        raise ValueError(f"`value_range` must be a pair of numbers (low, high), got {value_range!r}")
+    low, high = (_concrete_float(_checks.number(v, "value_range")) for v in value_range)
+    if low is None or high is None:
+        raise TypeError(f"`value_range` must be a pair of concrete numbers, got {value_range!r}")
+    _checks.number(low, "value_range[0]")
+    _checks.number(high, "value_range[1]")
+    if not low < high:
+        raise ValueError(f"`value_range` must be (low, high) with low < high, got {value_range!r}")
+    return low, high
+
+
+@_checks.kernel("kind", "axes", "value_range", "count")
 def _corrupt_kernel(key, x, level, *, kind, axes, value_range, count):
-    compute = _compute_dtype(x.dtype)
+    compute = _checks.compute_dtype(x.dtype)
     if kind == "gaussian":
         noise = jax.random.normal(key, x.shape, compute)
         return (x.astype(compute) + level * noise).astype(x.dtype)
@@ -360,19 +344,31 @@ def _inverse(permutation: tuple[int, ...]) -> tuple[int, ...]:
 # --------------------------------------------------------------------------------------------
 
 
-def _layers(activations: Any, name: str) -> list[jax.Array]:
+def _layers(activations: Any, name: str) -> list[tuple[str, jax.Array]]:
     layers = list(activations) if isinstance(activations, (list, tuple)) else [activations]
     if not layers:
         raise ValueError(f"`{name}` must be an array [B, units...] or a non-empty sequence of them")
     out = []
     for i, h in enumerate(layers):
         label = name if len(layers) == 1 else f"{name}[{i}]"
-        h = _float_array(h, label)
+        h = _checks.float_array(h, label)
         if h.ndim < 2:
             raise ValueError(f"`{label}` must be a batch of activations [B, units...], got shape {h.shape}")
-        _batched(h, label, "the sparsity penalty (a mean over the batch)")
-        out.append(h)
+        _checks.batched(h, label, "the sparsity penalty (a mean over the batch)")
+        out.append((label, h))
     return out
+
+
+def _rho(rho: Any) -> jax.Array:
+    """The target activation: a Python number in (0, 1) (checked), or a real array as given."""
+    if _checks.is_static_number(rho) or rho is None or isinstance(rho, (bool, str, bytes)):
+        return jnp.asarray(_checks.number(rho, "rho", 0.0, 1.0, low_open=True, high_open=True))
+    return _checks.float_array(rho, "rho")
+
+
+def _rho_for(rho: jax.Array, layer: jax.Array, label: str) -> jax.Array:
+    _checks.broadcasts_into(rho, layer.shape[1:], "rho", f"the units of {label}")
+    return rho
 
 
 def sparsity_penalty(activations: ArrayLike | Sequence[ArrayLike], rho: float | ArrayLike) -> jax.Array:
@@ -394,15 +390,16 @@ def sparsity_penalty(activations: ArrayLike | Sequence[ArrayLike], rho: float | 
     Args:
       activations: ``[B, units...]`` in [0, 1] (units: all axes after the batch axis 0), or a
         list/tuple of such arrays (one per layer; the batch sizes may differ).
-      rho: the target mean activation, a scalar or an array broadcastable to ``units...``.
+      rho: the target mean activation: a Python number in (0, 1), or an array broadcastable to
+        ``units...`` (used as given: entries outside [0, 1] give NaN).
 
     Returns:
       A scalar: the sum over layers and units.
 
     Raises:
       ValueError: an activation array with fewer than 2 axes or an empty batch; ``rho`` not
-        broadcastable to a layer's units.
-      TypeError: non-floating activations.
+        broadcastable to a layer's units, or a number outside (0, 1) (NaN included).
+      TypeError: non-real activations or ``rho`` (complex, strings, None, booleans).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -414,10 +411,11 @@ def sparsity_penalty(activations: ArrayLike | Sequence[ArrayLike], rho: float | 
     References:
       Ng, "Sparse autoencoder", CS294A notes (2011), section 3; Cover & Thomas (2006) eq. 2.26.
     """
+    rho = _rho(rho)
     total = None
-    for h in _layers(activations, "activations"):
+    for label, h in _layers(activations, "activations"):
         rho_hat = jnp.mean(h, axis=0)  # [units...]
-        kl = jnp.sum(divergences.bernoulli_kl(rho, rho_hat))
+        kl = jnp.sum(divergences.bernoulli_kl(_rho_for(rho, h, label), rho_hat))
         total = kl if total is None else total + kl
     return total
 
@@ -431,7 +429,8 @@ def sparsity_penalty_from_logits(logits: ArrayLike | Sequence[ArrayLike], rho: f
 
     Args:
       logits: pre-activations ``[B, units...]`` of sigmoid units, or a sequence of them.
-      rho: the target mean activation in [0, 1], a scalar or broadcastable to ``units...``.
+      rho: the target mean activation, a Python number in (0, 1) or an array broadcastable to
+        ``units...`` (as in ``sparsity_penalty``).
 
     Returns:
       A scalar: ``sum_layers sum_j KL(rho || rho_hat_j)``.
@@ -448,17 +447,10 @@ def sparsity_penalty_from_logits(logits: ArrayLike | Sequence[ArrayLike], rho: f
     References:
       Ng, "Sparse autoencoder", CS294A notes (2011), section 3.
     """
+    rho = _rho(rho)
     total = None
-    for layer in _layers(logits, "logits"):
-        rho_arr = jnp.asarray(rho) if isinstance(rho, numbers.Real) else _float_array(rho, "rho")
-        try:
-            units = jnp.broadcast_shapes(rho_arr.shape, layer.shape[1:])
-        except ValueError:
-            units = None
-        if units != layer.shape[1:]:
-            raise ValueError(f"`rho` with shape {rho_arr.shape} must be a scalar or broadcastable to the "
-                             f"units {layer.shape[1:]} of `logits` without changing them")
-        kl = _sparsity_from_logits_kernel(layer, rho_arr)
+    for label, layer in _layers(logits, "logits"):
+        kl = _sparsity_from_logits_kernel(layer, _rho_for(rho, layer, label))
         total = kl if total is None else total + kl
     return total
 
@@ -466,7 +458,7 @@ def sparsity_penalty_from_logits(logits: ArrayLike | Sequence[ArrayLike], rho: f
 @jax.jit
 def _sparsity_from_logits_kernel(logits, rho):
     out_dtype = logits.dtype
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     logits = logits.astype(compute)
     rho = jnp.broadcast_to(rho.astype(compute), logits.shape[1:])
     log_b = jnp.log(jnp.asarray(logits.shape[0], compute))
@@ -495,17 +487,21 @@ def k_sparse(z: ArrayLike, k: int | ArrayLike, *, max_k: int | None = None) -> j
     Args:
       z: activations ``[..., H]`` (the k-sparse AE uses linear units ``z = x @ W + b``).
       k: how many to keep, ``0 <= k <= H``: a Python int (static), or a traced integer scalar,
-        e.g. a sparsity level annealed during training (Makhzani & Frey, section 3.2).
-      max_k: for a traced ``k``, a static upper bound on it. Then the selection is one
-        ``lax.top_k(z, max_k)``; without it, a traced ``k`` costs two sorts of each row, much
-        slower on CPU. A traced ``k`` above ``max_k`` keeps ``max_k`` entries.
+        e.g. a sparsity level annealed during training (Makhzani & Frey, section 3.2). A traced
+        ``k`` is used as given: below 0 it keeps no entry, above ``H`` every entry.
+      max_k: for a traced ``k``, a static upper bound on it, a Python int in ``[0, H]``. Then the
+        selection is one ``lax.top_k(z, max_k)``; without it, a traced ``k`` costs two sorts of
+        each row, much slower on CPU. A traced ``k`` above ``max_k`` keeps ``max_k`` entries.
 
     Returns:
-      ``z`` with all but the k largest entries of each row zeroed, the shape and dtype of ``z``.
+      ``z`` with all but the k largest entries of each row zeroed, the shape and (floating)
+      dtype of ``z``.
 
     Raises:
-      ValueError: ``z`` is a scalar, a static ``k`` or ``max_k`` outside ``[0, H]``.
-      TypeError: non-floating ``z`` or a non-integer ``k``/``max_k``.
+      ValueError: ``z`` is a scalar, a static ``k`` or ``max_k`` outside ``[0, H]``, a ``k``
+        array that is not a scalar.
+      TypeError: non-real ``z``; ``k`` neither a Python int nor an integer array (``2.0``,
+        ``True``); ``max_k`` not a Python int.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -518,40 +514,37 @@ def k_sparse(z: ArrayLike, k: int | ArrayLike, *, max_k: int | None = None) -> j
     References:
       Makhzani & Frey, "k-Sparse Autoencoders", ICLR 2014, Algorithm 1.
     """
-    z = _float_array(z, "z")
+    z = _checks.float_array(z, "z")
     if z.ndim < 1:
         raise ValueError("`z` must have at least one axis (the units), got a scalar")
     h = z.shape[-1]
-    if isinstance(k, (bool, float)) or (not isinstance(k, numbers.Integral) and not _is_int_array(k)):
-        raise TypeError(f"`k` must be an integer (a Python int or an integer scalar array), got {k!r}")
-    if isinstance(k, numbers.Integral):
-        k = int(k)
-        if not 0 <= k <= h:
-            raise ValueError(f"`k` must be in [0, {h}] (the number of units), got {k}")
-        return _k_sparse_static(z, k=k)
-    if jnp.ndim(k) != 0:
-        raise ValueError(f"`k` must be a scalar, got shape {jnp.shape(k)}")
     if max_k is not None:
-        if isinstance(max_k, bool) or not isinstance(max_k, numbers.Integral):
-            raise TypeError(f"`max_k` must be a Python int (a static bound on k), got {max_k!r}")
-        if not 0 <= max_k <= h:
-            raise ValueError(f"`max_k` must be in [0, {h}] (the number of units), got {max_k}")
-        return _k_sparse_bounded(z, k, max_k=int(max_k))
+        max_k = _checks.integer(max_k, "max_k", 0, h)
+    if isinstance(k, numbers.Integral) and not isinstance(k, bool):
+        return _k_sparse_static(z, k=_checks.integer(k, "k", 0, h))
+    if not _is_int_array(k):
+        raise TypeError(f"`k` must be an integer (a Python int or an integer scalar array), got {k!r}")
+    k = _checks.int_array(k, "k")
+    if k.ndim != 0:
+        raise ValueError(f"`k` must be a scalar, got shape {k.shape}")
+    if max_k is not None:
+        return _k_sparse_bounded(z, k, max_k=max_k)
     return _k_sparse_traced(z, k)
 
 
 def _is_int_array(k: Any) -> bool:
-    return hasattr(k, "dtype") and jnp.issubdtype(k.dtype, jnp.integer)
+    return (hasattr(k, "dtype") and not isinstance(k, (str, bytes))
+            and jnp.issubdtype(k.dtype, jnp.integer))
 
 
-@_kernel("k")
+@_checks.kernel("k")
 def _k_sparse_static(z, *, k):
     if k == z.shape[-1]:
         return z
     return jnp.where(_top_k_mask(z, k), z, jnp.zeros((), z.dtype))
 
 
-@_kernel("max_k")
+@_checks.kernel("max_k")
 def _k_sparse_bounded(z, k, *, max_k):
     if max_k == 0:
         return jnp.where(False, z, jnp.zeros((), z.dtype))
@@ -606,7 +599,7 @@ def jacobian_norm_sq(encoder_fn: Callable[[jax.Array], Any], x: ArrayLike) -> ja
     """
     if not callable(encoder_fn):
         raise TypeError(f"`encoder_fn` must be a function of one example, got {type(encoder_fn).__name__}")
-    x = _float_array(x, "x")
+    x = _checks.float_array(x, "x")
     if x.ndim < 1:
         raise ValueError("`x` must be a batch [B, ...], got a scalar")
     example = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
@@ -617,10 +610,10 @@ def jacobian_norm_sq(encoder_fn: Callable[[jax.Array], Any], x: ArrayLike) -> ja
 
     def one(xb):
         leaves = jax.tree.leaves(jacobian(xb))
-        return sum(jnp.sum(jnp.square(j.astype(_compute_dtype(j.dtype)))) for j in leaves)
+        return sum(jnp.sum(jnp.square(j.astype(_checks.compute_dtype(j.dtype)))) for j in leaves)
 
     if x.shape[0] == 0:
-        return jnp.zeros((0,), _compute_dtype(x.dtype))
+        return jnp.zeros((0,), _checks.compute_dtype(x.dtype))
     return jax.vmap(one)(x)
 
 
@@ -652,8 +645,8 @@ def contractive_penalty(encoder_fn: Callable[[jax.Array], Any], x: ArrayLike) ->
     References:
       Rifai et al., "Contractive auto-encoders", ICML 2011, section 2.
     """
-    x = _float_array(x, "x")
-    _batched(x, "x", "the contractive penalty (a mean over the batch)")
+    x = _checks.float_array(x, "x")
+    _checks.batched(x, "x", "the contractive penalty (a mean over the batch)")
     return jnp.mean(jacobian_norm_sq(encoder_fn, x))
 
 
@@ -686,8 +679,8 @@ def dense_jacobian_norm_sq(slopes: ArrayLike, kernel: ArrayLike) -> jax.Array:
     References:
       Rifai et al., ICML 2011, section 3 (the sigmoid case in closed form).
     """
-    slopes = _float_array(slopes, "slopes")
-    kernel = _float_array(kernel, "kernel")
+    slopes = _checks.float_array(slopes, "slopes")
+    kernel = _checks.float_array(kernel, "kernel")
     if kernel.ndim != 2:
         raise ValueError(f"`kernel` must be a dense layer's weights [D, H], got shape {kernel.shape}")
     if slopes.ndim < 1 or slopes.shape[-1] != kernel.shape[1]:
@@ -699,7 +692,7 @@ def dense_jacobian_norm_sq(slopes: ArrayLike, kernel: ArrayLike) -> jax.Array:
 @jax.jit
 def _dense_jacobian_kernel(slopes, kernel):
     out_dtype = jnp.result_type(slopes, kernel)
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     column_norms = jnp.sum(jnp.square(kernel.astype(compute)), axis=0)  # [H]
     return (jnp.square(slopes.astype(compute)) @ column_norms).astype(out_dtype)
 
@@ -732,8 +725,8 @@ def sigmoid_contractive_penalty(hidden: ArrayLike, kernel: ArrayLike) -> jax.Arr
     References:
       Rifai et al., "Contractive auto-encoders", ICML 2011, section 3.
     """
-    hidden = _float_array(hidden, "hidden")
+    hidden = _checks.float_array(hidden, "hidden")
     if hidden.ndim != 2:
         raise ValueError(f"`hidden` must be a batch of codes [B, H], got shape {hidden.shape}")
-    _batched(hidden, "hidden", "the contractive penalty (a mean over the batch)")
+    _checks.batched(hidden, "hidden", "the contractive penalty (a mean over the batch)")
     return jnp.mean(dense_jacobian_norm_sq(hidden * (1.0 - hidden), kernel))
