@@ -10,7 +10,8 @@ does:
 1. Models (config ``models``): ``mlp50`` (the IWAE paper's one-stochastic-layer VAE,
    784-200-200-50 tanh), ``mlp2`` (the same with a 2-D latent, for the manifold figure) and
    ``conv50`` (a small convolutional variant, `genjax.nn.VaeConv`). Each trains ``num_seeds``
-   replicas at once (``vmap`` over seeds in one compiled program, `genjax.train.fit`).
+   seeds as one program (`genjax.train.fit(replicas=True)`: vmapped on GPU/TPU, seed after seed
+   on CPU); replica i is the run of seed i alone.
 2. Protocol of Burda, Grosse & Salakhutdinov (2016), Table 1: dynamic binarization (a fresh
    ``Bernoulli(pixel)`` draw per training step, from the step key), Adam (beta1 0.9, beta2 0.999,
    eps 1e-4), batch 20, the staged schedule ``lr = 1e-3 * 10^(-i/7)`` for ``3^i`` passes,
@@ -53,7 +54,7 @@ IWAE_STAGES = 8
 @dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 0
-    num_seeds: int = 3  # replicas per model (seeds seed, seed+1, ...), trained as one vmapped program
+    num_seeds: int = 3  # replicas per model (seeds seed, seed+1, ...), trained as one program
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
     data_source: Literal["auto", "tfds", "embedded"] = "auto"
     data_dir: str | None = None
@@ -135,12 +136,12 @@ def check_config(cfg: Config) -> list[ModelSpec]:
 
 
 def build_model(cfg: Config, spec: ModelSpec, image_shape):
-    from genjax.nn._vae import VaeConv, VaeMlp
+    from genjax import nn
 
     if spec.arch == "mlp":
-        return VaeMlp(hidden_dims=tuple(cfg.hidden_dims), latent_dim=spec.latent_dim,
+        return nn.VaeMlp(hidden_dims=tuple(cfg.hidden_dims), latent_dim=spec.latent_dim,
                          activation=cfg.activation, image_shape=tuple(image_shape))
-    return VaeConv(channels=tuple(cfg.conv_channels), hidden_dim=cfg.conv_hidden, latent_dim=spec.latent_dim,
+    return nn.VaeConv(channels=tuple(cfg.conv_channels), hidden_dim=cfg.conv_hidden, latent_dim=spec.latent_dim,
                       activation="relu", image_shape=tuple(image_shape))
 
 
@@ -164,10 +165,6 @@ def learning_rate_schedule(cfg: Config):
     return schedule
 
 
-def stage_learning_rates(cfg: Config) -> list[float]:
-    return [cfg.learning_rate * 10 ** (-i / 7) for i in range(IWAE_STAGES)]
-
-
 # ------------------------------------------------------------------------------ the model's pieces
 
 
@@ -183,44 +180,37 @@ def encoder_fns(model):
     return encode, decode
 
 
-def make_init(model, tx, image_shape, output_bias, seeds):
-    """`init() -> TrainState` holding one parameter set per seed, stacked on a leading axis.
+def make_init(model, tx, image_shape, output_bias):
+    """`init(key) -> TrainState` of one seed's VAE, `key = jax.random.key(seed)`.
 
-    Replica r is initialised from `jax.random.key(seeds[r])`, with the decoder's output bias set to
-    the logit of the mean training image (as in the IWAE paper's code), which starts the decoder
-    at the data marginal. One Adam state over the stacked parameters is exactly one Adam per
-    replica: Adam's update is elementwise and the replicas share the step count.
+    The parameters come from `fold_in(key, 0)` (weights) and `fold_in(key, 1)`, with the
+    decoder's output bias set to the logit of the mean training image (as in the IWAE paper's
+    code), which starts the decoder at the data marginal; the training noise (binarization and
+    z) comes from the run key `fold_in(key, 2)`. `genjax.train.init_replicas(init, seed_keys)`
+    stacks one state per seed for `fit(replicas=True)`.
     """
     import jax
     import jax.numpy as jnp
 
     from genjax import train
 
-    def init_params(key):
+    def init(key):
         params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, *image_shape)), jax.random.fold_in(key, 1))
         params = dict(params["params"])
         out = dict(params["dec_out"])
         out["bias"] = jnp.asarray(output_bias, out["bias"].dtype).reshape(out["bias"].shape)
         params["dec_out"] = out
-        return params
-
-    @jax.jit  # one compilation instead of one per eager initializer op
-    def init_all(keys):
-        return jax.vmap(init_params)(keys)  # leaves [R, ...]
-
-    def init():
-        params = init_all(train.seed_keys(seeds))
-        return train.TrainState.create(params=params, tx=tx, key=jax.random.key(seeds[0]))
+        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 2))
 
     return init
 
 
-def make_step(model, cfg: Config, num_replicas: int):
-    """The training step of `num_replicas` independent VAEs (vmapped), one optimizer update.
+def make_step(model, cfg: Config):
+    """The training step of one VAE: one optimizer update on minus the batch mean of the
+    per-example ELBO, on a fresh binarization of the batch drawn from the step key.
 
-    Each replica minimises minus the batch mean of the per-example ELBO of its own batch, on a
-    fresh binarization drawn from its own key `fold_in(step_key, r)`. The gradient of the sum of
-    the replicas' losses with respect to replica r's parameters is replica r's own gradient.
+    Metrics: loss, elbo (the batch mean) and kl (the batch mean of KL(q(z|x) || p(z))); under
+    `fit(replicas=True)` each comes back per seed ([R]).
     """
     import jax
     import jax.numpy as jnp
@@ -229,7 +219,7 @@ def make_step(model, cfg: Config, num_replicas: int):
 
     encode, decode = encoder_fns(model)
 
-    def replica_loss(params, batch, key):
+    def loss_fn(params, batch, key, state):
         bin_key, z_key = jax.random.split(key)
         x = data.binarize(bin_key, data.to_float(batch["image"]))  # [B, H, W, C] in {0, 1}
         mean, logvar = encode(params, x)  # [B, D]
@@ -237,35 +227,9 @@ def make_step(model, cfg: Config, num_replicas: int):
         logits = decode(params, z)  # [B, H, W, C]
         elbo = vae.elbo(x, logits, mean, logvar, beta=cfg.beta)  # [B]
         kl = divergences.gaussian_kl(mean, logvar)  # [B]
-        return -jnp.mean(elbo), {"elbo": jnp.mean(elbo), "kl": jnp.mean(kl)}
+        return -jnp.mean(elbo), ({"elbo": jnp.mean(elbo), "kl": jnp.mean(kl)}, {})
 
-    def step(state, batch, axis_name=None):
-        keys = jax.vmap(lambda r: jax.random.fold_in(state.step_key(), r))(jnp.arange(num_replicas))
-
-        def total(params):
-            losses, metrics = jax.vmap(replica_loss)(params, batch, keys)  # [R]
-            return jnp.sum(losses), {"loss": losses, **metrics}
-
-        grads, metrics = jax.grad(total, has_aux=True)(state.params)
-        grads = train.pmean_if(grads, axis_name)
-        metrics = train.pmean_if(metrics, axis_name)
-        return state.apply_gradients(grads), metrics  # metrics [R] each
-
-    return step
-
-
-class StackedLoaders:
-    """One `ArrayLoader` per replica, batches stacked as [K, R, B, ...] (replica r's data order
-    is its own seed's)."""
-
-    def __init__(self, loaders):
-        self.loaders = list(loaders)
-
-    def batches(self, start_step: int, num_steps: int):
-        import numpy as np
-
-        parts = [loader.batches(start_step, num_steps) for loader in self.loaders]
-        return {k: np.stack([p[k] for p in parts], axis=1) for k in parts[0]}
+    return train.make_train_step(loss_fn)
 
 
 def make_monitor(model, cfg: Config):
@@ -431,18 +395,21 @@ def run(ctx: Context) -> dict:
     for spec in specs:
         model = build_model(cfg, spec, image_shape)
         models[spec.name] = model
-        state = make_init(model, tx, image_shape, output_bias[spec.arch], seeds)()
+        init = make_init(model, tx, image_shape, output_bias[spec.arch])
+        # one state per seed, stacked on a leading replica axis (jitted: one compilation instead
+        # of one per eager initializer op)
+        state = jax.jit(lambda keys, init=init: train.init_replicas(init, keys))(train.seed_keys(seeds))
         monitor = jax.jit(jax.vmap(make_monitor(model, cfg), in_axes=(0, None, None, None)))
         monitor_key = jax.random.key(cfg.seed + 7919)
 
         def eval_fn(s, monitor=monitor, monitor_key=monitor_key):
-            return monitor(s.params, x_grad, x_heldout, jax.random.fold_in(monitor_key, s.step))
+            step = int(np.asarray(s.step).reshape(-1)[0])  # the replicas share their step
+            return monitor(s.params, x_grad, x_heldout, jax.random.fold_in(monitor_key, step))
 
         ctx.log(f"training {spec.name} ({spec.arch}, latent {spec.latent_dim}) x {cfg.num_seeds} seeds")
-        # The replicas live in one state (leading axis R of every parameter), so the batches are
-        # [K, R, B, ...]: the batch axis of one step's batch is 1.
-        result = ctx.fit(state, make_step(model, cfg, cfg.num_seeds), StackedLoaders(loaders), subdir=spec.name,
-                         batch_axis=1, eval_fn=eval_fn, eval_every=cfg.eval_every)
+        # one loader per seed: replica r sees its own seed's data order and draws its own noise
+        result = ctx.fit(state, make_step(model, cfg), loaders, subdir=spec.name, replicas=True,
+                         eval_fn=eval_fn, eval_every=cfg.eval_every)
         states[spec.name] = result.state
         digests[spec.name] = train.params_digest(result.state.params)
 
@@ -504,18 +471,6 @@ def _replica0(tree):
     return jax.tree.map(lambda a: a[0], tree)
 
 
-def _tile(images, rows, cols, pad=1):
-    """[rows*cols, H, W, 1] in [0, 1] -> one [rows*(H+pad), cols*(W+pad)] image."""
-    import numpy as np
-
-    n, h, w = images.shape[:3]
-    canvas = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad), np.float32)
-    for i in range(min(n, rows * cols)):
-        r, c = divmod(i, cols)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = images[i, ..., 0]
-    return canvas
-
-
 def _show(ax, canvas, title=None):
     ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
@@ -543,6 +498,8 @@ def write_report(ctx, cfg, specs, models, states, evals, train_ds, test_ds, x_he
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from genjax import report
+
     rep = ctx.report
     names = [s.name for s in specs]
     rep.text(
@@ -550,7 +507,7 @@ def write_report(ctx, cfg, specs, models, states, evals, train_ds, test_ds, x_he
         f"Dynamic binarization: every training step draws a fresh Bernoulli(pixel) binarization from the step key. "
         f"Every evaluation uses one fixed binarization of {n_eval} held-out and {n_train_eval} training images "
         f"(`jax.random.key({EVAL_BINARIZATION_SEED})`). {cfg.num_seeds} seed(s) per model, trained together "
-        f"(vmapped replicas); numbers are means over seeds."
+        f"as one program (`genjax.train.fit(replicas=True)`); numbers are means over seeds."
     )
 
     # --- results table -------------------------------------------------------------------------
@@ -595,7 +552,7 @@ def write_report(ctx, cfg, specs, models, states, evals, train_ds, test_ds, x_he
           else f"constant {cfg.learning_rate:g}") + f" = {cfg.steps / steps_per_pass:,.0f} passes over our data"),
         ("objective", "ELBO, k = 1 (the VAE column)", f"ELBO (beta = {cfg.beta:g})"),
         ("log-likelihood estimate", "L_5000 (k = 5000 importance samples)", f"L_{cfg.iwae_samples}, chunks of {cfg.iwae_chunk}"),
-        ("seeds", "1 run", f"{cfg.num_seeds} (vmapped)"),
+        ("seeds", "1 run", f"{cfg.num_seeds} (trained as one program)"),
     ]
     rep.table(["", "Burda et al. (2016), Table 1", "this run"], proto, caption="what matches and what differs")
     differences = []
@@ -693,7 +650,7 @@ def write_report(ctx, cfg, specs, models, states, evals, train_ds, test_ds, x_he
         _, decode = encoder_fns(model)
         z = jax.random.normal(jax.random.key(cfg.seed + 11), (64, spec.latent_dim))
         probs = np.asarray(jax.nn.sigmoid(jax.jit(decode)(_replica0(states[spec.name].params), z)))
-        _show(ax, _tile(probs, 8, 8), f"{spec.name}: samples (Bernoulli means)")
+        _show(ax, report.image_grid(probs, rows=8, cols=8, pad=1), f"{spec.name}: samples (Bernoulli means)")
         if spec is main:
             saved = probs
     rep.figure(fig, "samples", caption="decoder means sigmoid(logits) for z ~ N(0, I) (seed 0 of each model)")
@@ -707,7 +664,7 @@ def write_report(ctx, cfg, specs, models, states, evals, train_ds, test_ds, x_he
         params = _replica0(states[spec.name].params)
         mean, _ = jax.jit(encode)(params, x_heldout[:16])
         recon = np.asarray(jax.nn.sigmoid(jax.jit(decode)(params, mean)))
-        _show(ax, _tile(np.concatenate([x, recon]), 2, 16), f"{spec.name}: held-out (top) and reconstructions from E[z|x] (bottom)")
+        _show(ax, report.image_grid(np.concatenate([x, recon]), rows=2, cols=16, pad=1), f"{spec.name}: held-out (top) and reconstructions from E[z|x] (bottom)")
     rep.figure(fig, "reconstructions", caption="held-out binarized digits and the decoder means at the encoder's mean")
 
     # --- interpolations ------------------------------------------------------------------------
@@ -719,7 +676,7 @@ def write_report(ctx, cfg, specs, models, states, evals, train_ds, test_ds, x_he
     path = (1 - t) * a[:, None] + t * b[:, None]  # [6, 10, D]
     probs = np.asarray(jax.nn.sigmoid(jax.jit(decode)(params, path.reshape(-1, main.latent_dim))))
     fig, ax = plt.subplots(figsize=(8, 5))
-    _show(ax, _tile(probs, 6, 10), f"{main.name}: linear interpolation between the encodings of held-out pairs")
+    _show(ax, report.image_grid(probs, rows=6, cols=10, pad=1), f"{main.name}: linear interpolation between the encodings of held-out pairs")
     rep.figure(fig, "interpolations", caption="each row decodes (1 - t) E[z|x_a] + t E[z|x_b], t = 0 .. 1")
 
     # --- the 2-D manifold ----------------------------------------------------------------------
@@ -735,7 +692,7 @@ def write_report(ctx, cfg, specs, models, states, evals, train_ds, test_ds, x_he
         probs = np.asarray(jax.nn.sigmoid(jax.jit(decode)(params, zz)))
         mean, _ = jax.jit(encode)(params, x_heldout)
         fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
-        _show(axes[0], _tile(probs, n, n, pad=0), f"{two.name}: decoder means on a {n}x{n} grid of prior quantiles")
+        _show(axes[0], report.image_grid(probs, rows=n, cols=n), f"{two.name}: decoder means on a {n}x{n} grid of prior quantiles")
         sc = axes[1].scatter(np.asarray(mean[:, 0]), np.asarray(mean[:, 1]), c=test_ds.labels[: mean.shape[0]],
                              cmap="tab10", s=6)
         axes[1].set_xlabel("E[z_1 | x]")

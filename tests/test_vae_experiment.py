@@ -57,6 +57,36 @@ def test_tiny_run_writes_the_report_and_resumes_exactly(tmp_path):
     assert steps == [10, 20]
 
 
+def test_seeds_trained_together_are_each_seed_trained_alone():
+    """vae trains its seeds through `fit(replicas=True)`, one loader per seed: replica i (its
+    data order, its binarizations, its z draws) is seed i's run alone, bit for bit when looped (as
+    on CPU). (The old path drew every seed's noise from seed 0's key: a seed's run depended on the
+    other seeds it was trained with.)"""
+    import jax
+    import optax
+
+    from genjax import data, train
+
+    cfg = vae_experiment.EXPERIMENT.make_config(**TINY)
+    spec = vae_experiment.parse_models(cfg.models)[0]
+    shape = (28, 28, 1)
+    model = vae_experiment.build_model(cfg, spec, shape)
+    init = vae_experiment.make_init(model, optax.adam(1e-3), shape, np.zeros(784, np.float32))
+    step = vae_experiment.make_step(model, cfg)
+    images = np.random.default_rng(0).integers(0, 256, (64, *shape), dtype=np.uint8)  # values do not matter
+    seeds = [0, 7]
+    loaders = [data.ArrayLoader({"image": images}, 16, s) for s in seeds]
+    kw = dict(num_steps=6, log_every=3, progress=False)
+    together = train.fit(train.init_replicas(init, train.seed_keys(seeds)), step, loaders, replicas=True,
+                         replica_mode="loop", **kw)
+    assert np.shape(together.history[-1]["elbo"]) == (2,)
+    for i, s in enumerate(seeds):
+        alone = train.fit(init(jax.random.key(s)), step, loaders[i], **kw)
+        for x, y in zip(jax.tree.leaves(together.state.params), jax.tree.leaves(alone.state.params), strict=True):
+            assert np.array_equal(np.asarray(x)[i], np.asarray(y))
+        assert together.history[-1]["elbo"][i] == alone.history[-1]["elbo"]
+
+
 def test_bad_configs_are_refused_on_the_command_line():
     exp = vae_experiment.EXPERIMENT
     with pytest.raises(ConfigError, match="expected names like mlp50"):
