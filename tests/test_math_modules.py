@@ -157,11 +157,11 @@ def test_import_is_light(name):
 
 # ------------------------------------------------------------------------------ README examples
 
-# README.md sections (level-2 headings) whose ```python blocks use only the math API.
+# README.md sections (level-2 headings) whose ```python blocks use only the math API. (The blocks
+# of "Using the losses from other NN libraries" train models: tests/test_framework_free.py runs them.)
 README_SECTIONS = (
     "Reusing a loss in your own JAX code",
     "Conventions of the math API",
-    "Using the losses from other NN libraries",
 )
 _NUMBER = re.compile(r"#\s*([-+]?\d+(?:\.(\d+))?)(?![\w.])")
 
