@@ -7,7 +7,7 @@ code path, smaller numbers) and a `run(ctx) -> dict` function, and registers the
     EXPERIMENT = Experiment(name="info_theory", title="...", config=Config, quick=QUICK, run=run)
 
     if __name__ == "__main__":
-        EXPERIMENT.main()
+        raise SystemExit(EXPERIMENT.main())
 
 `run` writes figures and tables into `ctx.report`, metrics into `ctx.metrics`, and returns the
 summary (final numbers) that lands in `summary.json`.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import platform
 import sys
@@ -153,13 +154,21 @@ class Experiment:
         values = dict(self.quick) if quick else {}
         for k, v in overrides.items():
             values[k] = coerce(v, fields[k], k)
-        return dataclasses.replace(self.config(), **values)
+        defaults = self.config()
+        check_domains(self.config, {f: values.get(f, getattr(defaults, f)) for f in fields})
+        try:  # the config's own __post_init__ checks (e.g. names in --models) are config errors too
+            return dataclasses.replace(defaults, **values)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     # command line --------------------------------------------------------------------------
     def parser(self) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(
             prog=f"python -m experiments.{self.name}",
             description=f"{self.title}. {self.description}",
+            allow_abbrev=False,  # `--step 5` is an unknown option, not `--steps 5`
         )
         p.add_argument("--workdir", type=Path, default=None, help=f"run directory (default: runs/{self.name})")
         p.add_argument("--quick", action="store_true", help=f"the small config: {dict(self.quick)}")
@@ -188,12 +197,22 @@ class Experiment:
         return config, workdir, args.quick, extra
 
     def main(self, argv: Sequence[str] | None = None) -> int:
+        """The command line: 0 when the run finished; 2 and one `error:` line for a bad command
+        line, config or workdir (nothing is written then); 1 and one `error:` line when training
+        diverged; 130 and one line saying how to resume after Ctrl-C."""
+        workdir = None
         try:
             config, workdir, quick, extra = self.parse_args(argv)
+            summary = run_experiment(self, config, workdir, quick=quick, extra=extra)
         except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr, flush=True)
             return 2
-        summary = run_experiment(self, config, workdir, quick=quick, extra=extra)
+        except FloatingPointError as e:  # genjax.train.NonFiniteError: the message says it all
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return 1
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, workdir), file=sys.stderr, flush=True)
+            return 130
         print(f"[{self.name}] done: {workdir}/report.md", file=sys.stderr)
         for k, v in summary.items():
             if isinstance(v, (int, float, str)) and k not in ("experiment",):
@@ -268,6 +287,112 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
+# ------------------------------------------------------------------------------ config domains
+#
+# What a field's value may be follows from its name, the same in every experiment, so that
+# `--steps -5`, `--batch-size 0` or `--learning-rate nan` are refused on the command line, before
+# anything is written, instead of failing (or silently misbehaving) mid-run. An experiment adds
+# its own cross-field checks in its config's `__post_init__` (a ValueError there is a config
+# error too).
+
+INT32_MAX = 2**31 - 1  # steps, sizes and counts live in int32 on device
+SEED_MAX = 2**32 - 1  # seeds are uint32 (genjax.train.seed_keys, numpy's SeedSequence)
+
+# Integer fields where 0 means "none" (no warmup, no annealing, no augmentation). Every other
+# integer field counts something (steps, examples, units, every-N intervals) and must be >= 1,
+# except where the field's own default is 0 (that value is "off" by construction).
+ZERO_ALLOWED = frozenset({"warmup_steps", "augment_shift"})
+
+
+def _float_domain(name: str) -> tuple[float, float, bool, bool, str]:
+    """`(low, high, low_open, high_open, words)` of a float field, from its name."""
+    inf = float("inf")
+    if "learning_rate" in name or name.endswith(("_lr", "_eps", "_std", "_lambdas")) or name in (
+            "epsilon", "clip", "grad_clip"):
+        return 0.0, inf, True, True, "> 0"
+    if name.endswith("_fraction"):
+        return 0.0, 1.0, True, False, "in (0, 1]"
+    if name.endswith(("_level", "_target", "_rho")):
+        return 0.0, 1.0, False, False, "in [0, 1]"
+    if name != "weight_decay" and (name.endswith(("decay", "_rate")) or name in ("adam_b1", "adam_b2",
+                                                                                   "label_smoothing")):
+        return 0.0, 1.0, False, True, "in [0, 1)"
+    if name.endswith(("_weight", "_gamma", "beta", "betas", "_threshold", "_alpha", "_separation", "_noise",
+                      "_averaging")) or name == "weight_decay":
+        return 0.0, inf, False, True, ">= 0"
+    return -inf, inf, True, True, "finite"
+
+
+def _check_scalar(name: str, value: Any, tp: Any, default: Any) -> None:
+    flag = "--" + name.replace("_", "-")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{flag}: expected an integer, got {value!r}")
+        if name == "seed":
+            low, high = 0, SEED_MAX
+        else:
+            low, high = (0 if name in ZERO_ALLOWED or name.endswith("_anneal_steps") or default == 0 else 1), INT32_MAX
+        if not low <= value <= high:
+            raise ConfigError(f"{flag}: expected an integer in [{low}, {high}], got {value}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{flag}: expected a number, got {value!r}")
+        value = float(value)
+        low, high, low_open, high_open, words = _float_domain(name)
+        ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+        if not ok:
+            raise ConfigError(f"{flag}: expected a finite number{'' if words == 'finite' else ' ' + words}, "
+                              f"got {value!r}")
+
+
+def check_domains(config_cls: type, values: Mapping[str, Any]) -> None:
+    """Checks every field's value against its domain (see above); raises `ConfigError`."""
+    fields = config_fields(config_cls)
+    defaults = {f.name: f.default for f in dataclasses.fields(config_cls)}
+    for name, tp in fields.items():
+        value = values[name]
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            if value is None:
+                continue
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            origin = typing.get_origin(tp)
+        if origin is tuple:
+            if not isinstance(value, tuple) or not value:
+                raise ConfigError(f"--{name.replace('_', '-')}: expected at least one value (comma-separated), "
+                                  f"got {value!r}")
+            elem = typing.get_args(tp)[0]
+            dflt = defaults[name]
+            for v in value:
+                _check_scalar(name, v, elem, None if isinstance(dflt, tuple) and 0 not in dflt else 0)
+        elif origin is typing.Literal:
+            if value not in typing.get_args(tp):
+                raise ConfigError(f"--{name.replace('_', '-')}: expected one of {list(typing.get_args(tp))}, "
+                                  f"got {value!r}")
+        else:
+            _check_scalar(name, value, tp, defaults[name])
+    for name in fields:  # pairs of bounds: grid_min < grid_max
+        if name.endswith("_min") and name[:-4] + "_max" in fields:
+            lo, hi = values[name], values[name[:-4] + "_max"]
+            if not lo < hi:
+                raise ConfigError(f"--{name.replace('_', '-')} ({lo}) must be below "
+                                  f"--{name[:-4].replace('_', '-')}-max ({hi})")
+    if "num_timesteps" in fields and "ddim_steps" in fields:
+        too_many = [n for n in values["ddim_steps"] if n > values["num_timesteps"]]
+        if too_many:
+            raise ConfigError(f"--ddim-steps: each must be <= --num-timesteps ({values['num_timesteps']}), "
+                              f"got {too_many}")
+
+
+def check_config(experiment: "Experiment", config: Any) -> None:
+    """The domain checks of a config instance (e.g. one made with `dataclasses.replace`)."""
+    if not isinstance(config, experiment.config):
+        raise ConfigError(f"experiment {experiment.name!r} needs a {experiment.config.__name__} config, "
+                          f"got {type(config).__name__}")
+    check_domains(experiment.config, {f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+
 # ------------------------------------------------------------------------------ distributed flags
 
 DISTRIBUTED_FLAGS = ("distributed", "coordinator_address", "num_processes", "process_id")
@@ -315,6 +440,14 @@ def run_experiment(
         matplotlib.use("Agg")
 
     extra = dict(extra or {})
+    # Everything that can be checked is checked before the workdir is touched.
+    check_config(experiment, config)
+    check_data_available(config)
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} exists and is not a directory")
+    config_record = {"experiment": experiment.name, "quick": quick, "config": config}
+    read_previous_config(experiment, workdir, config_record)
     if extra.get("distributed"):
         from genjax import train
 
@@ -326,15 +459,17 @@ def run_experiment(
     import jax
 
     is_main = jax.process_index() == 0
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "config.json"
-    config_record = {"experiment": experiment.name, "quick": quick, "config": config}
-    if config_path.exists():
-        check_config_compatible(experiment.name, report_lib.read_json(config_path), config_record,
-                                experiment.evaluation_fields)
-    if is_main:
-        report_lib.write_json(config_path, config_record)
+    lock = open_run_directory(experiment, workdir, config_record) if is_main else None
+    try:
+        return _run_in(experiment, config, workdir, quick, extra, is_main)
+    finally:
+        if lock is not None:
+            lock.close()  # releases the flock
+
+
+def _run_in(experiment: Experiment, config: Any, workdir: Path, quick: bool, extra: dict[str, Any],
+            is_main: bool) -> dict[str, Any]:
+    from genjax.data import DatasetUnavailableError
 
     ctx = Context(
         name=experiment.name,
@@ -347,7 +482,10 @@ def run_experiment(
         extra=extra,
     )
     start = time.perf_counter()
-    result = dict(experiment.run(ctx))
+    try:
+        result = dict(experiment.run(ctx))
+    except DatasetUnavailableError as e:  # data that went missing after check_data_available
+        raise ConfigError(str(e)) from None
     summary = {
         "experiment": experiment.name,
         "quick": quick,
@@ -380,3 +518,144 @@ def check_config_compatible(name: str, old: Mapping[str, Any], new: Mapping[str,
             f"workdir already holds a {name} run with a different config ({details}); "
             "resume it with the same options, or choose another --workdir"
         )
+
+
+def prerequisite_run(ctx: Context, name: str, needs: Sequence[str], **overrides: Any) -> Path:
+    """The run directory of experiment `name` beside this run (`<workdir>/../<name>`: that is
+    `runs/<name>` for a single run, `runs/tour/<name>` in the tour), where an experiment finds
+    what another one trained (the classifier of FID, the VQ-VAE of latent diffusion).
+
+    If any of the files `needs` is missing there, `name` is trained there first, loudly, with
+    seed 0 and `overrides` (its quick config when this run is quick), so that an experiment never
+    silently uses another model.
+    """
+    from experiments import load
+
+    directory = ctx.workdir.resolve().parent / name
+    missing = [f for f in needs if not (directory / f).exists()]
+    if missing:
+        ctx.log(f"no {name} run in {directory} (missing {', '.join(missing)}); training it there first "
+                f"({'quick' if ctx.quick else 'full'} config)")
+        exp = load(name)
+        run_experiment(exp, exp.make_config(quick=ctx.quick, seed=0, **overrides), directory, quick=ctx.quick)
+    return directory
+
+
+# ------------------------------------------------------------------------------ run directories
+
+LOCK_FILE = ".lock"  # holds the pid of the run that has the workdir (flock, released at exit)
+
+
+def check_data_available(config: Any) -> None:
+    """Refuses, before anything is written, a config whose image data cannot be had here:
+    `--data-source tfds` (or a dataset other than MNIST) with no prepared TFDS data and no way
+    to prepare it, or `--data-source embedded` for a dataset other than MNIST. The automatic
+    choice for MNIST always has data (the embedded fallback) and is not probed twice."""
+    source = getattr(config, "data_source", None)
+    if source is None:
+        return
+    dataset = getattr(config, "dataset", "mnist")
+    if source == "auto" and dataset == "mnist":
+        return
+    from genjax import data
+
+    for split in ("train", "test"):
+        try:
+            data.resolve_source(dataset, split, source=source, data_dir=getattr(config, "data_dir", None))
+        except (ValueError, data.DatasetUnavailableError) as e:
+            raise ConfigError(str(e)) from None
+
+
+def read_previous_config(experiment: Experiment, workdir: Path, record: Mapping[str, Any]) -> None:
+    """If `workdir` already holds a run, checks that `record` may continue it."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        old = report_lib.read_json(path)
+        if not isinstance(old, dict):
+            raise ValueError(f"expected a JSON object, got {type(old).__name__}")
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{path} is unreadable ({type(e).__name__}: {e}); genjax writes it atomically, so it was "
+            "damaged or written by something else: remove it (or the whole workdir) or choose another --workdir"
+        ) from None
+    check_config_compatible(experiment.name, old, record, experiment.evaluation_fields)
+
+
+class _NoLock:
+    def close(self) -> None:
+        pass
+
+
+def lock_run_directory(workdir: Path) -> Any:
+    """An exclusive lock on `workdir` (an flock on `workdir/.lock`, released when the returned
+    file is closed or the process dies); a second run on the same workdir is a `ConfigError`."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: no protection against a second run
+        return _NoLock()
+    f = open(workdir / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise ConfigError(f"--workdir {workdir} is in use by another run" + (f" (pid {holder})" if holder else "")
+                          + "; wait for it to finish, or choose another --workdir") from None
+    except BaseException:
+        f.close()
+        raise
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def open_run_directory(experiment: Experiment, workdir: Path, record: Mapping[str, Any]) -> Any:
+    """Creates and locks `workdir` and writes `config.json`; returns the lock (close it at the
+    end). An unwritable workdir is a `ConfigError` naming the OS's reason."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_directory(workdir)
+        try:
+            read_previous_config(experiment, workdir, record)  # again: another run may have started here
+            report_lib.write_json(workdir / "config.json", record)
+        except BaseException:
+            lock.close()
+            raise
+    except OSError as e:
+        reason = e.strerror or str(e)
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise ConfigError(f"cannot write to --workdir {workdir}: {reason}{where}") from None
+    return lock
+
+
+def latest_checkpoint(workdir: str | os.PathLike | None) -> tuple[Path, int] | None:
+    """`(checkpoints directory, step)` of the most recently written checkpoint under `workdir`
+    (its own `checkpoints/` or a sub-model's `<sub>/checkpoints/`), or None."""
+    if workdir is None:
+        return None
+    found = []
+    for d in [Path(workdir) / "checkpoints", *Path(workdir).glob("*/checkpoints")]:
+        try:
+            found += [(p.stat().st_mtime, int(p.name), d) for p in d.iterdir() if p.name.isdigit() and p.is_dir()]
+        except OSError:
+            continue
+    if not found:
+        return None
+    _, step, d = max(found)
+    return d, step
+
+
+def interrupted_message(error: BaseException, workdir: str | os.PathLike | None) -> str:
+    """The one line printed after Ctrl-C: where the run stopped and what resumes it."""
+    if hasattr(error, "step") and hasattr(error, "checkpoint"):  # genjax.train.TrainingInterrupted
+        return str(error)
+    latest = latest_checkpoint(workdir)
+    if latest is None:
+        return "interrupted before any checkpoint was written; the same command starts the run again"
+    directory, step = latest
+    return f"interrupted; the same command resumes from checkpoint {step} ({directory})"
