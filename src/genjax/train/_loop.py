@@ -33,6 +33,58 @@ class NonFiniteError(FloatingPointError):
         )
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `fit` at the end of a chunk, after saving a checkpoint there.
+
+    Attributes: `step` (the step reached), `checkpoint` (the step of the newest checkpoint, which
+    a new `fit` on the same workdir resumes from; None without a workdir), `description`.
+    """
+
+    def __init__(self, step: int, checkpoint: int | None, description: str):
+        self.step, self.checkpoint, self.description = step, checkpoint, description
+        if checkpoint is None:
+            then = "no workdir, so nothing was saved"
+        else:
+            then = f"the same command resumes from checkpoint {checkpoint}"
+        super().__init__(f"[{description}] interrupted at step {step}; {then}")
+
+
+class _DeferredInterrupt:
+    """While active, the first SIGINT only sets `requested` (fit stops at the end of the chunk
+    and saves a checkpoint there); a second one raises KeyboardInterrupt at once. Installed only
+    in the main thread, where Python's own handler is in place (a caller's handler is kept), and
+    in single-process runs (one process stopping alone would leave the others in a collective)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if (threading.current_thread() is threading.main_thread() and jax.process_count() == 1
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.requested:
+            signal.signal(signal.SIGINT, self._previous)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+
 class BatchSource(Protocol):
     def batches(self, start_step: int, num_steps: int) -> PyTree: ...
 
@@ -306,8 +358,13 @@ def fit(
     Metrics records go to `metrics_log` (default: `metrics.jsonl` and TensorBoard event files in
     `workdir`), only on process 0.
 
+    Ctrl-C (SIGINT, in the main thread of a single-process run) stops at the end of the current
+    chunk: that step is checkpointed (with a workdir) and `TrainingInterrupted`, a
+    KeyboardInterrupt, is raised; a second Ctrl-C stops at once (the newest checkpoint is kept).
+
     Raises:
         NonFiniteError: a metric became NaN/inf; nothing after the last good checkpoint is saved.
+        TrainingInterrupted: Ctrl-C; a new call on the same workdir resumes where it stopped.
     """
     from genjax.report import MetricsLog, MetricsSinks, TensorBoardWriter
 
@@ -373,7 +430,10 @@ def fit(
     lengths = set()
     t0 = time.perf_counter()
     step = start
+    last_saved = resumed_from
+    interrupt = _DeferredInterrupt()
     try:
+        interrupt.__enter__()
         for end in chunk_ends(start, num_steps, log_every, checkpoint_every, eval_every):
             k = end - step
             lengths.add(k)
@@ -400,10 +460,16 @@ def fit(
                 bar.set_postfix({n: _short(v) for n, v in record.items() if n not in ("step", "steps_per_s")},
                                 refresh=False)
             if checkpointer is not None and (
-                end == num_steps or (checkpoint_every and end % checkpoint_every == 0)
+                interrupt.requested or end == num_steps or (checkpoint_every and end % checkpoint_every == 0)
             ):
                 checkpointer.save(_host_state(state, parallel))
+                last_saved = end
+            if interrupt.requested:
+                raise TrainingInterrupted(end, last_saved, description)
+        if interrupt.requested:  # Ctrl-C after the last check
+            raise TrainingInterrupted(step, last_saved, description)
     finally:
+        interrupt.__exit__()
         if bar is not None:
             bar.close()
         if checkpointer is not None:
