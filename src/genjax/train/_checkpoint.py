@@ -4,12 +4,24 @@ Orbax writes each checkpoint into a temporary directory and renames it into plac
 complete, so a kill during a save leaves only a temporary directory, which is ignored. On top of
 that every checkpoint carries the sha256 of its own content; a restore recomputes it, and a
 truncated or corrupted checkpoint is reported and skipped in favour of the previous one.
+
+Once a save is complete, `genjax_manifest.json` in the checkpoint lists the size and sha256 of
+each of its files, and a restore checks them before Orbax reads anything: a damaged file is
+found without starting Orbax's asynchronous reads (whose abandoned siblings would otherwise print
+"Event loop is closed" tracebacks when the failing restore closes its event loop). A checkpoint
+found damaged is reported once and moved out of the way (renamed, then deleted), so that the
+resumed run writes that step again, atomically, and later runs find a good one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +89,71 @@ _orphaned_read_errors = _OrphanedReadErrors()
 logging.getLogger("asyncio").addFilter(_orphaned_read_errors)
 
 
+def _quiet_closed_loop_callbacks() -> None:
+    """Drops the "Event loop is closed" RuntimeErrors of tensorstore reads that a failed Orbax
+    restore abandoned (they complete after its event loop closed and are reported through
+    `sys.unraisablehook`, one traceback each); everything else goes to the previous hook.
+    Installed only once a restore has failed, for the checkpoints whose files had no manifest."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_genjax_quiet", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        tb = unraisable.exc_traceback
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed" and tb is not None
+                and tb.tb_frame.f_code.co_filename.endswith(os.path.join("asyncio", "base_events.py"))):
+            return
+        previous(unraisable)
+
+    hook._genjax_quiet = True
+    sys.unraisablehook = hook
+
+
+MANIFEST = "genjax_manifest.json"
+_DISCARDED = ".discarded-"  # prefix of a damaged checkpoint being deleted (not a step for Orbax)
+
+
+def _file_digests(directory: Path) -> dict[str, list]:
+    """`{relative path: [size, sha256]}` of every file under `directory` but the manifest."""
+    out = {}
+    for p in sorted(directory.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            out[p.relative_to(directory).as_posix()] = [p.stat().st_size, h.hexdigest()]
+    return out
+
+
+def _check_manifest(directory: Path) -> bool:
+    """False if `directory` has no manifest; True if every listed file matches it; else raises
+    ValueError naming the first file that does not."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        expected = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"its {MANIFEST} is unreadable ({type(e).__name__})") from None
+    for rel, (size, digest) in expected.items():
+        p = directory / rel
+        if not p.is_file():
+            raise ValueError(f"file {rel} is missing")
+        if p.stat().st_size != size:
+            raise ValueError(f"file {rel} has {p.stat().st_size} bytes, {size} were written")
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != digest:
+            raise ValueError(f"file {rel} does not have the sha256 it was written with")
+    return True
+
+
 class Checkpointer:
     """Saves and restores `TrainState`s under `directory/<step>/`.
 
@@ -96,6 +173,11 @@ class Checkpointer:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self._ocp = ocp
         self.directory = Path(directory).absolute()
+        self._unmanifested: list[int] = []  # saved steps whose manifest is still to be written
+        self._is_primary = jax.process_index() == 0
+        if self._is_primary and self.directory.is_dir():
+            for leftover in self.directory.glob(_DISCARDED + "*"):  # a deletion cut short by a kill
+                shutil.rmtree(leftover, ignore_errors=True)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -116,11 +198,46 @@ class Checkpointer:
         if step in self.manager.all_steps():
             return
         meta = {"step": step, "sha256": params_digest(tree)}
+        self._write_manifests()  # of the previous save (Orbax waits for it before a new one anyway)
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
             force=force,
         )
+        self._unmanifested.append(step)
+
+    def _write_manifests(self) -> None:
+        """Waits for pending saves, then writes each finished checkpoint's manifest (atomically;
+        a checkpoint without one is still restored, verified by its content sha256 alone)."""
+        if not self._unmanifested:
+            return
+        self.manager.wait_until_finished()
+        steps, self._unmanifested = self._unmanifested, []
+        if not self._is_primary:
+            return
+        from genjax.report import write_json
+
+        for step in steps:
+            d = self.directory / str(step)
+            if d.is_dir() and not (d / MANIFEST).exists():
+                write_json(d / MANIFEST, {"step": step, "files": _file_digests(d)})
+
+    def _discard(self, step: int) -> None:
+        """Moves a damaged checkpoint out of Orbax's sight (one rename), then deletes it, so that
+        the step is saved again when the resumed run reaches it."""
+        if self._is_primary:
+            d = self.directory / str(step)
+            trash = self.directory / f"{_DISCARDED}{step}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(d, trash)
+            except OSError:
+                pass  # already gone
+            shutil.rmtree(trash, ignore_errors=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"genjax-discard-checkpoint-{step}")
+        self.manager.reload()
 
     def restore_latest(self, template: TrainState) -> TrainState | None:
         """The newest checkpoint that restores and verifies, or None if there is none.
@@ -130,8 +247,13 @@ class Checkpointer:
         """
         ocp = self._ocp
         like = state_to_tree(template)
+        discard = []
+        result = None
         for step in reversed(self.all_steps()):
             try:
+                verified_files = _check_manifest(self.directory / str(step))
+                if not verified_files:  # no manifest: Orbax may fail half-way through its reads
+                    _quiet_closed_loop_callbacks()
                 restored = self.manager.restore(
                     step,
                     args=ocp.args.Composite(state=ocp.args.StandardRestore(like), meta=ocp.args.JsonRestore()),
@@ -143,19 +265,38 @@ class Checkpointer:
                                      f"{str((meta or {}).get('sha256'))[:12]}...")
                 if _step_of(tree) != step:
                     raise ValueError(f"holds step {_step_of(tree)}")
-                return tree_to_state(tree, template)
+                result = tree_to_state(tree, template)
+                break
             except Exception as e:  # noqa: BLE001 - any failure means: use an older checkpoint
                 msg = (f"checkpoint {self.directory / str(step)} is unreadable or corrupted "
                        f"({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}); "
-                       "falling back to the previous one")
+                       "falling back to the previous one (this step will be saved again)")
+                # one line on stderr: the logger's (Python's last-resort handler writes it there when
+                # no logging is configured), printed as well only where the handlers write elsewhere
                 log.warning(msg)
-                print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+                if log.hasHandlers() and not any(getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)
+                                                 for h in _handlers(log)):
+                    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
                 _orphaned_read_errors.directories.add(str(self.directory / str(step)))
-        return None
+                discard.append(step)
+        for step in discard:
+            self._discard(step)
+        return result
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+        self._write_manifests()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
+        self._write_manifests()
         self.manager.close()
+
+
+def _handlers(logger: logging.Logger) -> list[logging.Handler]:
+    """The handlers a record of `logger` reaches (following propagation)."""
+    out = []
+    while logger is not None:
+        out += logger.handlers
+        logger = logger.parent if logger.propagate else None
+    return out
