@@ -4,7 +4,8 @@
   (`tfds.data_source`, array_record, no TensorFlow needed to read) when the data is prepared or
   can be prepared here; offline, MNIST falls back loudly to the embedded MNIST test split
   (`load_embedded_mnist`, 10,000 real images shipped with genjax, split 9,000 / 1,000).
-  The choice is made in about a second; see `genjax.data._images` for the exact rule.
+  The choice is made in about a second; see `genjax.data._images` for the exact rule, and
+  `resolve_source` for the same decision without reading the data.
 * `sample_ring`, `sample_grid`, `sample_swiss_roll`, `sample_moons`: exact samplers of the 2-D
   toy distributions (ring and grid as in PacGAN), `toy_distribution(name)` to pick one by name.
 * `ArrayLoader`: minibatches that are a pure function of (seed, step), so a resumed run sees the
@@ -27,6 +28,7 @@ from genjax.data._images import (
     DatasetUnavailableError,
     default_data_dir,
     load_images,
+    resolve_source,
 )
 from genjax.data._loader import ArrayLoader
 from genjax.data._preprocess import binarize, to_float
@@ -62,6 +64,7 @@ __all__ = [
     "grid_modes",
     "load_embedded_mnist",
     "load_images",
+    "resolve_source",
     "ring_modes",
     "sample_grid",
     "sample_moons",

@@ -53,6 +53,7 @@ __all__ = [
     "DatasetUnavailableError",
     "default_data_dir",
     "load_images",
+    "resolve_source",
 ]
 
 logger = logging.getLogger("genjax.data")
@@ -323,6 +324,56 @@ def _announce_fallback(split: str, reason: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _check_request(name: str, split: str, source: str) -> None:
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    if source not in _SOURCES:
+        raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
+    if source == "embedded" and name != "mnist":
+        raise ValueError(
+            f"source='embedded' is only available for 'mnist' (genjax ships the MNIST test "
+            f"split); {name!r} needs source='tfds' or 'auto'"
+        )
+
+
+def _resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> str:
+    data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
+    return data_dir if _is_remote(data_dir) else os.path.expanduser(data_dir)
+
+
+def resolve_source(
+    name: str,
+    split: str,
+    *,
+    source: str = "auto",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Which data `load_images(name, split, source=..., data_dir=...)` would read, without
+    reading it: `"tfds"` or `"embedded"`.
+
+    It makes the same decision as `load_images` (see the module docstring), so it touches the
+    network exactly when `load_images` would probe: `source` is `"auto"` or `"tfds"`, the data
+    is not prepared in a local `data_dir`, and TensorFlow is importable. `source="embedded"`
+    never does.
+
+    Raises:
+      ValueError: as `load_images`.
+      DatasetUnavailableError: `load_images` would raise it (the message says how to supply the
+        data).
+    """
+    _check_request(name, split, source)
+    if source == "embedded":
+        return "embedded"
+    plan = _plan(name, split, _resolve_data_dir(data_dir))
+    if plan.action != "unavailable":
+        return "tfds"
+    if source == "auto" and name == "mnist":
+        return "embedded"
+    raise DatasetUnavailableError(_unavailable_message(name, split, plan.reason))
+
+
 def load_images(
     name: str,
     split: str,
@@ -354,23 +405,11 @@ def load_images(
       DatasetUnavailableError: TFDS data is needed but is not prepared and cannot be prepared
         here (no network or no TensorFlow); the message says how to supply it.
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
-    if split not in _SPLITS:
-        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
-    if source not in _SOURCES:
-        raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
-    if source == "embedded":
-        if name != "mnist":
-            raise ValueError(
-                f"source='embedded' is only available for 'mnist' (genjax ships the MNIST test "
-                f"split); {name!r} needs source='tfds' or 'auto'"
-            )
+    _check_request(name, split, source)
+    if source == "embedded":  # no probe, no TFDS, no network
         return _embedded_dataset(split, fallback=False)
 
-    data_dir = os.fspath(data_dir) if data_dir is not None else default_data_dir()
-    if not _is_remote(data_dir):
-        data_dir = os.path.expanduser(data_dir)
+    data_dir = _resolve_data_dir(data_dir)
     plan = _plan(name, split, data_dir)
     if plan.action == "unavailable":
         if source == "auto" and name == "mnist":
