@@ -14,7 +14,8 @@ test_autoencoders.py, test_vae.py and test_diffusion.py each had; every assertio
 is kept below (the minimum example counts, the exact lists of public names, the required docstring
 sections, the list of heavy packages). `genjax.vq`'s doctests had no copy and run here first.
 
-The last test runs the ```python blocks of README.md's sections on the math API and checks every
+README.md's conventions section must name every public function of the six modules. The last
+test runs the ```python blocks of README.md's sections on the math API and checks every
 number the README states in a trailing comment (`dv.entropy(p, base=2)  # 2.23 bits`) against the
 value the line computes, to the precision the README states it.
 """
@@ -166,16 +167,20 @@ README_SECTIONS = (
 _NUMBER = re.compile(r"#\s*([-+]?\d+(?:\.(\d+))?)(?![\w.])")
 
 
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        heading, _, body = section.partition("\n")
+        if heading.strip() == title:
+            return body
+    raise AssertionError(f"README.md has no section {title!r}")
+
+
 def _readme_blocks() -> list[tuple[str, int, str]]:
     """(section, index, code) of every ```python block in README_SECTIONS."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = []
-    for section in re.split(r"^## ", text, flags=re.M)[1:]:
-        title, _, body = section.partition("\n")
-        if title.strip() in README_SECTIONS:
-            for i, code in enumerate(re.findall(r"^```python\n(.*?)^```", body, flags=re.M | re.S)):
-                blocks.append((title.strip(), i, code))
-    return blocks
+    return [(title, i, code) for title in README_SECTIONS
+            for i, code in enumerate(re.findall(r"^```python\n(.*?)^```", _readme_section(title),
+                                                flags=re.M | re.S))]
 
 
 def _trailing_comments(code: str) -> dict[int, str]:
@@ -190,12 +195,23 @@ def _trailing_comments(code: str) -> dict[int, str]:
     return {line: c for line, c in comments.items() if line in code_lines}
 
 
-def test_readme_has_the_math_sections():
+@pytest.mark.parametrize("name", MODULES)
+def test_readme_conventions_classify_every_public_name(name):
+    """Every public name appears, in backticks, in the README's conventions section (its tables
+    say what each function returns: per example, elementwise, a scalar, or state)."""
+    body = _readme_section("Conventions of the math API")
+    missing = [n for n in _module(name).__all__
+               if not re.search(rf"`(?:genjax\.)?(?:{name}\.)?{re.escape(n)}[`(\[]", body)]
+    assert missing == [], f"genjax.{name} names missing from README.md's conventions: {missing}"
+
+
+def test_readme_math_sections_have_examples():
     titles = {title for title, _, _ in _readme_blocks()}
     assert titles == set(README_SECTIONS), sorted(titles)
 
 
-@pytest.mark.parametrize("section, index, code", _readme_blocks(), ids=lambda v: str(v)[:24])
+@pytest.mark.parametrize("section, index, code",
+                         [pytest.param(*b, id=f"{b[0].split()[0].lower()}-{b[1]}") for b in _readme_blocks()])
 def test_readme_example_runs_and_states_true_values(section, index, code):
     namespace: dict = {"__name__": f"readme_{index}"}
     comments = _trailing_comments(code)
@@ -214,3 +230,5 @@ def test_readme_example_runs_and_states_true_values(section, index, code):
             exec(compile(ast.Module([stmt], type_ignores=[]), "README.md", "exec"), namespace)  # noqa: S102
     if section == "Reusing a loss in your own JAX code":
         assert checked >= 3  # the entropy, the cross-entropy and the Gaussian KL values
+    if section == "Conventions of the math API":
+        assert checked >= 1  # the ELBO value
