@@ -294,16 +294,18 @@ def test_shape_and_type_errors_name_the_argument():
         df.q_sample(LINEAR, x, 3, jnp.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"`t` must be a scalar or have shape \[B\] = \(4,\)"):
         df.q_sample(LINEAR, x, jnp.zeros((3,), jnp.int32), x)
-    with pytest.raises(TypeError, match="`t` must be an integer"):
+    with pytest.raises(TypeError, match="`t` must have an integer dtype"):
         df.q_sample(LINEAR, x, 1.5, x)
     with pytest.raises(TypeError, match="`schedule` must be a genjax.diffusion.Schedule"):
         df.q_sample(np.ones(3), x, 1, x)
     with pytest.raises(ValueError, match="`variance` must be one of"):
         df.ddpm_step(jax.random.key(0), LINEAR, x, x, 1, variance="learned")
-    with pytest.raises(ValueError, match="needs a PRNG `key`"):
+    with pytest.raises(TypeError, match="`key` must be a PRNG key .* when `eta` > 0"):
         df.ddim_step(LINEAR, x, x, 10, 5, eta=0.5)
-    with pytest.raises(ValueError, match="`eta` must lie in"):
-        df.ddim_step(LINEAR, x, x, 10, 5, eta=1.5, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"`eta` must be a finite number in \[0, inf\)"):
+        df.ddim_step(LINEAR, x, x, 10, 5, eta=-0.5, key=jax.random.key(0))
+    # eta > 1 (more noise than DDPM's) is allowed: finite, the direction term clamped at 0
+    assert np.all(np.isfinite(df.ddim_step(LINEAR, x, x, 10, 5, eta=1.5, key=jax.random.key(0))))
     with pytest.raises(ValueError, match="`num_steps` must be at most"):
         df.ddim_timesteps(10, 11)
     with pytest.raises(ValueError, match="the denoiser returned shape"):

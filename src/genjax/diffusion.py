@@ -16,8 +16,18 @@ Conventions shared by every function:
   is the indexing of diffusers' schedulers. `abar_t` is `schedule.alphas_cumprod[t]`, and "before
   step 0" the cumulative product is 1. A timestep is a Python int, an int array of shape `[]`, or
   an int array of shape `[B]` with one entry per example (the leading axis of `x`); anything
-  else raises `ValueError`. Out-of-range values cannot be checked under `jit`: they are clamped
-  by the gather, so keep `t` in range.
+  else raises `ValueError`. **Out of range:** a concrete `t` (a Python int, a NumPy or an eager
+  JAX array) outside `0 .. T-1` is a `ValueError`, and so is a `ddim_step` `t_prev` outside
+  `-1 .. t-1`. A traced timestep (inside `jit`/`vmap`/`scan`) cannot be checked: it is clipped
+  with `jnp.clip` into `0 .. T-1` (`t_prev` into `-1 .. t-1`), never wrapped around, the same
+  way by every function. To catch traced out-of-range timesteps, check them in the caller (e.g.
+  with `jax.experimental.checkify.check`).
+- **Static numbers** (betas, `s`, `max_beta`, `eta`, the `clip_x0` bounds) given as Python
+  numbers are checked against their domain (`ValueError`, NaN included); strings, booleans and
+  None are a `TypeError`. Integer counts (`num_timesteps`, `num_steps`, `shape` entries) must be
+  Python ints: `2.5` and `True` are a `TypeError`, never truncated. Data arrays are real
+  (integer and boolean inputs are promoted to float32; complex, strings and None are a
+  `TypeError`), as `genjax._checks` states for all math modules.
 - **A denoiser** is `eps_fn(x_t, t) -> predicted noise`, with `x_t` `[B, ...]`, `t` an int32
   array `[B]`, and an output of `x_t`'s shape.
 - **Schedules** are computed on the host in float64 NumPy (`linear_beta_schedule`,
@@ -25,8 +35,9 @@ Conventions shared by every function:
   arrays in a `Schedule` pytree, which functions take as an ordinary (traced) argument. The
   schedules and the DDPM/DDIM steps follow diffusers' `DDPMScheduler` / `DDIMScheduler`
   (`linear` and `squaredcos_cap_v2` betas, `add_noise`, `step`), which the tests check.
-- **Keys** are never defaulted where a function always samples (first argument). `ddim_step`
-  only needs one when `eta > 0`.
+- **Keys** are never defaulted where a function always samples (first argument). The one
+  listed exception to "key first" is `ddim_step(..., eta, key=None)`: the key is needed only for
+  `eta > 0` (a concrete `eta > 0`, or a traced `eta`, with `key=None` is a `TypeError`).
 - Pure functions of their arguments, safe under `jit`, `vmap` and `grad`. The samplers run the
   whole chain as one `lax.scan` and are jitted with the denoiser as a static argument, so
   calling them again with the same `eps_fn` object, schedule and shape does not recompile; to
@@ -51,12 +62,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
-import operator
 from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from genjax import _checks
 
 __all__ = [
     "Schedule",
@@ -91,11 +103,7 @@ _PREDICTIONS = ("epsilon", "x0", "v")
 
 
 def _num_timesteps(num_timesteps: Any, name: str = "num_timesteps") -> int:
-    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, numbers.Integral):
-        raise TypeError(f"`{name}` must be a Python int, got {num_timesteps!r}")
-    if num_timesteps < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {num_timesteps}")
-    return int(num_timesteps)
+    return _checks.positive_int(num_timesteps, name)
 
 
 def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -109,10 +117,15 @@ def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end:
     Args:
         num_timesteps: T >= 1 (Ho et al. use 1000; a single step gives `[beta_start]`).
         beta_start: beta of the first step, in (0, 1).
-        beta_end: beta of the last step, in (0, 1).
+        beta_end: beta of the last step, in (0, 1), at least `beta_start`.
 
     Returns:
         float64 NumPy array `[T]`; pass it to `make_schedule`.
+
+    Raises:
+        ValueError: a beta outside (0, 1) (NaN included) or `beta_start > beta_end`;
+            `num_timesteps < 1`.
+        TypeError: a string, bool or None beta; a `num_timesteps` that is not a Python int.
 
     Examples:
         >>> betas = linear_beta_schedule(1000)
@@ -125,10 +138,12 @@ def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end:
     import numpy as np
 
     T = _num_timesteps(num_timesteps)
-    for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
-        if not (isinstance(value, numbers.Real) and 0.0 < float(value) < 1.0):
-            raise ValueError(f"`{name}` must be a real number in (0, 1), got {value!r}")
-    return np.linspace(float(beta_start), float(beta_end), T, dtype=np.float64)
+    start = _static_number(beta_start, "beta_start", 0.0, 1.0, low_open=True, high_open=True)
+    end = _static_number(beta_end, "beta_end", 0.0, 1.0, low_open=True, high_open=True)
+    if start > end:
+        raise ValueError(f"`beta_start` must be at most `beta_end`, got beta_start={beta_start!r} > "
+                         f"beta_end={beta_end!r} (betas increase along the chain)")
+    return np.linspace(start, end, T, dtype=np.float64)
 
 
 def cosine_beta_schedule(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999):
@@ -143,11 +158,17 @@ def cosine_beta_schedule(num_timesteps: int, s: float = 0.008, max_beta: float =
 
     Args:
         num_timesteps: T >= 1.
-        s: the small offset that keeps beta_0 from being vanishingly small; >= 0.
-        max_beta: upper clip for each beta, in (0, 1), "to prevent singularities near t = T".
+        s: the small offset that keeps beta_0 from being vanishingly small; a finite number >= 0.
+        max_beta: upper clip for each beta, in (0, 1), "to prevent singularities near t = T". 1
+            itself is rejected: the last beta would be 1 (abar = 0, zero terminal SNR), where
+            x_0 cannot be recovered from a noise prediction (1 / sqrt(abar_t) is infinite).
 
     Returns:
         float64 NumPy array `[T]`; pass it to `make_schedule`.
+
+    Raises:
+        ValueError: `s` negative, infinite or NaN; `max_beta` outside (0, 1); `num_timesteps < 1`.
+        TypeError: a string, bool or None `s`/`max_beta`; a non-int `num_timesteps`.
 
     Examples:
         >>> betas = cosine_beta_schedule(1000)
@@ -160,13 +181,14 @@ def cosine_beta_schedule(num_timesteps: int, s: float = 0.008, max_beta: float =
     import numpy as np
 
     T = _num_timesteps(num_timesteps)
-    if not (isinstance(s, numbers.Real) and float(s) >= 0.0):
-        raise ValueError(f"`s` must be a real number >= 0, got {s!r}")
-    if not (isinstance(max_beta, numbers.Real) and 0.0 < float(max_beta) < 1.0):
-        raise ValueError(f"`max_beta` must be a real number in (0, 1), got {max_beta!r}")
+    s = _static_number(s, "s", 0.0)
+    max_beta = _static_number(max_beta, "max_beta", 0.0, 1.0, low_open=True, high_open=True)
     u = np.arange(T + 1, dtype=np.float64) / T
     f = np.cos((u + s) / (1.0 + s) * np.pi / 2.0) ** 2
-    return np.minimum(1.0 - f[1:] / f[:-1], float(max_beta))
+    betas = np.minimum(1.0 - f[1:] / f[:-1], max_beta)
+    if not np.all((betas > 0.0) & (betas < 1.0)):
+        raise ValueError(f"`s`={s!r} gives betas outside (0, 1) for T = {T}; use a small offset such as 0.008")
+    return betas
 
 
 @jax.tree_util.register_dataclass
@@ -224,14 +246,15 @@ def make_schedule(betas: Any) -> Schedule:
     stored as float32 JAX arrays. Call it outside `jit` (the betas must be concrete).
 
     Args:
-        betas: `[T]` real numbers in (0, 1): a NumPy/JAX array or a sequence.
+        betas: `[T]` real numbers in (0, 1): a NumPy/JAX array or a sequence. A beta of 1 (zero
+            terminal SNR) is rejected: x_0 could not be recovered from a noise prediction there.
 
     Returns:
         The `Schedule`.
 
     Raises:
-        TypeError: `betas` is traced (inside `jit`) or not numeric.
-        ValueError: `betas` is not a non-empty 1-D array of numbers in (0, 1).
+        TypeError: `betas` is traced (inside `jit`), or not real (strings, complex, None).
+        ValueError: `betas` is not a non-empty 1-D array of numbers in (0, 1) (NaN included).
 
     Examples:
         >>> sched = make_schedule(linear_beta_schedule(1000))
@@ -240,8 +263,14 @@ def make_schedule(betas: Any) -> Schedule:
     """
     import numpy as np
 
+    if betas is None or isinstance(betas, (str, bytes)):
+        raise TypeError(f"`betas` must be an array of real numbers, got {betas!r}")
     try:
-        b = np.asarray(betas, dtype=np.float64)
+        raw = np.asarray(betas)
+        if not (np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.integer)
+                or raw.dtype == np.bool_ or raw.dtype == object):
+            raise TypeError(f"dtype {raw.dtype} is not real")
+        b = raw.astype(np.float64)
     except jax.errors.TracerArrayConversionError:
         raise TypeError("`betas` must be concrete (make_schedule runs on the host): call it outside jit") from None
     except (TypeError, ValueError) as err:
@@ -272,6 +301,12 @@ def make_schedule(betas: Any) -> Schedule:
         posterior_mean_coef1=np.sqrt(abar_prev) * b / (1.0 - abar),
         posterior_mean_coef2=np.sqrt(alphas) * (1.0 - abar_prev) / (1.0 - abar),
     )
+    for name, value in arrays.items():
+        if not np.all(np.isfinite(value.astype(np.float32))):
+            raise ValueError(
+                f"the schedule's `{name}` is not finite in float32 (e.g. the cumulative product of the "
+                "alphas underflows, or a beta is so small that 1 - abar_t rounds to 0): use fewer or "
+                "smaller/larger betas")
     return Schedule(**{k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()})
 
 
@@ -284,41 +319,64 @@ def _check_schedule(schedule: Any) -> Schedule:
     if not isinstance(schedule, Schedule):
         raise TypeError(
             f"`schedule` must be a genjax.diffusion.Schedule (from make_schedule), got {type(schedule).__name__}")
+    shape = jnp.shape(schedule.betas)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(f"`schedule` must hold arrays [T] with T >= 1 (from make_schedule), got "
+                         f"betas of shape {shape}")
     return schedule
 
 
-def _float_array(x: Any, name: str) -> jax.Array:
-    arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        raise TypeError(f"`{name}` must be a floating-point array, got dtype {arr.dtype}")
+def _static_number(value: Any, name: str, low: float | None = None, high: float | None = None, **kw) -> float:
+    """A concrete number in the interval, as a Python float (schedules are built on the host)."""
+    out = _checks.number(value, name, low, high, **kw)
+    if isinstance(out, float):
+        return out
+    if not _checks.is_concrete(out):
+        raise TypeError(f"`{name}` must be a concrete number (schedules are built on the host, outside "
+                        "jit), got a traced value")
+    return _checks.number(float(out), name, low, high, **kw)
+
+
+def _float_array(x: ArrayLike, name: str) -> jax.Array:
+    arr = _checks.float_array(x, name)
     if arr.ndim < 1:
         raise ValueError(f"`{name}` must be a batch [B, ...] with at least one axis, got a scalar")
     return arr
 
 
-def _timestep(t: Any, x: jax.Array, name: str = "t") -> jax.Array:
-    """`t` as int32 of shape [] or [B] (B = x.shape[0]); ValueError/TypeError otherwise."""
-    if isinstance(t, bool):
-        raise TypeError(f"`{name}` must be an int or an int array, got {t!r}")
-    arr = t if isinstance(t, jax.Array) else jnp.asarray(t)
-    if not jnp.issubdtype(arr.dtype, jnp.integer):
-        raise TypeError(f"`{name}` must be an integer timestep (or an int array), got dtype {arr.dtype}")
-    if arr.ndim == 1 and arr.shape[0] == x.shape[0]:
-        return arr.astype(jnp.int32)
-    if arr.ndim == 0:
-        return arr.astype(jnp.int32)
-    raise ValueError(
-        f"`{name}` must be a scalar or have shape [B] = ({x.shape[0]},) (one timestep per example of "
-        f"the batch), got shape {arr.shape} for a batch of shape {x.shape}"
-    )
+def _timestep(t: ArrayLike, x: jax.Array, schedule: Schedule, name: str = "t", low: int = 0) -> jax.Array:
+    """`t` as int32 of shape [] or [B] (B = x.shape[0]) in [low, T); ValueError/TypeError otherwise.
 
-
-def _same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
-    if a.shape != b.shape:
+    A concrete `t` out of range is a ValueError; a traced one is clipped into [low, T - 1].
+    """
+    arr = _checks.int_array(t, name)
+    if not (arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] == x.shape[0])):
         raise ValueError(
-            f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape} "
-            "(nothing is broadcast implicitly)"
+            f"`{name}` must be a scalar or have shape [B] = ({x.shape[0]},) (one timestep per example of "
+            f"the batch), got shape {arr.shape} for a batch of shape {x.shape}"
         )
+    T = schedule.num_timesteps
+    what = " (-1 is the end of the chain)" if low < 0 else ""
+    _checks.int_in_range(arr, name, low, T, f" for a schedule of T = {T} steps{what}")
+    return jnp.clip(arr.astype(jnp.int32), low, T - 1)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a Python bool, got {value!r}")
+    return value
+
+
+def _callable(fn: Any, name: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be a callable (x_t [B, ...], t [B] int32) -> [B, ...], got "
+                        f"{type(fn).__name__}")
+
+
+def _sqrt0(x: jax.Array) -> jax.Array:
+    """sqrt(max(x, 0)) with a finite gradient at 0 (0 there; the double where keeps sqrt' = inf out)."""
+    pos = x > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
 
 
 def _coef(values: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
@@ -338,12 +396,12 @@ def _clip(x0: jax.Array, clip_x0: tuple[float, float] | None) -> jax.Array:
 
 
 def _check_clip(clip_x0: Any) -> tuple[float, float] | None:
+    """None, or a pair of concrete numbers low < high (infinities allowed: a one-sided clip)."""
     if clip_x0 is None:
         return None
-    try:
-        lo, hi = (float(v) for v in clip_x0)
-    except (TypeError, ValueError):
-        raise ValueError(f"`clip_x0` must be None or a pair (low, high), got {clip_x0!r}") from None
+    if isinstance(clip_x0, (str, bytes)) or not hasattr(clip_x0, "__len__") or len(clip_x0) != 2:
+        raise ValueError(f"`clip_x0` must be None or a pair (low, high), got {clip_x0!r}")
+    lo, hi = (_static_number(v, "clip_x0", finite=False) for v in clip_x0)
     if not lo < hi:
         raise ValueError(f"`clip_x0` must satisfy low < high, got {clip_x0!r}")
     return (lo, hi)
@@ -364,7 +422,7 @@ def q_step(schedule: Schedule, x_prev: Any, t: Any, noise: Any) -> jax.Array:
     Args:
         schedule: the `Schedule`.
         x_prev: `[B, ...]`, float.
-        t: int, `[]` or `[B]`.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
         noise: standard normal noise of `x_prev`'s shape.
 
     Returns:
@@ -381,8 +439,8 @@ def q_step(schedule: Schedule, x_prev: Any, t: Any, noise: Any) -> jax.Array:
     schedule = _check_schedule(schedule)
     x_prev = _float_array(x_prev, "x_prev")
     noise = _float_array(noise, "noise")
-    _same_shape(x_prev, noise, "x_prev", "noise")
-    t = _timestep(t, x_prev)
+    _checks.same_shape(x_prev, noise, "x_prev", "noise")
+    t = _timestep(t, x_prev, schedule)
     y = jnp.sqrt(_coef(schedule.alphas, t, x_prev)) * x_prev + jnp.sqrt(_coef(schedule.betas, t, x_prev)) * noise
     return _finish(y, x_prev)
 
@@ -397,7 +455,7 @@ def q_sample(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
     Args:
         schedule: the `Schedule`.
         x0: data `[B, ...]`, float.
-        t: int, `[]` or `[B]`.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
         noise: standard normal noise of `x0`'s shape.
 
     Returns:
@@ -415,8 +473,8 @@ def q_sample(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
     schedule = _check_schedule(schedule)
     x0 = _float_array(x0, "x0")
     noise = _float_array(noise, "noise")
-    _same_shape(x0, noise, "x0", "noise")
-    t = _timestep(t, x0)
+    _checks.same_shape(x0, noise, "x0", "noise")
+    t = _timestep(t, x0, schedule)
     y = _coef(schedule.sqrt_alphas_cumprod, t, x0) * x0 + _coef(schedule.sqrt_one_minus_alphas_cumprod, t, x0) * noise
     return _finish(y, x0)
 
@@ -434,7 +492,7 @@ def q_posterior(schedule: Schedule, x0: Any, xt: Any, t: Any) -> tuple[jax.Array
         schedule: the `Schedule`.
         x0: `[B, ...]`.
         xt: `[B, ...]`, the same shape.
-        t: int, `[]` or `[B]`.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
 
     Returns:
         `(mean, variance, log_variance)`, each of `x0`'s shape and dtype.
@@ -445,8 +503,8 @@ def q_posterior(schedule: Schedule, x0: Any, xt: Any, t: Any) -> tuple[jax.Array
     schedule = _check_schedule(schedule)
     x0 = _float_array(x0, "x0")
     xt = _float_array(xt, "xt")
-    _same_shape(x0, xt, "x0", "xt")
-    t = _timestep(t, x0)
+    _checks.same_shape(x0, xt, "x0", "xt")
+    t = _timestep(t, x0, schedule)
     mean = _coef(schedule.posterior_mean_coef1, t, x0) * x0 + _coef(schedule.posterior_mean_coef2, t, x0) * xt
     var = jnp.broadcast_to(_coef(schedule.posterior_variance, t, x0), x0.shape)
     log_var = jnp.broadcast_to(_coef(schedule.posterior_log_variance_clipped, t, x0), x0.shape)
@@ -461,7 +519,7 @@ def predict_x0(schedule: Schedule, xt: Any, t: Any, eps: Any) -> jax.Array:
     Args:
         schedule: the `Schedule`.
         xt: `[B, ...]`.
-        t: int, `[]` or `[B]`.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
         eps: (predicted) noise of `xt`'s shape.
 
     Returns:
@@ -473,8 +531,8 @@ def predict_x0(schedule: Schedule, xt: Any, t: Any, eps: Any) -> jax.Array:
     schedule = _check_schedule(schedule)
     xt = _float_array(xt, "xt")
     eps = _float_array(eps, "eps")
-    _same_shape(xt, eps, "xt", "eps")
-    t = _timestep(t, xt)
+    _checks.same_shape(xt, eps, "xt", "eps")
+    t = _timestep(t, xt, schedule)
     y = _coef(schedule.sqrt_recip_alphas_cumprod, t, xt) * xt - _coef(schedule.sqrt_recipm1_alphas_cumprod, t, xt) * eps
     return _finish(y, xt)
 
@@ -487,7 +545,7 @@ def predict_eps(schedule: Schedule, xt: Any, t: Any, x0: Any) -> jax.Array:
     Args:
         schedule: the `Schedule`.
         xt: `[B, ...]`.
-        t: int, `[]` or `[B]`.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
         x0: the data (or its prediction), of `xt`'s shape.
 
     Returns:
@@ -496,8 +554,8 @@ def predict_eps(schedule: Schedule, xt: Any, t: Any, x0: Any) -> jax.Array:
     schedule = _check_schedule(schedule)
     xt = _float_array(xt, "xt")
     x0 = _float_array(x0, "x0")
-    _same_shape(xt, x0, "xt", "x0")
-    t = _timestep(t, xt)
+    _checks.same_shape(xt, x0, "xt", "x0")
+    t = _timestep(t, xt, schedule)
     y = (xt - _coef(schedule.sqrt_alphas_cumprod, t, xt) * x0) / _coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt)
     return _finish(y, xt)
 
@@ -508,7 +566,7 @@ def v_target(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
     Args:
         schedule: the `Schedule`.
         x0: the data, `[B, ...]`.
-        t: int, `[]` or `[B]`.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
         noise: the noise of `x0`'s shape that `q_sample` adds.
 
     Returns:
@@ -517,8 +575,8 @@ def v_target(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
     schedule = _check_schedule(schedule)
     x0 = _float_array(x0, "x0")
     noise = _float_array(noise, "noise")
-    _same_shape(x0, noise, "x0", "noise")
-    t = _timestep(t, x0)
+    _checks.same_shape(x0, noise, "x0", "noise")
+    t = _timestep(t, x0, schedule)
     y = _coef(schedule.sqrt_alphas_cumprod, t, x0) * noise - _coef(schedule.sqrt_one_minus_alphas_cumprod, t, x0) * x0
     return _finish(y, x0)
 
@@ -535,10 +593,15 @@ def to_eps_fn(model_fn: EpsFn, schedule: Schedule, prediction: Prediction = "eps
         prediction: what `model_fn` predicts: "epsilon" (returned unchanged), "x0" or "v".
 
     Returns:
-        `eps_fn(x_t, t) -> predicted noise`.
+        `eps_fn(x_t, t) -> predicted noise` (its `t` is checked and clipped as every timestep).
+
+    Raises:
+        TypeError: `model_fn` not callable, `schedule` not a `Schedule`.
+        ValueError: an unknown `prediction`.
     """
-    if prediction not in _PREDICTIONS:
-        raise ValueError(f"`prediction` must be one of {_PREDICTIONS}, got {prediction!r}")
+    _callable(model_fn, "model_fn")
+    schedule = _check_schedule(schedule)
+    prediction = _checks.choice(prediction, "prediction", _PREDICTIONS)
     if prediction == "epsilon":
         return model_fn
 
@@ -546,8 +609,12 @@ def to_eps_fn(model_fn: EpsFn, schedule: Schedule, prediction: Prediction = "eps
         out = model_fn(xt, t)
         if prediction == "x0":
             return predict_eps(schedule, xt, t, out)
+        xt = _float_array(xt, "xt")
+        out = _float_array(out, "model_fn(xt, t)")
+        _checks.same_shape(xt, out, "xt", "model_fn(xt, t)")
+        t = _timestep(t, xt, schedule)
         sqrt_abar = _coef(schedule.sqrt_alphas_cumprod, t, xt)
-        return _coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt) * xt + sqrt_abar * out
+        return _finish(_coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt) * xt + sqrt_abar * out, xt)
 
     return eps_fn
 
@@ -576,7 +643,8 @@ def ddpm_loss(
         float32 `[B]`, the loss of each example (at its own random timestep).
 
     Raises:
-        ValueError: the denoiser's output does not have the shape of `x0`.
+        ValueError: the denoiser's output does not have the shape of `x0`; an unknown `prediction`.
+        TypeError: `key` None or not a PRNG key; `eps_fn` not callable; complex/string/None `x0`.
 
     Examples:
         >>> sched = make_schedule(linear_beta_schedule(100))
@@ -586,10 +654,11 @@ def ddpm_loss(
     References:
         Ho et al. 2020, Algorithm 1 and eq. (14); Salimans & Ho 2022 (v).
     """
+    key = _checks.key(key)
+    _callable(eps_fn, "eps_fn")
     schedule = _check_schedule(schedule)
     x0 = _float_array(x0, "x0")
-    if prediction not in _PREDICTIONS:
-        raise ValueError(f"`prediction` must be one of {_PREDICTIONS}, got {prediction!r}")
+    prediction = _checks.choice(prediction, "prediction", _PREDICTIONS)
     t_key, noise_key = jax.random.split(key)
     b = x0.shape[0]
     t = jax.random.randint(t_key, (b,), 0, schedule.num_timesteps, dtype=jnp.int32)  # [B]
@@ -638,7 +707,7 @@ def ddpm_step(
         schedule: the `Schedule`.
         eps: the denoiser's output at (x_t, t), `[B, ...]`.
         xt: `[B, ...]`.
-        t: int, `[]` or `[B]`.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
         variance: "fixed_small" (tilde-beta_t, the lower bound on the reverse variance) or
             "fixed_large" (beta_t, the upper bound); Ho et al. found both give similar samples.
         clip_x0: None, or a (low, high) range that x0_hat is clipped to (the data range).
@@ -646,41 +715,39 @@ def ddpm_step(
     Returns:
         x_{t-1}, `[B, ...]`.
 
+    Raises:
+        ValueError: mismatched shapes, a concrete `t` outside `0 .. T-1`, an unknown `variance`,
+            a `clip_x0` that is not a pair low < high.
+        TypeError: `key` None or not a PRNG key, non-integer `t`, complex/string/None arrays.
+
     References:
         Ho et al. 2020, eq. (11), Algorithm 2 and section 3.2.
     """
+    key = _checks.key(key)
     schedule = _check_schedule(schedule)
-    if variance not in _VARIANCES:
-        raise ValueError(f"`variance` must be one of {_VARIANCES}, got {variance!r}")
+    variance = _checks.choice(variance, "variance", _VARIANCES)
     clip_x0 = _check_clip(clip_x0)
     xt = _float_array(xt, "xt")
     eps = _float_array(eps, "eps")
-    _same_shape(xt, eps, "xt", "eps")
-    t = _timestep(t, xt)
+    _checks.same_shape(xt, eps, "xt", "eps")
+    t = _timestep(t, xt, schedule)
     x0 = _clip(predict_x0(schedule, xt, t, eps), clip_x0)
     mean, _, _ = q_posterior(schedule, x0, xt, t)
     var = schedule.posterior_variance if variance == "fixed_small" else schedule.betas
-    sigma = jnp.where(t > 0, jnp.sqrt(var[t]), 0.0)
+    sigma = jnp.where(t > 0, _sqrt0(var[t]), 0.0)
     sigma = sigma.reshape(sigma.shape + (1,) * (xt.ndim - sigma.ndim))
     z = jax.random.normal(key, xt.shape, xt.dtype)
     return _finish(mean + sigma * z, xt)
 
 
-def _check_sample_args(schedule, shape, name="shape") -> tuple[int, ...]:
+def _check_sample_args(key, eps_fn, schedule, shape, name="shape") -> tuple[int, ...]:
+    _checks.key(key)
+    _callable(eps_fn, "eps_fn")
     _check_schedule(schedule)
-    try:
-        shape = tuple(_index(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"`{name}` must be a tuple of ints [B, ...], got {shape!r}") from None
-    if len(shape) < 1 or any(s < 0 for s in shape):
+    shape = _checks.shape(shape, name)
+    if len(shape) < 1:
         raise ValueError(f"`{name}` must be a non-empty tuple of non-negative ints [B, ...], got {shape!r}")
     return shape
-
-
-def _index(v: Any) -> int:
-    if isinstance(v, bool):
-        raise TypeError(f"expected an int, got {v!r}")
-    return operator.index(v)
 
 
 def sample(
@@ -730,10 +797,10 @@ def sample(
     References:
         Ho et al. 2020, Algorithm 2.
     """
-    shape = _check_sample_args(schedule, shape)
-    if variance not in _VARIANCES:
-        raise ValueError(f"`variance` must be one of {_VARIANCES}, got {variance!r}")
-    return _sample(key, schedule, eps_fn, shape, variance, _check_clip(clip_x0), bool(return_trajectory))
+    shape = _check_sample_args(key, eps_fn, schedule, shape)
+    variance = _checks.choice(variance, "variance", _VARIANCES)
+    return _sample(key, schedule, eps_fn, shape, variance, _check_clip(clip_x0),
+                   _flag(return_trajectory, "return_trajectory"))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
@@ -822,16 +889,26 @@ def ddim_step(
         schedule: the `Schedule`.
         eps: the denoiser's output at (x_t, t), `[B, ...]`.
         xt: `[B, ...]`.
-        t: int, `[]` or `[B]`.
-        t_prev: int, `[]` or `[B]`; negative for the last step.
-        eta: the noise scale, in [0, 1]; may be a traced array.
-        key: PRNG key for z; needed unless `eta` is the Python number 0.
+        t: int, `[]` or `[B]`, in `0 .. T-1` (see the module's conventions for traced values).
+        t_prev: int, `[]` or `[B]`, in `-1 .. t-1`; -1 for the last step (the end of the chain).
+        eta: the noise scale, a finite number >= 0 (0: deterministic DDIM; 1: the DDPM
+            variance); may be a traced array, which is clipped at 0. Above 1, sigma can exceed
+            sqrt(1 - abar_prev) and the direction term's coefficient is then 0 (not NaN).
+        key: PRNG key for z; needed unless `eta` is the Python number 0. The listed exception to
+            "key first": it comes last because the deterministic sampler needs none.
         clip_x0: None, or a (low, high) range that x0_hat is clipped to.
         use_clipped_model_output: recompute eps from the clipped x0_hat (no effect without
             `clip_x0`).
 
     Returns:
         x_{t_prev}, `[B, ...]`.
+
+    Raises:
+        ValueError: mismatched shapes; a concrete `t` outside `0 .. T-1` or `t_prev` outside
+            `-1 .. t-1` (traced ones are clipped there); a negative, infinite or NaN `eta`; a bad
+            `clip_x0`.
+        TypeError: `key=None` with a concrete `eta > 0` or a traced `eta`; a `key` that is not a
+            PRNG key; non-integer timesteps; a string or bool `eta`; complex/string/None arrays.
 
     References:
         Song et al. 2021, eqs. (12) and (16).
@@ -840,27 +917,34 @@ def ddim_step(
     clip_x0 = _check_clip(clip_x0)
     xt = _float_array(xt, "xt")
     eps = _float_array(eps, "eps")
-    _same_shape(xt, eps, "xt", "eps")
-    t = _timestep(t, xt)
-    t_prev = _timestep(t_prev, xt, "t_prev")
-    deterministic = isinstance(eta, numbers.Real) and float(eta) == 0.0
-    if isinstance(eta, numbers.Real) and not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"`eta` must lie in [0, 1], got {eta!r}")
-    if not deterministic and key is None:
-        raise ValueError("ddim_step with eta > 0 (or a traced eta) needs a PRNG `key`")
+    _checks.same_shape(xt, eps, "xt", "eps")
+    use_clipped_model_output = _flag(use_clipped_model_output, "use_clipped_model_output")
+    t = _timestep(t, xt, schedule)
+    t_prev = _timestep(t_prev, xt, schedule, "t_prev", low=-1)
+    if _checks.is_concrete(t) and _checks.is_concrete(t_prev) and bool(jnp.any(t_prev >= t)):
+        raise ValueError(f"`t_prev` must be earlier than `t` (t_prev < t; -1 ends the chain), got "
+                         f"t={t.tolist()} and t_prev={t_prev.tolist()}")
+    t_prev = jnp.minimum(t_prev, t - 1)  # traced: clipped into -1 .. t-1 (a no-op once checked)
+    eta = _checks.number(eta, "eta", 0.0)
+    deterministic = isinstance(eta, float) and eta == 0.0
+    if not deterministic:
+        if key is None:
+            raise TypeError("`key` must be a PRNG key such as jax.random.key(0) when `eta` > 0 (or traced), "
+                            f"got None (eta={eta!r}); only eta = 0 samples deterministically without a key")
+        key = _checks.key(key)
     abar_t = _coef(schedule.alphas_cumprod, t, xt)
     abar_prev = jnp.where(t_prev >= 0, schedule.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
     abar_prev = abar_prev.reshape(abar_prev.shape + (1,) * (xt.ndim - abar_prev.ndim))
-    x0 = _clip((xt - jnp.sqrt(1.0 - abar_t) * eps) / jnp.sqrt(abar_t), clip_x0)
+    x0 = _clip((xt - _sqrt0(1.0 - abar_t) * eps) / jnp.sqrt(abar_t), clip_x0)
     if use_clipped_model_output and clip_x0 is not None:
-        eps = (xt - jnp.sqrt(abar_t) * x0) / jnp.sqrt(1.0 - abar_t)
+        eps = (xt - jnp.sqrt(abar_t) * x0) / _sqrt0(1.0 - abar_t)
     out = jnp.sqrt(abar_prev) * x0
     if deterministic:
-        out = out + jnp.sqrt(1.0 - abar_prev) * eps
+        out = out + _sqrt0(1.0 - abar_prev) * eps
     else:
         var = (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)
-        sigma = jnp.asarray(eta, jnp.float32) * jnp.sqrt(var)
-        direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps
+        sigma = jnp.maximum(jnp.asarray(eta, jnp.float32), 0.0) * _sqrt0(var)
+        direction = _sqrt0(1.0 - abar_prev - sigma**2) * eps
         out = out + direction + sigma * jax.random.normal(key, xt.shape, xt.dtype)
     return _finish(out, xt)
 
@@ -891,8 +975,9 @@ def ddim_sample(
         eps_fn: the denoiser `(x_t [B, ...], t [B] int32) -> [B, ...]`.
         schedule: the `Schedule`.
         shape: the batch shape `(B, ...)` (static).
-        num_steps: sampling steps, 1 .. T (static).
-        eta: the noise scale in [0, 1] (0: deterministic DDIM; 1: DDPM-like).
+        num_steps: sampling steps, 1 .. T (static Python int).
+        eta: the noise scale, a finite number >= 0 (0: deterministic DDIM; 1: DDPM-like); a
+            traced value is clipped at 0.
         clip_x0: None, or the data range (low, high) that each x0_hat is clipped to.
         use_clipped_model_output: see `ddim_step`.
         return_trajectory: also return every state of the chain.
@@ -909,12 +994,12 @@ def ddim_sample(
     References:
         Song et al. 2021, eq. (12) and section 4.2.
     """
-    shape = _check_sample_args(schedule, shape)
-    ts = ddim_timesteps(schedule.num_timesteps, num_steps)
-    if isinstance(eta, numbers.Real) and not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"`eta` must lie in [0, 1], got {eta!r}")
+    shape = _check_sample_args(key, eps_fn, schedule, shape)
+    ddim_timesteps(schedule.num_timesteps, num_steps)  # checks num_steps
+    eta = _checks.number(eta, "eta", 0.0)
     return _ddim_sample(key, schedule, jnp.asarray(eta, jnp.float32), eps_fn, shape, int(num_steps),
-                        _check_clip(clip_x0), bool(use_clipped_model_output), bool(return_trajectory))
+                        _check_clip(clip_x0), _flag(use_clipped_model_output, "use_clipped_model_output"),
+                        _flag(return_trajectory, "return_trajectory"))
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
