@@ -155,8 +155,14 @@ def test_base_is_nats_divided_by_log_base(base):
     np.testing.assert_allclose(dv.entropy(p, base=base), dv.entropy(p) / math.log(base), rtol=1e-6)
 
 
-@pytest.mark.parametrize("base", [1, 1.0, 0, -2.0, math.inf, math.nan, True, "2", [2]])
-def test_invalid_base_raises(base):
+@pytest.mark.parametrize(
+    "base, error",
+    [(1, ValueError), (1.0, ValueError), (0, ValueError), (-2.0, ValueError),
+     (math.inf, ValueError), (math.nan, ValueError), ([2], ValueError),
+     # genjax._checks' policy: strings, booleans and (traced) arrays are not static numbers.
+     (True, TypeError), ("2", TypeError), (jnp.float32(2.0), TypeError)],
+)
+def test_invalid_base_raises(base, error):
     p = jnp.array([0.5, 0.5])
     for call in (
         lambda: dv.entropy(p, base=base),
@@ -164,7 +170,7 @@ def test_invalid_base_raises(base):
         lambda: dv.js_divergence_from_logits(p, p, base=base),
         lambda: dv.mutual_information(jnp.eye(2) / 2, base=base),
     ):
-        with pytest.raises(ValueError, match="base"):
+        with pytest.raises(error, match="base"):
             call()
 
 
@@ -291,6 +297,38 @@ def test_gaussian_kl_extremes_have_no_nan():
     assert not bool(jnp.any(jnp.isnan(g)))
 
 
+def test_gaussian_kl_infinite_log_variances_give_their_limits():
+    """Limits of the written formula (Kingma & Welling 2014, appendix B) as a log-variance goes
+    to +-inf: KL -> +inf; equal means contribute 0 however small var_p is (0 / var_p = 0).
+    inf - inf (both log-variances infinite with the same sign) is undefined: NaN, documented."""
+    inf = math.inf
+    cases = [  # (mean_q, logvar_q, mean_p, logvar_p) -> KL
+        ((0.0, -inf, 0.0, 0.0), inf),   # q collapses to a point: -logvar_q -> +inf
+        ((0.0, inf, 0.0, 0.0), inf),    # was inf - inf = NaN
+        ((0.0, 0.0, 0.0, inf), inf),
+        ((0.0, 0.0, 0.0, -inf), inf),   # p collapses: was NaN
+        ((1.0, 0.0, 0.0, -inf), inf),
+        ((0.0, inf, 0.0, -inf), inf),   # was NaN
+        ((0.0, -300.0, 0.0, -300.0), 0.0),  # q == p; exp(300) overflows float32: was 0 * inf = NaN
+        ((0.5, -300.0, 0.0, -300.0), inf),  # 0.25 e^300 > float32 max
+    ]
+    for (mq, lvq, mp, lvp), want in cases:
+        args = [_f32([v]) for v in (mq, lvq, mp, lvp)]
+
+        def total(*a):
+            return jnp.sum(dv.gaussian_kl(*a))
+
+        value, grads = jax.value_and_grad(total, argnums=(0, 1, 2, 3))(*args)
+        assert float(value) == want, ((mq, lvq, mp, lvp), float(value))
+        assert not any(bool(jnp.any(jnp.isnan(g))) for g in grads), ((mq, lvq, mp, lvp), grads)
+    # The mean term where exp(-logvar_p / 2) overflows but the product does not: e^200 * 1e-30^2.
+    got = float(dv.gaussian_kl(_f32([1e-30]), _f32([-200.0]), 0.0, _f32([-200.0])))
+    np.testing.assert_allclose(got, 0.5 * math.exp(200.0 + 2 * math.log(1e-30)), rtol=1e-5)
+    # Undefined forms stay NaN.
+    assert math.isnan(float(dv.gaussian_kl(_f32([0.0]), _f32([inf]), 0.0, _f32([inf]))))
+    assert math.isnan(float(dv.gaussian_kl(_f32([inf]), _f32([0.0]), _f32([inf]), 0.0)))
+
+
 def test_gaussian_kl_shape_validation():
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
         dv.gaussian_kl(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
@@ -315,6 +353,19 @@ def test_bernoulli_kl_matches_scipy_and_is_zero_at_equality():
     assert dv.bernoulli_kl(0.05, jnp.full((4, 3), 0.1)).shape == (4, 3)
     with pytest.raises(ValueError, match="rho"):
         dv.bernoulli_kl(jnp.full((2, 3), 0.1), jnp.full((3,), 0.1))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan, math.inf])
+def test_bernoulli_kl_static_probabilities_are_checked(bad):
+    """A Python-number target outside [0, 1] is a ValueError (it gave NaN)."""
+    with pytest.raises(ValueError, match="rho"):
+        dv.bernoulli_kl(bad, jnp.full(3, 0.5))
+    with pytest.raises(ValueError, match="rho_hat"):
+        dv.bernoulli_kl(jnp.full(3, 0.5), bad)
+    with pytest.raises(TypeError, match="rho"):
+        dv.bernoulli_kl("0.3", jnp.full(3, 0.5))
+    with pytest.raises(TypeError, match="rho"):
+        dv.bernoulli_kl(True, jnp.full(3, 0.5))
 
 
 def test_bernoulli_kl_at_degenerate_rho_hat():
@@ -353,8 +404,10 @@ def test_wasserstein_shape_validation():
         dv.wasserstein_1d(jnp.zeros(()), jnp.zeros(()))
     with pytest.raises(ValueError, match="no samples"):
         dv.wasserstein_1d(jnp.zeros((0,)), jnp.zeros((0,)))
-    with pytest.raises(ValueError, match="axis"):
+    with pytest.raises(TypeError, match="axis"):  # one sample axis: an int, not a tuple
         dv.wasserstein_1d(jnp.zeros(3), jnp.zeros(3), axis=(0,))
+    with pytest.raises(ValueError, match="axis"):
+        dv.wasserstein_1d(jnp.zeros(3), jnp.zeros(3), axis=1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -508,6 +561,62 @@ def test_extreme_logits_give_finite_values_and_gradients(name, extreme_results):
     assert bool(jnp.all(jnp.isfinite(grads))), (name, grads)
 
 
+def _js_grad_through_softmax_f64(logits, target, target_first):
+    """Closed-form gradient of JS(softmax(l), t) (symmetric, so either order): with p = softmax(l)
+    and m = (p + t) / 2, dJS/dp_i = log(p_i / m_i) / 2 (0 where p_i = 0), then the softmax
+    Jacobian p_i (delta_ij - p_j). float64 NumPy."""
+    del target_first  # JS is symmetric: the same gradient
+    l = np.asarray(logits, np.float64)
+    p = np.exp(l - l.max())
+    p /= p.sum()
+    t = np.asarray(target, np.float64)
+    m = 0.5 * (p + t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = np.where(p > 0, 0.5 * np.log(p / m), 0.0)
+    return p * (g - np.sum(p * g))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("target_first", [False, True])
+def test_js_divergence_gradient_through_a_saturated_softmax_is_finite(dtype, target_first):
+    """Issue 15: js_divergence(softmax([30, -30, 0]), one-hot) had an inf/NaN gradient (the
+    ratio form's derivative -p / m**2 with m**2 underflowing). JS <= log 2 has a finite
+    gradient everywhere; in float32 it is the closed form (reference: the function above)."""
+    target = jnp.asarray([1.0, 0.0, 0.0], dtype)
+    for logits in ([30.0, -30.0, 0.0], [60.0, 0.0, -40.0], [0.0, -85.0, -5.0]):
+        l = jnp.asarray(logits, dtype)
+
+        def js(l):
+            p = sm(l)
+            out = dv.js_divergence(target, p) if target_first else dv.js_divergence(p, target)
+            return out.astype(jnp.float32)
+
+        value, grad = jax.value_and_grad(js)(l)
+        assert bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad))), (logits, grad)
+        if dtype == jnp.float32:
+            want = _js_grad_through_softmax_f64(logits, [1.0, 0.0, 0.0], target_first)
+            np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-4, atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_mutual_information_gradient_with_a_tiny_marginal_is_finite(dtype):
+    """A row and a column of the joint table with totals ~1e-13 and ~1e-27 (a saturated
+    softmax): XLA turned (p / p(x)) / p(y) into p / (p(x) p(y)), whose product underflowed (an
+    inf value, NaN gradients). Reference value: I = sum p log(p / (p(x) p(y))) in float64."""
+    logits = jnp.asarray([0.0, -62.0, -30.0, -62.0], dtype)
+
+    def mi(l):
+        return dv.mutual_information(sm(l).reshape(2, 2)).astype(jnp.float32)
+
+    value, grad = jax.value_and_grad(mi)(logits)
+    assert bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad))), (value, grad)
+    if dtype == jnp.float32:
+        p = np.exp(np.float64([0.0, -62.0, -30.0, -62.0]))
+        p = (p / p.sum()).reshape(2, 2)
+        want = np.sum(p * np.log(p / (p.sum(1, keepdims=True) * p.sum(0, keepdims=True))))
+        np.testing.assert_allclose(float(value), want, atol=1e-7)  # float32 resolution at 1
+
+
 def test_kl_through_softmax_when_q_underflows_where_p_is_zero():
     # q = softmax(l) underflows to 0 only where p = 0: value and gradients stay finite.
     logits = _f32([-1e4, 0.0, -1e4, 1e4])
@@ -642,8 +751,11 @@ def test_axis_argument():
     np.testing.assert_allclose(
         dv.entropy(joint_p, axis=(0, 1)), dv.entropy(joint_p, axis=None), rtol=1e-6
     )
-    for bad in (2, -3, (0, 0), 1.0, "x"):
+    for bad in (2, -3, (0, 0)):
         with pytest.raises(ValueError, match="axis"):
+            dv.entropy(p, axis=bad)
+    for bad in (1.0, "x", True):  # not ints: a TypeError (genjax._checks.axes)
+        with pytest.raises(TypeError, match="axis"):
             dv.entropy(p, axis=bad)
     with pytest.raises(ValueError, match="axis"):
         dv.entropy(jnp.array(1.0))  # a scalar has no event axis

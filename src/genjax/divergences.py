@@ -13,7 +13,8 @@ Elementwise / parametric / sample-based:
 Conventions shared by every function:
 
 - **Units.** ``base=None`` gives nats; any positive real ``base`` other than 1 gives the result
-  divided by ``log(base)`` (``base=2``: bits). ``base`` must be a static Python/NumPy number.
+  divided by ``log(base)`` (``base=2``: bits). ``base`` must be a static Python/NumPy number
+  (an array is a ``TypeError``; 1, NaN, infinities and ``base <= 0`` a ``ValueError``).
 - **No renormalisation.** Probabilities are used as given (like the textbook sums); they are not
   divided by their sum. ``scipy.stats.entropy`` normalises, so compare with it on normalised inputs.
   They must be non-negative: a negative entry gives NaN rather than a silently wrong number.
@@ -33,6 +34,17 @@ Conventions shared by every function:
   (``inf * 0``), which is why the ``*_from_logits`` variants exist: they stay finite, values and
   gradients, for all finite logits. They also accept ``-inf`` logits (zero probabilities), so
   ``cross_entropy_from_logits(jnp.log(labels), logits)`` is the usual softmax cross-entropy.
+  Every logarithm is of a positive number and every derivative a bounded ratio (``p / m``),
+  never a quotient's ``-a / b**2``, which overflows for tiny ``b``: a finite value has a finite
+  gradient. The one exception is a gradient that is itself beyond the input dtype's range: the
+  derivative ``-p / q`` of the KL divergence and cross-entropy with respect to ``q`` is ``-inf``
+  once ``q < p / finfo(dtype).max`` (in float16, ``q < p / 65504``: softmax outputs near 1e-5),
+  and so NaN through the softmax; there too the ``*_from_logits`` variants, which compute in
+  float32 and return gradients of size ``|q - p|``, are the remedy.
+- **Domains.** Array values are not inspected (that would need a device round trip on every
+  call): a negative probability gives NaN. Static arguments are checked (``base``; ``rho`` of
+  ``bernoulli_kl`` when it is a Python number), following ``genjax._checks``: strings and
+  booleans are a ``TypeError``, out-of-range numbers a ``ValueError``.
 - **Dtypes.** Integer and boolean inputs are converted to the default float dtype (float32, or
   float64 with ``jax_enable_x64``). Half-precision inputs (bfloat16, float16) are computed in
   float32 and the result is returned in the input dtype, so it is the float32 result rounded once.
@@ -52,15 +64,14 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
-import numbers
-from collections.abc import Sequence
-from typing import Union
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from genjax import _checks
+from genjax._checks import Axis
 
 __all__ = [
     "entropy",
@@ -77,123 +88,39 @@ __all__ = [
     "wasserstein_1d",
 ]
 
-Axis = Union[int, Sequence[int], None]
-
 
 # --------------------------------------------------------------------------------------------
-# Validation and dtype helpers (static, run at trace time).
+# Validation and dtype helpers (static, run at trace time); the shared checks are in
+# genjax._checks.
 # --------------------------------------------------------------------------------------------
-
-
-def _to_array(x: ArrayLike, name: str) -> jax.Array:
-    """`x` as a real (integer, boolean or floating) JAX array; TypeError naming `name` otherwise."""
-    try:
-        arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"`{name}` must be an array of real numbers, got {type(x).__name__}: {err}"
-        ) from err
-    dtype = arr.dtype
-    if not (
-        jnp.issubdtype(dtype, jnp.floating)
-        or jnp.issubdtype(dtype, jnp.integer)
-        or jnp.issubdtype(dtype, jnp.bool_)
-    ):
-        raise TypeError(f"`{name}` must have a real (integer or floating) dtype, got {dtype}")
-    return arr
-
-
-def _out_dtype(*arrays: jax.Array) -> jnp.dtype:
-    """The promoted input dtype if floating, else the default float dtype.
-
-    Kernels compute in ``_compute_dtype(out)`` (at least float32) and cast the result to it.
-    """
-    floats = [a for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
-    if not floats:  # only integers/booleans: the default float (float32 unless x64 is enabled)
-        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    return jnp.dtype(jnp.result_type(*floats))
-
-
-def _same_shape(a: jax.Array, b: jax.Array, name_a: str, name_b: str) -> None:
-    if a.shape != b.shape:
-        raise ValueError(
-            f"`{name_a}` and `{name_b}` must have the same shape, got {name_a}.shape={a.shape} "
-            f"and {name_b}.shape={b.shape} (no implicit broadcasting; broadcast explicitly)"
-        )
-
-
-def _broadcasts_into(x: jax.Array, target: jax.Array, name: str, target_name: str) -> None:
-    """`x` must broadcast to `target.shape` without changing that shape."""
-    try:
-        shape = jnp.broadcast_shapes(x.shape, target.shape)
-    except ValueError:
-        shape = None
-    if shape != target.shape:
-        raise ValueError(
-            f"`{name}` with shape {x.shape} must be a scalar or broadcastable to the shape "
-            f"{target.shape} of `{target_name}` without changing it"
-        )
-
-
-def _axes(axis: Axis, ndim: int) -> tuple[int, ...]:
-    """Normalises `axis` (int, sequence of ints, or None for all) to sorted non-negative ints."""
-    if axis is None:
-        return tuple(range(ndim))
-    items = axis if isinstance(axis, (tuple, list)) else (axis,)
-    out = []
-    for a in items:
-        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
-            raise ValueError(f"`axis` must be an int, a tuple of ints or None, got {axis!r}")
-        a = int(a)
-        if not -ndim <= a < ndim:
-            raise ValueError(f"`axis`={axis!r} is out of range for an array of rank {ndim}")
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"`axis`={axis!r} repeats an axis")
-    return tuple(sorted(out))
 
 
 def _log_base(base: float | None) -> float:
-    """log(base) as a Python float (1.0 for nats); ValueError naming `base` if invalid.
+    """log(base) as a Python float (1.0 for nats); an error naming `base` if invalid.
 
     It is passed to the kernels as a traced scalar, so a new base does not recompile them.
+    Strings and booleans are a TypeError, out-of-domain numbers (NaN, inf, <= 0, 1) a ValueError.
     """
     if base is None:
         return 1.0
-    if isinstance(base, bool) or not isinstance(base, numbers.Real):
-        raise ValueError(
-            f"`base` must be None or a positive real Python number other than 1, got {base!r}"
+    value = _checks.number(base, "base", 0.0, None, low_open=True)
+    if not isinstance(value, float):  # a JAX array or tracer: its value is not known statically
+        raise TypeError(
+            f"`base` must be None or a static Python number (the unit is fixed at trace time), "
+            f"got an array of dtype {value.dtype}"
         )
-    value = float(base)
-    if not (math.isfinite(value) and value > 0.0 and value != 1.0):
+    if value == 1.0:
         raise ValueError(f"`base` must be a positive finite number other than 1, got {base!r}")
     return math.log(value)
 
 
 def _pair(p: ArrayLike, q: ArrayLike, name_p: str, name_q: str, axis: Axis):
     """Validated same-shape pair, the normalised axes and the output dtype."""
-    p = _to_array(p, name_p)
-    q = _to_array(q, name_q)
-    _same_shape(p, q, name_p, name_q)
-    out = _out_dtype(p, q)
-    return p, q, _axes(axis, p.ndim), out
-
-
-def _kernel(*static: str):
-    """jit with the given static arguments.
-
-    Each public function validates its arguments in Python, then calls one jitted kernel: an
-    eager call compiles once per shape and dtype instead of once per primitive, and inside a
-    caller's jit/vmap/grad the kernel is simply inlined.
-    """
-    return functools.partial(jax.jit, static_argnames=static)
-
-
-def _compute_dtype(out_dtype) -> jnp.dtype:
-    """float32 for floating types narrower than 32 bits (bfloat16, float16, float8), else as is."""
-    if jnp.finfo(out_dtype).bits < 32:
-        return jnp.dtype(jnp.float32)
-    return jnp.dtype(out_dtype)
+    p = _checks.real_array(p, name_p)
+    q = _checks.real_array(q, name_q)
+    _checks.same_shape(p, q, name_p, name_q)
+    out = _checks.out_dtype(p, q)
+    return p, q, _checks.axes(axis, p.ndim), out
 
 
 def _finish(value: jax.Array, log_base: jax.Array, out_dtype) -> jax.Array:
@@ -234,16 +161,36 @@ def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
     return jnp.where(nz, sp * (jnp.log(sp) - jnp.log(sq)), 0.0)
 
 
+@jax.custom_jvp
+def _ratio(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a / b, whose derivative is computed as (da - (a / b) db) / b.
+
+    `jnp.divide` differentiates to -a db / b**2, and b**2 underflows to 0 (an inf or NaN
+    gradient) for tiny b even where a / b is moderate: a mixture m ~ 1e-27 from a saturated
+    softmax in `js_divergence`.
+    """
+    return a / b
+
+
+@_ratio.defjvp
+def _ratio_jvp(primals, tangents):
+    a, b = primals
+    da, db = tangents
+    r = a / b
+    return r, (da - r * db) / b
+
+
 def _rel_entr_to_mixture(p: jax.Array, m: jax.Array) -> jax.Array:
     """p log(p / m) for m >= p / 2 > 0 where p > 0 (a mixture containing p): always finite.
 
     The ratio p / m lies in (0, 2], so the ratio form is safe and is exactly log 2 on disjoint
-    supports (p / (p / 2) == 2 in floating point).
+    supports (p / (p / 2) == 2 in floating point) and exactly 0 where p == m. Its derivatives,
+    log(p / m) + 1 and -p / m (through `_ratio`), are bounded, however small p and m are.
     """
     nz = p != 0
     sp = jnp.where(nz, p, 1.0)
     sm = jnp.where(nz, m, 1.0)
-    return jnp.where(nz, sp * jnp.log(sp / sm), 0.0)
+    return jnp.where(nz, sp * jnp.log(_ratio(sp, sm)), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,14 +223,14 @@ def entropy(p: ArrayLike, axis: Axis = -1, base: float | None = None) -> jax.Arr
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), eq. (2.1).
     """
     log_base = _log_base(base)
-    p = _to_array(p, "p")
-    out = _out_dtype(p)
-    return _entropy_kernel(p, axes=_axes(axis, p.ndim), log_base=log_base, out_dtype=out)
+    p = _checks.real_array(p, "p")
+    out = _checks.out_dtype(p)
+    return _entropy_kernel(p, axes=_checks.axes(axis, p.ndim), log_base=log_base, out_dtype=out)
 
 
-@_kernel("axes", "out_dtype")
+@_checks.kernel("axes", "out_dtype")
 def _entropy_kernel(p, *, axes, log_base, out_dtype):
-    p = p.astype(_compute_dtype(out_dtype))
+    p = p.astype(_checks.compute_dtype(out_dtype))
     return _finish(jnp.sum(_neg_xlogx(p), axis=axes), log_base, out_dtype)
 
 
@@ -399,9 +346,9 @@ def js_divergence(
     return _pair_kernel(p, q, kind="js", axes=axes, log_base=log_base, out_dtype=out)
 
 
-@_kernel("kind", "axes", "out_dtype")
+@_checks.kernel("kind", "axes", "out_dtype")
 def _pair_kernel(p, q, *, kind, axes, log_base, out_dtype):
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     p, q = p.astype(compute), q.astype(compute)
     if kind == "cross_entropy":
         terms = _neg_xlogy(p, q)
@@ -440,27 +387,29 @@ def mutual_information(joint: ArrayLike, base: float | None = None) -> jax.Array
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), eq. (2.28).
     """
     log_base = _log_base(base)
-    joint = _to_array(joint, "joint")
+    joint = _checks.real_array(joint, "joint")
     if joint.ndim < 2:
         raise ValueError(
             f"`joint` must have at least two axes [..., X, Y], got shape {joint.shape}"
         )
-    out = _out_dtype(joint)
+    out = _checks.out_dtype(joint)
     return _mutual_information_kernel(joint, log_base=log_base, out_dtype=out)
 
 
-@_kernel("out_dtype")
+@_checks.kernel("out_dtype")
 def _mutual_information_kernel(joint, *, log_base, out_dtype):
-    pxy = joint.astype(_compute_dtype(out_dtype))
+    pxy = joint.astype(_checks.compute_dtype(out_dtype))
     px = jnp.sum(pxy, axis=-1, keepdims=True)  # [..., X, 1]
     py = jnp.sum(pxy, axis=-2, keepdims=True)  # [..., 1, Y]
-    # Where p(x, y) > 0 both marginals are >= p(x, y) > 0, so (p(x,y) / p(x)) / p(y) is a finite
-    # positive ratio; dividing twice avoids the underflow of the product p(x) p(y).
+    # Where p(x, y) > 0 both marginals are >= p(x, y) > 0, so all three logarithms are finite.
+    # A difference of logarithms, not log((p(x, y) / p(x)) / p(y)): XLA rewrites a / b / c as
+    # a / (b c), and the product of two tiny marginals underflows to 0 (an inf value, NaN
+    # gradients); the logarithms' derivatives are bounded ratios such as p(x, y) / p(x).
     nz = pxy != 0
     sj = jnp.where(nz, pxy, 1.0)
     sx = jnp.where(nz, px, 1.0)
     sy = jnp.where(nz, py, 1.0)
-    terms = jnp.where(nz, sj * jnp.log((sj / sx) / sy), 0.0)
+    terms = jnp.where(nz, sj * (jnp.log(sj) - jnp.log(sx) - jnp.log(sy)), 0.0)
     return _finish(jnp.sum(terms, axis=(-2, -1)), log_base, out_dtype)
 
 
@@ -488,9 +437,9 @@ def _rel_entr_from_logs(p: jax.Array, log_p: jax.Array, log_q: jax.Array) -> jax
     return jnp.where(nz, p * (jnp.where(nz, log_p, 0.0) - jnp.where(nz, log_q, 0.0)), 0.0)
 
 
-@_kernel("kind", "axes", "out_dtype")
+@_checks.kernel("kind", "axes", "out_dtype")
 def _logits_pair_kernel(logits_p, logits_q, *, kind, axes, log_base, out_dtype):
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     logits_p, logits_q = logits_p.astype(compute), logits_q.astype(compute)
     if kind == "cross_entropy":
         p, _ = _log_probs(logits_p, axes)
@@ -540,15 +489,15 @@ def entropy_from_logits(
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), eq. (2.1).
     """
     log_base = _log_base(base)
-    logits = _to_array(logits, "logits")
-    out = _out_dtype(logits)
-    axes = _axes(axis, logits.ndim)
+    logits = _checks.real_array(logits, "logits")
+    out = _checks.out_dtype(logits)
+    axes = _checks.axes(axis, logits.ndim)
     return _entropy_from_logits_kernel(logits, axes=axes, log_base=log_base, out_dtype=out)
 
 
-@_kernel("axes", "out_dtype")
+@_checks.kernel("axes", "out_dtype")
 def _entropy_from_logits_kernel(logits, *, axes, log_base, out_dtype):
-    p, log_p = _log_probs(logits.astype(_compute_dtype(out_dtype)), axes)
+    p, log_p = _log_probs(logits.astype(_checks.compute_dtype(out_dtype)), axes)
     return _finish(jnp.sum(-p * log_p, axis=axes), log_base, out_dtype)
 
 
@@ -681,7 +630,10 @@ def bernoulli_kl(rho: ArrayLike, rho_hat: ArrayLike) -> jax.Array:
       The divergences, shape ``rho_hat.shape`` (not reduced).
 
     Raises:
-      ValueError: if ``rho`` does not broadcast to ``rho_hat.shape``.
+      ValueError: if ``rho`` does not broadcast to ``rho_hat.shape``, or ``rho`` or ``rho_hat``
+        is a Python number outside ``[0, 1]`` (NaN included). Array values are not inspected:
+        outside ``[0, 1]`` they give NaN.
+      TypeError: a complex, string, boolean-scalar or ``None`` argument.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -693,16 +645,20 @@ def bernoulli_kl(rho: ArrayLike, rho_hat: ArrayLike) -> jax.Array:
       Cover & Thomas, Elements of Information Theory, 2nd ed. (2006), eq. (2.26) for two
       outcomes.
     """
-    rho = _to_array(rho, "rho")
-    rho_hat = _to_array(rho_hat, "rho_hat")
-    _broadcasts_into(rho, rho_hat, "rho", "rho_hat")
-    out = _out_dtype(rho, rho_hat)
+    if _checks.is_static_number(rho) or isinstance(rho, bool):
+        _checks.number(rho, "rho", 0.0, 1.0)
+    if _checks.is_static_number(rho_hat) or isinstance(rho_hat, bool):
+        _checks.number(rho_hat, "rho_hat", 0.0, 1.0)
+    rho = _checks.real_array(rho, "rho")
+    rho_hat = _checks.real_array(rho_hat, "rho_hat")
+    _checks.broadcasts_into(rho, rho_hat.shape, "rho", "rho_hat")
+    out = _checks.out_dtype(rho, rho_hat)
     return _bernoulli_kl_kernel(rho, rho_hat, out_dtype=out)
 
 
-@_kernel("out_dtype")
+@_checks.kernel("out_dtype")
 def _bernoulli_kl_kernel(rho, rho_hat, *, out_dtype):
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     rho = jnp.broadcast_to(rho.astype(compute), rho_hat.shape)
     rho_hat = rho_hat.astype(compute)
     kl = _rel_entr(rho, rho_hat) + _rel_entr(1.0 - rho, 1.0 - rho_hat)
@@ -723,6 +679,15 @@ def gaussian_kl(
     ``d = logvar_q - logvar_p``: no ``exp(logvar)`` is formed on its own (no overflow for large
     log-variances as long as the result is representable) and ``expm1(d) - d`` keeps precision
     when ``q`` is close to ``p``. With the default ``p = N(0, I)`` this is the VAE's KL term.
+
+    Infinite parameters give their limits: ``+inf`` for ``logvar_q = +-inf`` or
+    ``logvar_p = +-inf`` with the other log-variance finite, for ``logvar_q = +inf`` with
+    ``logvar_p = -inf``, and for an infinite mean; equal means contribute exactly 0 even where
+    ``exp(-logvar_p)`` overflows (a vanishing ``p`` variance, ``logvar_p = -inf`` included), so
+    the result is ``+inf`` there only through the variance term. Reverse-mode gradients are
+    never NaN where the value has a limit. Undefined forms (``inf - inf``: both log-variances
+    infinite with the same sign, or both means infinite with the same sign) give NaN, as
+    does a NaN input; they are not checked (that would need a look at traced values).
 
     Args:
       mean_q: means of ``q``, shape ``[..., D]``.
@@ -747,27 +712,42 @@ def gaussian_kl(
     References:
       D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014, Appendix B.
     """
-    mean_q = _to_array(mean_q, "mean_q")
-    logvar_q = _to_array(logvar_q, "logvar_q")
-    mean_p = _to_array(mean_p, "mean_p")
-    logvar_p = _to_array(logvar_p, "logvar_p")
-    _same_shape(mean_q, logvar_q, "mean_q", "logvar_q")
-    _broadcasts_into(mean_p, mean_q, "mean_p", "mean_q")
-    _broadcasts_into(logvar_p, mean_q, "logvar_p", "mean_q")
-    axes = _axes(axis, mean_q.ndim)
-    out = _out_dtype(mean_q, logvar_q, mean_p, logvar_p)
+    mean_q = _checks.real_array(mean_q, "mean_q")
+    logvar_q = _checks.real_array(logvar_q, "logvar_q")
+    mean_p = _checks.real_array(mean_p, "mean_p")
+    logvar_p = _checks.real_array(logvar_p, "logvar_p")
+    _checks.same_shape(mean_q, logvar_q, "mean_q", "logvar_q")
+    _checks.broadcasts_into(mean_p, mean_q.shape, "mean_p", "mean_q")
+    _checks.broadcasts_into(logvar_p, mean_q.shape, "logvar_p", "mean_q")
+    axes = _checks.axes(axis, mean_q.ndim)
+    out = _checks.out_dtype(mean_q, logvar_q, mean_p, logvar_p)
     return _gaussian_kl_kernel(mean_q, logvar_q, mean_p, logvar_p, axes=axes, out_dtype=out)
 
 
-@_kernel("axes", "out_dtype")
+@_checks.kernel("axes", "out_dtype")
 def _gaussian_kl_kernel(mean_q, logvar_q, mean_p, logvar_p, *, axes, out_dtype):
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     mean_q, logvar_q = mean_q.astype(compute), logvar_q.astype(compute)
     mean_p = jnp.broadcast_to(mean_p.astype(compute), mean_q.shape)
     logvar_p = jnp.broadcast_to(logvar_p.astype(compute), mean_q.shape)
+    # The variance term expm1(d) - d: its limit at d = +inf (logvar_q = +inf or logvar_p = -inf)
+    # is +inf, where the formula gives inf - inf = NaN (double where: the other branch sees 0).
     d = logvar_q - logvar_p
-    scaled_diff = (mean_q - mean_p) * jnp.exp(-0.5 * logvar_p)
-    terms = jnp.expm1(d) - d + jnp.square(scaled_diff)
+    d_inf = d == jnp.inf
+    sd = jnp.where(d_inf, 0.0, d)
+    var_term = jnp.where(d_inf, jnp.inf, jnp.expm1(sd) - sd)
+    # The mean term ((mean_q - mean_p) exp(-logvar_p / 2))^2. Where exp(-logvar_p / 2) would
+    # overflow (logvar_p < -2 log(max float), -inf included) it is exp(2 log|diff| - logvar_p),
+    # and exactly 0 where the means are equal (not 0 * inf = NaN).
+    diff = mean_q - mean_p
+    half_neg = -0.5 * logvar_p
+    over = half_neg > math.log(float(jnp.finfo(compute).max))
+    direct = jnp.square(diff * jnp.exp(jnp.where(over, 0.0, half_neg)))
+    nz = diff != 0
+    log_abs = jnp.log(jnp.abs(jnp.where(nz, diff, 1.0)))
+    log_scaled = jnp.where(nz & over, log_abs + half_neg, 0.0)
+    via_logs = jnp.where(nz, jnp.exp(2.0 * log_scaled), 0.0)
+    terms = var_term + jnp.where(over, via_logs, direct)
     return (0.5 * jnp.sum(terms, axis=axes)).astype(out_dtype)
 
 
@@ -801,25 +781,23 @@ def wasserstein_1d(x: ArrayLike, y: ArrayLike, axis: int = -1) -> jax.Array:
       C. Villani, Optimal Transport: Old and New, Springer, 2009, remark 2.19 (the monotone
       rearrangement); scipy.stats.wasserstein_distance.
     """
-    x = _to_array(x, "x")
-    y = _to_array(y, "y")
-    _same_shape(x, y, "x", "y")
+    x = _checks.real_array(x, "x")
+    y = _checks.real_array(y, "y")
+    _checks.same_shape(x, y, "x", "y")
     if x.ndim == 0:
         raise ValueError(
             f"`x` and `y` must be samples with at least one axis, got shapes {x.shape}, {y.shape}"
         )
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise ValueError(f"`axis` must be an int, got {axis!r}")
-    (ax,) = _axes(int(axis), x.ndim)
+    (ax,) = _checks.axes(_checks.integer(axis, "axis"), x.ndim)
     if x.shape[ax] == 0:
         raise ValueError(f"`x` and `y` have no samples along axis {axis} (shape {x.shape})")
-    out = _out_dtype(x, y)
+    out = _checks.out_dtype(x, y)
     return _wasserstein_1d_kernel(x, y, axis=ax, out_dtype=out)
 
 
-@_kernel("axis", "out_dtype")
+@_checks.kernel("axis", "out_dtype")
 def _wasserstein_1d_kernel(x, y, *, axis, out_dtype):
-    compute = _compute_dtype(out_dtype)
+    compute = _checks.compute_dtype(out_dtype)
     xs = jnp.sort(x.astype(compute), axis=axis)
     ys = jnp.sort(y.astype(compute), axis=axis)
     return jnp.mean(jnp.abs(xs - ys), axis=axis).astype(out_dtype)
