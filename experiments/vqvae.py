@@ -21,10 +21,11 @@ subdirectory (`<workdir>/<codebook>_beta<beta>/`, with checkpoints and exact res
 
 The trained autoencoder (the EMA variant at `main_beta`) is saved for the latent-diffusion
 experiment: `<workdir>/autoencoder.msgpack` (parameters `{"encoder", "decoder", "codebook"}`,
-flax msgpack, no pickle) and `<workdir>/autoencoder.json` (architecture and statistics). Load it
-with
+flax msgpack, no pickle) and `<workdir>/autoencoder.json` (architecture and statistics). The
+model, the saving and the loading live in `experiments/_vq_autoencoder.py`, which both
+experiments import (no experiment imports another); load it with
 
-    from experiments.vqvae import load_autoencoder
+    from experiments._vq_autoencoder import load_autoencoder     # also experiments.vqvae's
     encode, decode, info = load_autoencoder("runs/vqvae")
     z, idx = encode(images)        # uint8 [B, 28, 28, 1] (0..255) or float in [0, 1]
                                    # -> z: continuous pre-quantization latents [B, 7, 7, D] float32,
@@ -54,11 +55,11 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 from experiments._framework import ConfigError, Context, Experiment
+from experiments._vq_autoencoder import (AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, Autoencoder,  # noqa: F401
+                                         load_autoencoder, save_autoencoder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,53 +114,6 @@ def check_config(cfg: Config) -> None:
 
 
 # ------------------------------------------------------------------------------ the model
-
-
-@dataclasses.dataclass(frozen=True)
-class Autoencoder:
-    """The encoder and decoder modules and the pure functions around them.
-
-    `encode(params, x)`: images in [0, 1] [B, H, W, C] -> latents [B, H/4, W/4, D];
-    `decode(params, z)`: latents -> images (unclipped; ~[0, 1]). The inputs are centred
-    (x - 0.5) before the encoder and the decoder's output is shifted back by 0.5.
-    """
-
-    latent_dim: int
-    channels: tuple[int, ...]
-    res_blocks: int
-    res_hidden: int
-    out_channels: int
-
-    @property
-    def encoder(self):
-        from genjax.nn._vqvae import VQVAEEncoder
-
-        return VQVAEEncoder(self.latent_dim, tuple(self.channels), self.res_blocks, self.res_hidden)
-
-    @property
-    def decoder(self):
-        from genjax.nn._vqvae import VQVAEDecoder
-
-        return VQVAEDecoder(self.out_channels, tuple(self.channels), self.res_blocks, self.res_hidden)
-
-    def init(self, key, image_shape) -> dict:
-        import jax
-        import jax.numpy as jnp
-
-        h, w, _ = image_shape
-        enc = self.encoder.init(jax.random.fold_in(key, 0), jnp.zeros((1, *image_shape)))["params"]
-        dec = self.decoder.init(jax.random.fold_in(key, 1), jnp.zeros((1, h // 4, w // 4, self.latent_dim)))["params"]
-        return {"encoder": enc, "decoder": dec}
-
-    def encode(self, params, x):
-        return self.encoder.apply({"params": params["encoder"]}, x - 0.5)
-
-    def decode(self, params, z):
-        return self.decoder.apply({"params": params["decoder"]}, z) + 0.5
-
-    def config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "channels": list(self.channels), "res_blocks": self.res_blocks,
-                "res_hidden": self.res_hidden, "out_channels": self.out_channels}
 
 
 def init_codebook(key, num_codes: int, dim: int):
@@ -241,7 +195,7 @@ def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int =
     import jax.numpy as jnp
     import numpy as np
 
-    from genjax import vq
+    from genjax import train, vq
 
     @jax.jit
     def run(params, codebook, x):
@@ -252,19 +206,10 @@ def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int =
         return jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3)), idx  # [B], [B, h, w]
 
     def evaluate(params, codebook):
-        errs, idxs = [], []
-        for i in range(0, len(images), batch_size):
-            chunk = images[i : i + batch_size]
-            pad = batch_size - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            e, idx = jax.device_get(run(params, codebook, chunk))
-            errs.append(e[: batch_size - pad])
-            idxs.append(idx[: batch_size - pad])
-        idx = np.concatenate(idxs)
+        errs, idx = train.map_batched(lambda x: run(params, codebook, x), images, batch_size=batch_size)
         counts = np.bincount(idx.reshape(-1), minlength=num_codes)
         return {
-            "recon_mse": float(np.mean(np.concatenate(errs))),
+            "recon_mse": float(np.mean(errs)),
             "perplexity": float(vq.perplexity(jnp.asarray(idx), num_codes)),
             "codes_used": int(np.sum(counts > 0)),
             "usage": counts,
@@ -273,33 +218,29 @@ def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int =
     return evaluate
 
 
-# ------------------------------------------------------------------------------ saving, loading
-
-AUTOENCODER_PARAMS = "autoencoder.msgpack"
-AUTOENCODER_CONFIG = "autoencoder.json"
+# ------------------------------------------------------------------------------ latent statistics
 
 
 def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: int = 500) -> dict:
-    """Mean and std over all entries of the training set's continuous and quantized latents."""
+    """Mean and std over all entries of the training set's continuous and quantized latents
+    (every image; the per-image sums added up in float64)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from genjax import vq
+    from genjax import train, vq
 
     @jax.jit
-    def moments(x):
+    def moments(x):  # [B, 4]: each image's sums of z, z^2, z_q, z_q^2 over its latent entries
         z = model.encode(params, x.astype(jnp.float32) / 255.0)
         z_q, _ = vq.quantize(z, codebook)
-        return jnp.stack([jnp.sum(z), jnp.sum(z**2), jnp.sum(z_q), jnp.sum(z_q**2)]), z.size
+        axes = tuple(range(1, z.ndim))
+        return jnp.stack([jnp.sum(z, axes), jnp.sum(z**2, axes), jnp.sum(z_q, axes), jnp.sum(z_q**2, axes)], 1)
 
-    batch_size = min(batch_size, len(images))
-    total = np.zeros(4)
-    n = 0
-    for i in range(0, len(images) - len(images) % batch_size, batch_size):  # whole batches: one shape
-        m, size = moments(images[i : i + batch_size])
-        total += np.asarray(m, np.float64)
-        n += int(size)
+    sums = train.map_batched(moments, images, batch_size=min(batch_size, len(images)))
+    total = sums.astype(np.float64).sum(axis=0)
+    latent = jax.eval_shape(lambda x: model.encode(params, x), jax.ShapeDtypeStruct((1, *images.shape[1:]), jnp.float32))
+    n = len(images) * int(np.prod(latent.shape[1:]))  # latent entries
     mean, mean_q = total[0] / n, total[2] / n
     return {
         "latent_mean": float(mean),
@@ -307,84 +248,6 @@ def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: 
         "quantized_latent_mean": float(mean_q),
         "quantized_latent_std": float(np.sqrt(max(total[3] / n - mean_q**2, 0.0))),
     }
-
-
-def save_autoencoder(workdir, model: Autoencoder, params, codebook, info: dict) -> None:
-    """Writes `autoencoder.msgpack` ({"encoder", "decoder", "codebook"}) and `autoencoder.json`."""
-    from genjax import report, train
-
-    workdir = Path(workdir)
-    train.save_params(workdir / AUTOENCODER_PARAMS,
-                      {"encoder": params["encoder"], "decoder": params["decoder"], "codebook": codebook})
-    report.write_json(workdir / AUTOENCODER_CONFIG, {"architecture": model.config(), **info})
-
-
-def load_autoencoder(workdir):
-    """The trained VQ-VAE autoencoder of a run directory: `(encode, decode, info)`.
-
-    - `encode(images) -> (z, indices)`: images uint8 [B, H, W, C] (0..255) or floats in [0, 1]
-      -> continuous pre-quantization latents `z` [B, H/4, W/4, D] float32 and their nearest
-      codes `indices` [B, H/4, W/4] int32.
-    - `decode(z, quantize=True) -> images` [B, H, W, C] float32 in [0, 1]; with `quantize` the
-      latents are first snapped to their nearest codes (the decoder was trained on quantized
-      latents), otherwise decoded as given.
-    - `info`: the contents of `autoencoder.json` (architecture, `num_codes`, `image_shape`,
-      `latent_shape`, `latent_mean`/`latent_std` of the training latents, held-out metrics, ...)
-      plus `"codebook"`, the [K, D] float32 numpy array.
-
-    Raises:
-      FileNotFoundError: the run directory holds no saved autoencoder (run the experiment).
-    """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from genjax import report, train, vq
-
-    workdir = Path(workdir)
-    config_path, params_path = workdir / AUTOENCODER_CONFIG, workdir / AUTOENCODER_PARAMS
-    if not config_path.exists() or not params_path.exists():
-        raise FileNotFoundError(
-            f"no trained VQ-VAE autoencoder in {workdir} (expected {AUTOENCODER_PARAMS} and {AUTOENCODER_CONFIG}); "
-            f"run `python -m experiments.vqvae --workdir {workdir}` first"
-        )
-    info = report.read_json(config_path)
-    arch = info["architecture"]
-    model = Autoencoder(arch["latent_dim"], tuple(arch["channels"]), arch["res_blocks"], arch["res_hidden"],
-                        arch["out_channels"])
-    params = jax.tree.map(jnp.asarray, train.load_params(params_path))
-    codebook = params.pop("codebook")
-    image_shape = tuple(info["image_shape"])
-    latent_shape = tuple(info["latent_shape"])
-
-    @jax.jit
-    def _encode(x):
-        z = model.encode(params, x)
-        return z, vq.nearest_code(z, codebook)
-
-    @jax.jit
-    def _decode_quantized(z):
-        return jnp.clip(model.decode(params, vq.quantize(z, codebook)[0]), 0.0, 1.0)
-
-    @jax.jit
-    def _decode(z):
-        return jnp.clip(model.decode(params, z), 0.0, 1.0)
-
-    def encode(images):
-        x = jnp.asarray(images)
-        if x.ndim != 4 or x.shape[1:] != image_shape:
-            raise ValueError(f"encode expects images [B, {', '.join(map(str, image_shape))}], got shape {x.shape}")
-        x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
-        return _encode(x)
-
-    def decode(z, quantize: bool = True):
-        z = jnp.asarray(z, jnp.float32)
-        if z.ndim != 4 or z.shape[1:] != latent_shape:
-            raise ValueError(f"decode expects latents [B, {', '.join(map(str, latent_shape))}], got shape {z.shape}")
-        return _decode_quantized(z) if quantize else _decode(z)
-
-    info["codebook"] = np.asarray(codebook, np.float32)
-    return encode, decode, info
 
 
 # ------------------------------------------------------------------------------ the run

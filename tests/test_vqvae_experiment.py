@@ -93,3 +93,24 @@ def test_config_is_checked():
     config, _, quick, _ = exp.parse_args(["--quick", "--betas", "0.25,2", "--codebooks", "ema"])
     assert quick and config.betas == (0.25, 2.0) and config.codebooks == ("ema",)
     assert config.steps == vqvae.QUICK["steps"]
+
+
+def test_latent_statistics_cover_every_image():
+    """7 images in batches of 3: the statistics are those of all 7 images' latents (computed here
+    directly, in float64); the old loop used whole batches only and left the 7th image out."""
+    from genjax import vq
+
+    model = vqvae.Autoencoder(latent_dim=2, channels=(2, 4), res_blocks=1, res_hidden=2, out_channels=1)
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda k: model.init(k, (8, 8, 1)), jax.random.key(0))
+    params = jax.tree.map(lambda s: (0.5 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+    codebook = rng.uniform(-1, 1, (4, 2)).astype(np.float32)
+    images = rng.integers(0, 256, (7, 8, 8, 1)).astype(np.uint8)
+    images[6] = 255  # an outlier in the last, partial batch
+    stats = vqvae.latent_statistics(model, params, codebook, images, batch_size=3)
+    z = np.asarray(model.encode(params, jnp.asarray(images, jnp.float32) / 255.0), np.float64)  # [7, 2, 2, 2]
+    z_q = np.asarray(vq.quantize(jnp.asarray(z, jnp.float32), codebook)[0], np.float64)
+    np.testing.assert_allclose(stats["latent_mean"], z.mean(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats["latent_std"], z.std(), rtol=1e-5)
+    np.testing.assert_allclose(stats["quantized_latent_mean"], z_q.mean(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats["quantized_latent_std"], z_q.std(), rtol=1e-5)
