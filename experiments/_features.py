@@ -45,24 +45,14 @@ class MnistEvaluator:
         return metrics.kid(features, self.reference_features, seed=seed, num_subsets=50, subset_size=size)
 
 
-def classifier_dir(ctx: Context) -> Path:
-    return ctx.workdir.resolve().parent / "mnist_classifier"
-
-
 def mnist_evaluator(ctx: Context, data_source: str = "auto", data_dir: str | None = None) -> MnistEvaluator:
-    from experiments import mnist_classifier
-    from experiments._framework import run_experiment
+    """The evaluator of the classifier trained beside this run (trained there first if missing)."""
+    from experiments._framework import prerequisite_run
     from genjax import data, metrics, train
 
-    directory = classifier_dir(ctx)
-    path = directory / "classifier.msgpack"
-    if not path.exists():
-        ctx.log(f"no trained MNIST classifier in {directory}; training it there first "
-                f"({'quick' if ctx.quick else 'full'} config)")
-        exp = mnist_classifier.EXPERIMENT
-        config = exp.make_config(quick=ctx.quick, seed=0, data_source=data_source, data_dir=data_dir)
-        run_experiment(exp, config, directory, quick=ctx.quick)
-    feature_fn = metrics.classifier_feature_fn(train.load_params(path))
+    directory = prerequisite_run(ctx, "mnist_classifier", ["classifier.msgpack"], data_source=data_source,
+                                 data_dir=data_dir)
+    feature_fn = metrics.classifier_feature_fn(train.load_params(directory / "classifier.msgpack"))
     test = data.load_images("mnist", "test", source=data_source, data_dir=data_dir)
     trn = data.load_images("mnist", "train", source=data_source, data_dir=data_dir)
     reference = feature_fn(test.images)

@@ -40,9 +40,10 @@ trades quality for a 10-110x shorter chain, and its quality falls slowly down to
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Any, Callable, Literal
+from typing import Literal
 
+from experiments._diffusion_common import (build_unet, loss_figure, make_schedule, sample_and_score,
+                                          sampler_fns, sampler_summary, samples_figure)
 from experiments._framework import Context, Experiment
 
 
@@ -79,106 +80,6 @@ QUICK = {"channels": (8, 16, 16), "num_res_blocks": 1, "attention": False, "step
 STRIP_TIMES = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)
 
 
-# ------------------------------------------------------------------------------ shared helpers
-# (latent_diffusion uses these too)
-
-
-def make_schedule(name: str, num_timesteps: int):
-    from genjax import diffusion
-
-    fn = diffusion.linear_beta_schedule if name == "linear" else diffusion.cosine_beta_schedule
-    return diffusion.make_schedule(fn(num_timesteps))
-
-
-def make_optimizer(learning_rate: float, warmup_steps: int, steps: int, grad_clip: float):
-    import optax
-
-    warmup = min(warmup_steps, max(steps // 2, 1))
-    lr = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1),
-                                            end_value=0.1 * learning_rate)
-    parts = ([optax.clip_by_global_norm(grad_clip)] if grad_clip else []) + [optax.adam(lr)]
-    return optax.chain(*parts)
-
-
-def make_ddpm_step(apply_fn: Callable, schedule, ema_decay: float, preprocess: Callable, data_key: str):
-    """The train step: the mean simple loss on `preprocess(batch[data_key])`, then the EMA of the
-    weights in `state.extras["ema_params"]` (decay min(d, (1 + n) / (10 + n)) after n steps)."""
-    import jax.numpy as jnp
-
-    from genjax import diffusion, train
-
-    def loss_fn(params, batch, key, state):
-        x0 = preprocess(batch[data_key])
-        loss = diffusion.ddpm_loss(key, lambda x, t: apply_fn(params, x, t), schedule, x0)  # [B]
-        return jnp.mean(loss), ({}, {})
-
-    base_step = train.make_train_step(loss_fn)
-
-    def step(state, batch, axis_name=None):
-        state, metrics = base_step(state, batch, axis_name)
-        n = state.step.astype(jnp.float32)
-        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
-        ema = train.ema_update(state.extras["ema_params"], state.params, decay)
-        return state.replace(extras={**state.extras, "ema_params": ema}), metrics
-
-    return step
-
-
-def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], ddim_steps, clip_x0=None) -> dict:
-    """`{label: (fn(params, key) -> samples of `shape`, number of denoiser calls)}`: DDPM with all
-    T steps and DDIM (eta = 0) with each number of steps. With `clip_x0`, DDIM recomputes the
-    noise from the clipped x0_hat (`use_clipped_model_output`, as guided-diffusion's DDIM does;
-    on the quick model it lowered DDIM's FID from about 270 to 190)."""
-    from genjax import diffusion
-
-    T = schedule.num_timesteps
-
-    def ddpm(params, key):
-        return diffusion.sample(key, lambda x, t: apply_fn(params, x, t), schedule, shape, clip_x0=clip_x0)
-
-    fns = {f"DDPM {T}": (ddpm, T)}
-    for n in ddim_steps:
-        def ddim(params, key, n=n):
-            return diffusion.ddim_sample(key, lambda x, t: apply_fn(params, x, t), schedule, shape, n,
-                                         clip_x0=clip_x0, use_clipped_model_output=clip_x0 is not None)
-
-        fns[f"DDIM {n}"] = (ddim, n)
-    return fns
-
-
-def generate(fn: Callable, params: Any, key, num: int, batch: int):
-    """`num` samples from `fn(params, key) -> [batch, ...]`, compiled once ahead of time.
-
-    Returns (samples as NumPy [num, ...], seconds spent sampling). Batch i uses
-    `fold_in(key, i)`; the time covers every call (each waited for with `block_until_ready`)
-    and excludes compilation. To time a decoder with the sampler, compose it into `fn`.
-    """
-    import jax
-    import numpy as np
-
-    keys = [jax.random.fold_in(key, i) for i in range(-(-num // batch))]
-    compiled = jax.jit(fn).lower(params, keys[0]).compile()
-    out, seconds = [], 0.0
-    for k in keys:
-        start = time.perf_counter()
-        x = jax.block_until_ready(compiled(params, k))
-        seconds += time.perf_counter() - start
-        out.append(np.asarray(x))
-    return np.concatenate(out)[:num], seconds
-
-
-def image_grid(images, rows: int, cols: int):
-    """[N, H, W, 1] in [0, 1] -> one [rows * H, cols * W] image (missing cells are blank)."""
-    import numpy as np
-
-    h, w = images.shape[1:3]
-    grid = np.ones((rows * h, cols * w), np.float32)
-    for i, img in enumerate(images[: rows * cols]):
-        r, c = divmod(i, cols)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img[..., 0]
-    return grid
-
-
 def to_unit(x):
     """[-1, 1] model space -> [0, 1] data space, clipped."""
     import numpy as np
@@ -190,27 +91,12 @@ def to_unit(x):
 
 
 def build(cfg: Config):
-    import jax
+    """The U-Net, the schedule, `apply_fn`, `init(key, image_shape) -> TrainState` and the step
+    (the simple loss on images scaled to [-1, 1], EMA of the weights in extras)."""
     import jax.numpy as jnp
 
-    from genjax import train
-    from genjax.nn._diffusion import UNet
-
-    model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
-                 attention=cfg.attention)
-    schedule = make_schedule(cfg.schedule, cfg.num_timesteps)
-    tx = make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
-    apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
-
-    def init(key, image_shape):
-        params = jax.jit(model.init)(key, jnp.zeros((1, *image_shape)), jnp.zeros((1,), jnp.int32))["params"]
-        # the EMA gets its own buffers: the fused step donates the whole state
-        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
-                                       extras={"ema_params": jax.tree.map(jnp.copy, params)})
-
     preprocess = lambda img: img.astype(jnp.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
-    step = make_ddpm_step(apply_fn, schedule, cfg.ema_decay, preprocess, "image")
-    return model, schedule, apply_fn, init, step
+    return build_unet(cfg, preprocess, "image")
 
 
 def forward_strip(ctx: Context, image, cfg: Config):
@@ -281,18 +167,10 @@ def run(ctx: Context) -> dict:
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
     batch = min(cfg.sample_batch, cfg.num_samples)
     fns = sampler_fns(apply_fn, schedule, (batch, *train_ds.image_shape), cfg.ddim_steps, clip_x0=(-1.0, 1.0))
-    sample_key = jax.random.fold_in(key, 10_000)
-    results = {}
-    for label, (fn, nfe) in fns.items():
-        x, seconds = generate(fn, ema, sample_key, cfg.num_samples, batch)
-        x = to_unit(x)
-        kid, kid_std = evaluator.kid(x)
-        results[label] = {"samples": x, "nfe": nfe, "seconds_per_1000": seconds / cfg.num_samples * 1000,
-                          "fid": evaluator.fid(x), "kid": kid, "kid_std": kid_std}
-        ctx.log(f"{label}: FID {results[label]['fid']:.2f}, {results[label]['seconds_per_1000']:.1f} s / 1000 samples")
-    ddpm_label = next(iter(fns))
-    if ctx.is_main_process:
-        np.save(ctx.workdir / "samples.npy", results[ddpm_label]["samples"].astype(np.float32))
+    results = sample_and_score(ctx, fns, ema, jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples,
+                               batch=batch, evaluator=evaluator, postprocess=to_unit)
+    if ctx.is_main_process:  # the DDPM samples
+        np.save(ctx.workdir / "samples.npy", results[next(iter(fns))]["samples"].astype(np.float32))
 
     # the reverse process of 8 digits
     _, traj = jax.jit(lambda p, k: diffusion.sample(k, lambda x, t: apply_fn(p, x, t), schedule,
@@ -302,13 +180,8 @@ def run(ctx: Context) -> dict:
 
     # ---------------------------------------------------------------- report
     history = report.read_jsonl(ctx.workdir / "metrics.jsonl")
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_title("training loss (mean over each logging interval)")
-    rep.figure(fig, "training_loss", caption="the simple loss E||eps - eps_theta(x_t, t)||^2 per pixel")
-    plt.close(fig)
+    loss_figure(rep, history, "training loss (mean over each logging interval)",
+                "the simple loss E||eps - eps_theta(x_t, t)||^2 per pixel")
 
     rows = [(label, r["nfe"], r["fid"], r["kid"], r["kid_std"], r["seconds_per_1000"]) for label, r in results.items()]
     rows.append(("1,000 real training digits (floor)", "-", evaluator.real_fid, "-", "-", "-"))
@@ -320,14 +193,8 @@ def run(ctx: Context) -> dict:
                       f"{jax.devices()[0].device_kind} ({jax.default_backend()})")
 
     labels = list(results)
-    fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.9))
-    for ax, label in zip(np.atleast_1d(axes), labels):
-        ax.imshow(image_grid(results[label]["samples"], 6, 6), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{label}\nFID {results[label]['fid']:.1f}", fontsize=8)
-        ax.axis("off")
-    rep.figure(fig, "samples", caption="the first 36 samples of each sampler (the same start noise for every "
-                                       "sampler)")
-    plt.close(fig)
+    samples_figure(rep, [(f"{label}\nFID {r['fid']:.1f}", r["samples"]) for label, r in results.items()],
+                   "the first 36 samples of each sampler (the same start noise for every sampler)", (2.6, 2.9))
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     nfe = [results[l]["nfe"] for l in labels]
@@ -366,12 +233,8 @@ def run(ctx: Context) -> dict:
         "steps_per_s": train.steps_per_second(fit.history),
         "samples": "samples.npy",
         "params": "ddpm_params.msgpack",
+        **sampler_summary(results),
     }
-    for label, r in results.items():
-        tag = label.lower().replace(" ", "_")
-        summary[f"fid/{tag}"] = r["fid"]
-        summary[f"kid/{tag}"] = r["kid"]
-        summary[f"seconds_per_1000/{tag}"] = r["seconds_per_1000"]
     return summary
 
 

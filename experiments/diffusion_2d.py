@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from experiments._diffusion_common import init_with_ema, make_ddpm_step, make_schedule, sampler_fns, warmup_cosine
 from experiments._framework import Context, Experiment
 
 
@@ -101,70 +102,28 @@ def build(cfg: Config):
     import jax.numpy as jnp
     import optax
 
-    from genjax import diffusion, train
-    from genjax.nn._diffusion import MlpDenoiser
+    from genjax.nn import MlpDenoiser
 
     model = MlpDenoiser(hidden=cfg.hidden, num_layers=cfg.num_layers, time_dim=cfg.time_dim,
                         fourier_levels=cfg.fourier_levels)
-    betas = (diffusion.linear_beta_schedule if cfg.schedule == "linear" else diffusion.cosine_beta_schedule)(
-        cfg.num_timesteps)
-    schedule = diffusion.make_schedule(betas)
-    warmup = min(cfg.warmup_steps, max(cfg.steps // 2, 1))
-    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup, max(cfg.steps, warmup + 1),
-                                            end_value=0.1 * cfg.learning_rate)
-    tx = optax.adam(lr)
+    schedule = make_schedule(cfg.schedule, cfg.num_timesteps)
+    tx = optax.adam(warmup_cosine(cfg.learning_rate, cfg.warmup_steps, cfg.steps))
+    apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
 
     def init(key):
         params = jax.jit(model.init)(key, jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"]
-        # the EMA gets its own buffers: the fused step donates the whole state
-        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
-                                       extras={"ema_params": jax.tree.map(jnp.copy, params)})
+        return init_with_ema(key, params, tx)
 
-    def loss_fn(params, batch, key, state):
-        eps_fn = lambda x, t: model.apply({"params": params}, x, t)
-        return jnp.mean(diffusion.ddpm_loss(key, eps_fn, schedule, batch["x"])), ({}, {})
-
-    base_step = train.make_train_step(loss_fn)
-
-    def step(state, batch, axis_name=None):
-        state, metrics = base_step(state, batch, axis_name)
-        # EMA with the usual warm-up: decay min(d, (1 + n) / (10 + n)) after n steps.
-        n = state.step.astype(jnp.float32)
-        decay = jnp.minimum(cfg.ema_decay, (1.0 + n) / (10.0 + n))
-        ema = train.ema_update(state.extras["ema_params"], state.params, decay)
-        return state.replace(extras={**state.extras, "ema_params": ema}), metrics
-
+    step = make_ddpm_step(apply_fn, schedule, cfg.ema_decay, lambda x: x, "x")
     return model, schedule, init, step
 
 
-def compiled_samplers(model, schedule, cfg: Config, num: int):
-    """`{name: (compiled fn(params, key) -> samples [num, 2], num_steps)}` for DDPM and DDIM,
-    compiled ahead of time so that timing excludes compilation."""
-    import jax
-
-    from genjax import diffusion
-
-    def ddpm(params, key):
-        return diffusion.sample(key, lambda x, t: model.apply({"params": params}, x, t), schedule, (num, 2))
-
-    def ddim(params, key):
-        return diffusion.ddim_sample(key, lambda x, t: model.apply({"params": params}, x, t), schedule, (num, 2),
-                                     cfg.ddim_steps)
-
-    return {f"DDPM ({schedule.num_timesteps} steps)": (ddpm, schedule.num_timesteps),
-            f"DDIM ({cfg.ddim_steps} steps, eta=0)": (ddim, cfg.ddim_steps)}
-
-
-def timed(fn, *args):
-    """(result, seconds): `fn` compiled ahead of time, then one timed call (block_until_ready)."""
-    import time
-
-    import jax
-
-    compiled = jax.jit(fn).lower(*args).compile()
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    return out, time.perf_counter() - start
+def make_samplers(model, schedule, cfg: Config, num: int) -> dict:
+    """`{name: fn(params, key) -> samples [num, 2]}`: DDPM with all T steps and DDIM (eta = 0)
+    with `cfg.ddim_steps`."""
+    apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
+    (ddpm, T), (ddim, n) = sampler_fns(apply_fn, schedule, (num, 2), (cfg.ddim_steps,)).values()
+    return {f"DDPM ({T} steps)": ddpm, f"DDIM ({n} steps, eta=0)": ddim}
 
 
 def sliced_w1(key, x, y, num_directions: int = 32) -> float:
@@ -194,7 +153,7 @@ def gan_rows(ctx: Context, dataset: str) -> list[tuple]:
                 rows.append((f"GAN run ({GAN_EXPERIMENT}): {key.split('/', 1)[1]}, mean over seeds",
                              value["high_quality_mean"], value.get("modes_mean"), value.get("reverse_kl_mean")))
     try:
-        from experiments.gan_mode_collapse import PUBLISHED
+        from experiments._gan_common import PUBLISHED
     except ImportError:  # pragma: no cover - the GAN chapter is absent
         PUBLISHED = ()
     for name, method, modes, high_quality_percent, reverse_kl in PUBLISHED:
@@ -217,7 +176,7 @@ def run(ctx: Context) -> dict:
     model, schedule, init, step = build(cfg)
     T = schedule.num_timesteps
     snapshot_times = sorted({min(t, T - 1) for t in SNAPSHOT_TIMES})
-    samplers = compiled_samplers(model, schedule, cfg, cfg.num_samples)
+    samplers = make_samplers(model, schedule, cfg, cfg.num_samples)
     key = jax.random.key(cfg.seed)
     summary: dict = {"datasets": list(cfg.datasets)}
     results = {}
@@ -229,8 +188,8 @@ def run(ctx: Context) -> dict:
         ema = fit.state.extras["ema_params"]
         res = {"scale": scale, "fit": fit, "samples": {}, "seconds": {}}
         sample_key = jax.random.fold_in(jax.random.fold_in(key, i), 7)
-        for sampler_name, (fn, _) in samplers.items():
-            x, seconds = timed(fn, ema, sample_key)
+        for sampler_name, fn in samplers.items():
+            (x,), seconds = train.time_compiled(fn, [(ema, sample_key)])  # compiled ahead, then timed
             res["samples"][sampler_name] = np.asarray(x) * scale
             res["seconds"][sampler_name] = seconds
         # the chain of a smaller batch, for the reverse-process figures

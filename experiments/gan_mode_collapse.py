@@ -72,6 +72,7 @@ import dataclasses
 import os
 
 from experiments._framework import Built, Context, Experiment
+from experiments._gan_common import PUBLISHED  # the published rows (diffusion_2d quotes them too)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,15 +107,6 @@ class Config:
 QUICK = {"steps": 800, "batch_size": 128, "eval_every": 200, "checkpoint_every": 400, "log_every": 200}
 
 METHODS = ("gan_minimax", "gan", "gan_r1", "wgan", "wgan_gp", "minibatch", "feature_matching", "pacgan2", "pacgan4")
-
-# Published results, each quoted with its source. PacGAN, table 1 (2-D grid, 25 modes, 2,500
-# samples, mean +- std over 10 trials): the GAN and PacGAN4 rows as the issue quotes them; VEEGAN's
-# table 1 and GDPP's WGAN-GP row could not be checked against the papers offline and are not listed.
-PUBLISHED = (
-    ("grid", "GAN (PacGAN table 1)", 17.3, 94.8, 0.70),
-    ("grid", "PacGAN4 (PacGAN table 1)", 24.8, 93.6, 0.04),
-)
-
 
 def method_options(name: str, cfg: Config):
     """(GanOptions, discriminator kwargs, use the WGAN optimizer) of a method."""

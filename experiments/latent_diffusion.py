@@ -37,10 +37,12 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Literal
 
-from experiments._framework import Context, Experiment
+from experiments._diffusion_common import (build_unet, loss_figure, sample_and_score, sampler_fns, sampler_summary,
+                                          samples_figure)
+from experiments._framework import Context, Experiment, prerequisite_run
+from experiments._vq_autoencoder import AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, load_autoencoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,53 +78,10 @@ QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 2_
          "checkpoint_every": 1_000, "log_every": 100}
 
 
-def vqvae_dir(ctx: Context) -> Path:
-    return ctx.workdir.resolve().parent / "vqvae"
-
-
-def load_or_train_autoencoder(ctx: Context, data_source: str, data_dir: str | None):
-    """`experiments.vqvae.load_autoencoder` of `<workdir>/../vqvae`, training it there first if
-    it is missing (the quick config when this run is quick)."""
-    from experiments import vqvae
-    from experiments._framework import run_experiment
-
-    directory = vqvae_dir(ctx)
-    try:
-        return vqvae.load_autoencoder(directory)
-    except FileNotFoundError:
-        ctx.log(f"no trained VQ-VAE in {directory}; training it there first "
-                f"({'quick' if ctx.quick else 'full'} config)")
-    exp = vqvae.EXPERIMENT
-    config = exp.make_config(quick=ctx.quick, seed=0, data_source=data_source, data_dir=data_dir)
-    run_experiment(exp, config, directory, quick=ctx.quick)
-    return vqvae.load_autoencoder(directory)
-
-
-def encode_all(encode, images, batch: int = 500):
-    """Continuous latents of every image, in fixed-size batches (one compiled shape)."""
-    import numpy as np
-
-    out = []
-    for i in range(0, len(images), batch):
-        chunk = images[i:i + batch]
-        pad = batch - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(encode(chunk)[0])[: batch - pad])
-    return np.concatenate(out)
-
-
-def decode_all(decode, latents, batch: int = 500):
-    import numpy as np
-
-    out = []
-    for i in range(0, len(latents), batch):
-        chunk = latents[i:i + batch]
-        pad = batch - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(decode(chunk))[: batch - pad])
-    return np.concatenate(out)
+def build(cfg: Config):
+    """The latent U-Net, the schedule, `apply_fn`, `init(key, latent_shape) -> TrainState` and the
+    step (the simple loss on the scaled latents `batch["z"]`, EMA of the weights in extras)."""
+    return build_unet(cfg, lambda z: z, "z")
 
 
 def pixel_rows(ctx: Context) -> tuple[list[tuple], dict | None]:
@@ -145,36 +104,27 @@ def pixel_rows(ctx: Context) -> tuple[list[tuple], dict | None]:
 
 def run(ctx: Context) -> dict:
     import jax
-    import jax.numpy as jnp
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from experiments import ddpm_mnist as dm
     from experiments._features import mnist_evaluator
     from genjax import data, report, train
-    from genjax.nn._diffusion import UNet
 
     cfg: Config = ctx.config
     train_ds = data.load_images("mnist", "train", source=cfg.data_source, data_dir=cfg.data_dir)
     test_ds = data.load_images("mnist", "test", source=cfg.data_source, data_dir=cfg.data_dir)
-    encode, decode, info = load_or_train_autoencoder(ctx, cfg.data_source, cfg.data_dir)
+    autoencoder_dir = prerequisite_run(ctx, "vqvae", (AUTOENCODER_PARAMS, AUTOENCODER_CONFIG),
+                                       data_source=cfg.data_source, data_dir=cfg.data_dir)
+    encode, decode, info = load_autoencoder(autoencoder_dir)
+    encode_all = lambda images: train.map_batched(lambda x: encode(x)[0], images, batch_size=500)
     mean, std = float(info["latent_mean"]), float(info["latent_std"])
     latent_shape = tuple(info["latent_shape"])
     ctx.log(f"autoencoder: latents {latent_shape}, mean {mean:.3f}, std {std:.3f}; encoding the training digits")
-    latents = (encode_all(encode, train_ds.images) - mean) / std  # [N, 7, 7, D], ~unit variance
+    latents = (encode_all(train_ds.images) - mean) / std  # [N, 7, 7, D], ~unit variance
 
-    model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
-                 attention=cfg.attention)
-    schedule = dm.make_schedule(cfg.schedule, cfg.num_timesteps)
-    tx = dm.make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
-    apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
+    model, schedule, apply_fn, init, step = build(cfg)
     key = jax.random.key(cfg.seed)
-    params = jax.jit(model.init)(key, jnp.zeros((1, *latent_shape)), jnp.zeros((1,), jnp.int32))["params"]
-    # the EMA gets its own buffers: the fused step donates the whole state
-    state = train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1),
-                                    extras={"ema_params": jax.tree.map(jnp.copy, params)})
-    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(params))
-    step = dm.make_ddpm_step(apply_fn, schedule, cfg.ema_decay, lambda z: z, "z")
+    state = init(key, latent_shape)
+    n_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
     loader = data.ArrayLoader({"z": latents.astype(np.float32)}, cfg.batch_size, cfg.seed,
                               process_index=jax.process_index(), process_count=jax.process_count())
     fit = ctx.fit(state, step, loader)
@@ -184,28 +134,20 @@ def run(ctx: Context) -> dict:
     # ---------------------------------------------------------------- sampling and scoring
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
     batch = min(cfg.sample_batch, cfg.num_samples)
-    fns = dm.sampler_fns(apply_fn, schedule, (batch, *latent_shape), cfg.ddim_steps)
-    sample_key = jax.random.fold_in(key, 10_000)
-    results = {}
-    for label, (fn, nfe) in fns.items():
-        # the decoder is part of the timed, compiled sampler: latents -> images
-        to_images = lambda p, k, fn=fn: decode(fn(p, k) * std + mean)
-        x, seconds = dm.generate(to_images, ema, sample_key, cfg.num_samples, batch)
-        kid, kid_std = evaluator.kid(x)
-        results[label] = {"samples": x, "nfe": nfe, "fid": evaluator.fid(x), "kid": kid, "kid_std": kid_std,
-                          "seconds_per_1000": seconds / cfg.num_samples * 1000}
-        ctx.log(f"latent {label}: FID {results[label]['fid']:.2f}, "
-                f"{results[label]['seconds_per_1000']:.2f} s / 1000 samples")
-    ddpm_label = next(iter(fns))
-    if ctx.is_main_process:
-        np.save(ctx.workdir / "samples.npy", results[ddpm_label]["samples"].astype(np.float32))
-    recon = decode_all(decode, encode_all(encode, test_ds.images))
+    # the decoder is part of the timed, compiled sampler: latents -> images
+    fns = {label: (lambda p, k, fn=fn: decode(fn(p, k) * std + mean), nfe)
+           for label, (fn, nfe) in sampler_fns(apply_fn, schedule, (batch, *latent_shape), cfg.ddim_steps).items()}
+    results = sample_and_score(ctx, fns, ema, jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples,
+                               batch=batch, evaluator=evaluator, log_prefix="latent ")
+    if ctx.is_main_process:  # the DDPM samples
+        np.save(ctx.workdir / "samples.npy", results[next(iter(fns))]["samples"].astype(np.float32))
+    recon = train.map_batched(decode, encode_all(test_ds.images), batch_size=500)
     recon_fid = evaluator.fid(recon)
 
     # ---------------------------------------------------------------- report
     rep = ctx.report
     T = schedule.num_timesteps
-    rep.text(f"Autoencoder: the VQ-VAE in `{vqvae_dir(ctx)}` (latents {latent_shape}, {info.get('num_codes')} "
+    rep.text(f"Autoencoder: the VQ-VAE in `{autoencoder_dir}` (latents {latent_shape}, {info.get('num_codes')} "
              f"codes); latents scaled by 1/{std:.3f} after subtracting {mean:.3f}. Denoiser: `genjax.nn.UNet` at "
              f"{latent_shape[0]}x{latent_shape[1]} (channels {tuple(cfg.channels)}, {cfg.num_res_blocks} residual "
              f"block(s), attention: {cfg.attention}; {n_params:,} parameters), {cfg.steps} steps of batch "
@@ -226,28 +168,17 @@ def run(ctx: Context) -> dict:
                       "FID/KID against the held-out digits with the runtime classifier's features; time of the "
                       f"compiled samplers with block_until_ready on {jax.devices()[0].device_kind}." + note)
 
-    labels = list(results)
-    panels = [(f"latent {l}", results[l]["samples"]) for l in labels]
-    if pix_summary is not None and (ctx.workdir.resolve().parent / "ddpm_mnist" / "samples.npy").exists():
-        panels.append(("pixel DDPM (ddpm_mnist)", np.load(ctx.workdir.resolve().parent / "ddpm_mnist" / "samples.npy")))
+    panels = [(f"latent {label}", r["samples"]) for label, r in results.items()]
+    pixel_samples = ctx.workdir.resolve().parent / "ddpm_mnist" / "samples.npy"
+    if pix_summary is not None and pixel_samples.exists():
+        panels.append(("pixel DDPM (ddpm_mnist)", np.load(pixel_samples)))
     panels.append(("VQ-VAE reconstructions", recon))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.0))
-    for ax, (title, imgs) in zip(np.atleast_1d(axes), panels):
-        ax.imshow(dm.image_grid(imgs, 6, 6), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    rep.figure(fig, "samples", caption="the first 36 samples of each sampler, with pixel-space DDPM samples and "
-                                       "the autoencoder's reconstructions for comparison")
-    plt.close(fig)
+    samples_figure(rep, panels, "the first 36 samples of each sampler, with pixel-space DDPM samples and the "
+                                "autoencoder's reconstructions for comparison", (2.8, 3.0))
 
     history = report.read_jsonl(ctx.workdir / "metrics.jsonl")
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_title("latent training loss (mean over each logging interval)")
-    rep.figure(fig, "training_loss", caption="the simple loss in latent space, per latent coordinate")
-    plt.close(fig)
+    loss_figure(rep, history, "latent training loss (mean over each logging interval)",
+                "the simple loss in latent space, per latent coordinate")
 
     summary = {
         "steps": int(fit.state.step),
@@ -261,13 +192,9 @@ def run(ctx: Context) -> dict:
         "resumed_from": fit.resumed_from,
         "steps_per_s": train.steps_per_second(fit.history),
         "samples": "samples.npy",
-        "autoencoder_dir": str(vqvae_dir(ctx)),
+        "autoencoder_dir": str(autoencoder_dir),
+        **sampler_summary(results),
     }
-    for label, r in results.items():
-        tag = label.lower().replace(" ", "_")
-        summary[f"fid/{tag}"] = r["fid"]
-        summary[f"kid/{tag}"] = r["kid"]
-        summary[f"seconds_per_1000/{tag}"] = r["seconds_per_1000"]
     if pix_summary is not None:
         summary["pixel_fid/ddpm"] = pix_summary.get(f"fid/ddpm_{T}")
         summary["pixel_seconds_per_1000/ddpm"] = pix_summary.get(f"seconds_per_1000/ddpm_{T}")

@@ -180,3 +180,30 @@ def test_gan_rows_read_the_gan_chapter_beside_the_run(tmp_path):
     assert rows[0] == ("GAN run (gan_mode_collapse): wgan_gp, mean over seeds", 0.91, 24.6, 0.05)
     assert any(r[0].startswith("published: ") for r in rows)  # the numbers gan_mode_collapse quotes
     assert [r[0] for r in diffusion_2d.gan_rows(ctx, "ring")] == ["GAN run (gan_mode_collapse): gan, mean over seeds"]
+
+
+def test_a_prerequisite_run_beside_is_used_or_trained_there_first(tmp_path, monkeypatch):
+    """latent_diffusion finds the VQ-VAE (and FID its classifier) in `<workdir>/../<name>`; when
+    the files are missing that experiment is run there first (seed 0, quick when this run is)."""
+    import types
+
+    from experiments import _framework, vqvae
+
+    calls = []
+
+    def fake_run(exp, config, directory, quick):
+        calls.append((exp.name, config, directory, quick))
+        directory.mkdir(parents=True)
+        (directory / "autoencoder.json").write_text("{}")
+
+    monkeypatch.setattr(_framework, "run_experiment", fake_run)
+    logged = []
+    ctx = types.SimpleNamespace(workdir=tmp_path / "latent_diffusion", quick=True, log=logged.append)
+    directory = _framework.prerequisite_run(ctx, "vqvae", ["autoencoder.json"], data_source="embedded")
+    assert directory == tmp_path.resolve() / "vqvae"
+    [(name, config, where, quick)] = calls
+    assert (name, where, quick) == ("vqvae", directory, True)
+    assert config.seed == 0 and config.data_source == "embedded" and config.steps == vqvae.QUICK["steps"]
+    assert "training it there first" in logged[0]
+    assert _framework.prerequisite_run(ctx, "vqvae", ["autoencoder.json"]) == directory
+    assert len(calls) == 1  # found: not trained again
