@@ -224,15 +224,13 @@ def evaluate_model(cfg: Config, spec: ModelSpec, module, params, x_train, x_test
     import numpy as np
 
     from genjax import autoencoders as ae
+    from genjax import train
 
     def batched(x, method, k=None):
-        return np.concatenate([np.asarray(_apply(module, params, x[i : i + chunk], method=method, k=k))
-                               for i in range(0, len(x), chunk)])
+        return train.map_batched(lambda b: _apply(module, params, b, method=method, k=k), x, batch_size=chunk)
 
     def reconstruct(x):
-        outs = [np.asarray(_apply(module, params, x[i : i + chunk], method="__call__")[1])
-                for i in range(0, len(x), chunk)]
-        out = np.concatenate(outs)
+        out = batched(x, "__call__")[1]
         return np.asarray(jax.nn.sigmoid(out)) if spec.likelihood == "bernoulli" else out
 
     recon = reconstruct(x_test)
@@ -317,14 +315,29 @@ def filter_grid(kernel, count: int = 100, cols: int = 10):
     largest magnitude (grey = 0)."""
     import numpy as np
 
+    from genjax import report
+
     w = np.asarray(kernel)[:, :count].T.reshape(-1, 28, 28)
     w = w / np.maximum(np.abs(w).max(axis=(1, 2), keepdims=True), 1e-12)
-    rows = -(-len(w) // cols)
-    grid = np.zeros((rows * 29 + 1, cols * 29 + 1))
-    for i, tile in enumerate(w):
-        r, c = divmod(i, cols)
-        grid[1 + r * 29 : 1 + r * 29 + 28, 1 + c * 29 : 1 + c * 29 + 28] = tile
-    return grid
+    return report.image_grid(w, cols=cols, pad=1, fill=0.0)
+
+
+def digit_rows_figure(rows):
+    """One row of digits per `(label, images [n, 784] in [0, 1])`, the label on its left."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(rows[0][1])
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 0.95), squeeze=False)
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(np.clip(imgs[c].reshape(28, 28), 0, 1), cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    return fig
 
 
 def filters_figure(specs, params, title: str):
@@ -454,18 +467,9 @@ def run(ctx: Context) -> dict:
 
     # reconstructions: one held-out digit of each class per column
     cols = [int(np.flatnonzero(test_ds.labels == c)[0]) for c in range(10) if np.any(test_ds.labels == c)]
-    rows_img = [("held-out", x_test)] + [(s.name, evals[s.name]["reconstructions"]) for s in specs]
-    fig, axes = plt.subplots(len(rows_img), len(cols), figsize=(len(cols) * 0.9, len(rows_img) * 0.95),
-                             squeeze=False)
-    for r, (name, imgs) in enumerate(rows_img):
-        for c, i in enumerate(cols):
-            ax = axes[r, c]
-            ax.imshow(np.clip(imgs[i].reshape(28, 28), 0, 1), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    rep.figure(fig, "reconstructions", caption="held-out digits (top) and each model's reconstruction")
+    rows_img = [("held-out", x_test[cols])] + [(s.name, evals[s.name]["reconstructions"][cols]) for s in specs]
+    rep.figure(digit_rows_figure(rows_img), "reconstructions",
+               caption="held-out digits (top) and each model's reconstruction")
 
     # denoising: corrupted input, the plain AE's and the matching DAE's output
     def reconstruct(name, x):
@@ -479,18 +483,8 @@ def run(ctx: Context) -> dict:
         xc = corrupted[kind][cols]
         dae_rows.append((labels[kind], xc))
         dae_rows += [(name, reconstruct(name, xc)) for name in ("ae", f"dae_{kind}") if name in params]
-    fig, axes = plt.subplots(len(dae_rows), len(cols), figsize=(len(cols) * 0.9, len(dae_rows) * 0.95),
-                             squeeze=False)
-    for r, (name, imgs) in enumerate(dae_rows):
-        for c in range(len(cols)):
-            ax = axes[r, c]
-            ax.imshow(np.clip(imgs[c].reshape(28, 28), 0, 1), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    rep.figure(fig, "denoising", caption="each corruption of the held-out digits, then the plain AE's and the "
-                                         "denoising AE's reconstruction of it")
+    rep.figure(digit_rows_figure(dae_rows), "denoising", caption="each corruption of the held-out digits, then the "
+                                                                  "plain AE's and the denoising AE's reconstruction of it")
 
     # filters
     dense_specs = [s for s in specs if s.k is None]

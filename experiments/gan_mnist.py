@@ -141,16 +141,6 @@ def build(cfg: Config, variant: str) -> Built:
                  options=opts)
 
 
-def tile(images, rows: int):
-    """[N, 28, 28, 1] -> one [rows * 28, cols * 28] image (N = rows * cols)."""
-    import numpy as np
-
-    x = np.asarray(images)[..., 0]
-    n, h, w = x.shape
-    cols = n // rows
-    return x[: rows * cols].reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
-
-
 def subdir_of(variant: str) -> str:
     return variant.replace("+", "_")
 
@@ -222,7 +212,7 @@ def run(ctx: Context) -> dict:
             ax = axes[i, j]
             ax.axis("off")
             if j < len(grids[v]):
-                ax.imshow(tile(np.load(grids[v][j]), 6), cmap="gray_r", vmin=0, vmax=1)
+                ax.imshow(report.image_grid(np.load(grids[v][j]), rows=6, cols=GRID // 6), cmap="gray_r", vmin=0, vmax=1)
                 ax.set_title(f"{v} @ {int(grids[v][j].stem.split('_')[1])}", fontsize=7)
     fig.tight_layout()
     rep.figure(fig, "sample_grids", caption="the same 36 latent vectors decoded during training (rows: variants)")

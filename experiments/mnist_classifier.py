@@ -94,19 +94,14 @@ def make_evaluator(model, images, labels, batch_size: int = 1000):
     import jax.numpy as jnp
     import numpy as np
 
+    from genjax import train
+
     @jax.jit
     def predict(params, x):
         return jnp.argmax(model.apply({"params": params}, x.astype(jnp.float32) / 255.0), -1)
 
     def evaluate(params):
-        preds = []
-        for i in range(0, len(images), batch_size):
-            chunk = images[i : i + batch_size]
-            pad = batch_size - len(chunk)  # pad the last batch: one compiled shape
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            preds.append(np.asarray(predict(params, chunk))[: batch_size - pad])
-        preds = np.concatenate(preds)
+        preds = train.map_batched(lambda x: predict(params, x), images, batch_size=batch_size)
         return float(np.mean(preds == labels)), preds
 
     return evaluate

@@ -80,3 +80,7 @@ def test_classifier_feature_fn_shapes():
     f = fn(images)
     assert f.shape == (10, 8)
     np.testing.assert_allclose(fn(images.astype(np.float32) / 255.0), f, rtol=1e-6)  # uint8 and [0,1] agree
+    # batches of 4 (the last one padded) give the features of the images embedded all at once
+    whole = model.apply({"params": params}, images.astype(np.float32) / 255.0, method=model.features)
+    np.testing.assert_allclose(f, whole, rtol=1e-5, atol=1e-6)
+    assert fn(images[:0]).shape == (0, 8)

@@ -114,12 +114,13 @@ def classifier_feature_fn(params: Any, features_dim: int | None = None, batch_si
     Args:
         params: the classifier's parameters (e.g. `genjax.train.load_params(path)`).
         features_dim: the feature width; read from the parameters when None.
-        batch_size: images per compiled call (the last batch is padded: one compiled shape).
+        batch_size: images per compiled call (`genjax.train.map_batched`: the last batch is
+            padded, so there is one compiled shape, and no image is left out).
     Images are uint8 in [0, 255] or floats in [0, 1], [N, 28, 28, 1] (or [N, 28, 28]).
     """
     import jax
-    import jax.numpy as jnp
 
+    from genjax import train
     from genjax.nn import MnistClassifier
 
     features_dim = features_dim or int(np.shape(params["dense"]["kernel"])[-1])
@@ -135,13 +136,6 @@ def classifier_feature_fn(params: Any, features_dim: int | None = None, batch_si
         if x.ndim == 3:
             x = x[..., None]
         x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        out = []
-        for i in range(0, len(x), batch_size):
-            chunk = x[i : i + batch_size]
-            pad = batch_size - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-            out.append(np.asarray(embed(jnp.asarray(chunk)))[: batch_size - pad])
-        return np.concatenate(out) if out else np.zeros((0, features_dim), np.float32)
+        return train.map_batched(embed, x, batch_size=batch_size)  # [N, D]
 
     return feature_fn
