@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import _backend
 from genjax.train._checkpoint import Checkpointer
 from genjax.train._state import Metrics, PyTree, TrainState, params_digest
 
@@ -141,7 +142,8 @@ def compile_fused(
     place), so only one replica's working set is live at a time; "auto" is "vmap" on GPU/TPU and
     "loop" on CPU, where a vectorized step over many replicas streams their state through DRAM
     instead of the cache (vae_mlp, 16 replicas: 0.70x the throughput of one seed alone vmapped,
-    1.02x looped; see benchmarks/). Each replica is the run of its seed alone: bit for bit with
+    1.02x looped; see benchmarks/); decided in Python when the step is built
+    (`genjax._backend.auto_replica_mode`, off switch ``replica_loop``). Each replica is the run of its seed alone: bit for bit with
     "loop", up to float rounding with "vmap" (batched kernels may sum in another order).
     """
     if parallel not in ("none", "pmap", "sharded"):
@@ -151,7 +153,7 @@ def compile_fused(
     fused = fuse_steps(step_fn, axis_name=DATA_AXIS if parallel == "pmap" else None)
     if replicas:
         if replica_mode == "auto":
-            replica_mode = "loop" if jax.default_backend() == "cpu" else "vmap"
+            replica_mode = _backend.auto_replica_mode()  # program structure, chosen in Python
         if replica_mode == "vmap":
             fused = vmap_replicas(fused, batches_per_replica)
         else:
@@ -296,8 +298,7 @@ def initialize_distributed(
         num_processes = int(os.environ["JAX_NUM_PROCESSES"])
     if process_id is None and "JAX_PROCESS_ID" in os.environ:
         process_id = int(os.environ["JAX_PROCESS_ID"])
-    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _backend.cpu_collectives()
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
     )
