@@ -465,6 +465,12 @@ class TensorBoardWriter:
     buffer, masked CRC-32C of the data) of `tensorflow/core/util/event.proto`; TensorBoard reads it
     as it reads TensorFlow's. Each `write` appends whole records and flushes. A resumed run opens
     a new event file; TensorBoard merges the files of a directory.
+
+    Written by hand rather than with a library: the writers either need TensorFlow
+    (`tf.summary`, `flax.metrics.tensorboard`, clu) or bring protobuf and, for the `tensorboard`
+    package, its server's dependencies (grpcio, werkzeug, markdown) into the runtime, for the
+    ~60 lines a scalar event takes; the tests read the files back with `tensorboard`'s own reader
+    (a test extra). Listed with the backend-specific code in `genjax._backend`.
     """
 
     def __init__(self, logdir: str | os.PathLike):
