@@ -80,3 +80,23 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
     a = jnp.where(logits > 0, x - 1, x)
     limit = jnp.where(a == 0, 0, jnp.where(a == 0, 1, a) * logits)
     return jnp.where(infinite, limit, finite)
+
+
+@jax.custom_jvp
+def ratio(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a / b, whose derivative is computed as (da - (a / b) db) / b.
+
+    `jnp.divide` differentiates to -a db / b**2, and b**2 underflows to 0 (an inf or NaN
+    gradient) for tiny b even where a / b and its true derivative are moderate: a mixture
+    m ~ 1e-27 of a saturated softmax (`divergences.js_divergence`), tiny densities
+    (`gan.optimal_discriminator`).
+    """
+    return a / b
+
+
+@ratio.defjvp
+def _ratio_jvp(primals, tangents):
+    a, b = primals
+    da, db = tangents
+    r = a / b
+    return r, (da - r * db) / b

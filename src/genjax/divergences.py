@@ -70,7 +70,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from genjax import _checks
+from genjax import _checks, _numerics
 from genjax._checks import Axis
 
 __all__ = [
@@ -161,36 +161,17 @@ def _rel_entr(p: jax.Array, q: jax.Array) -> jax.Array:
     return jnp.where(nz, sp * (jnp.log(sp) - jnp.log(sq)), 0.0)
 
 
-@jax.custom_jvp
-def _ratio(a: jax.Array, b: jax.Array) -> jax.Array:
-    """a / b, whose derivative is computed as (da - (a / b) db) / b.
-
-    `jnp.divide` differentiates to -a db / b**2, and b**2 underflows to 0 (an inf or NaN
-    gradient) for tiny b even where a / b is moderate: a mixture m ~ 1e-27 from a saturated
-    softmax in `js_divergence`.
-    """
-    return a / b
-
-
-@_ratio.defjvp
-def _ratio_jvp(primals, tangents):
-    a, b = primals
-    da, db = tangents
-    r = a / b
-    return r, (da - r * db) / b
-
-
 def _rel_entr_to_mixture(p: jax.Array, m: jax.Array) -> jax.Array:
     """p log(p / m) for m >= p / 2 > 0 where p > 0 (a mixture containing p): always finite.
 
     The ratio p / m lies in (0, 2], so the ratio form is safe and is exactly log 2 on disjoint
     supports (p / (p / 2) == 2 in floating point) and exactly 0 where p == m. Its derivatives,
-    log(p / m) + 1 and -p / m (through `_ratio`), are bounded, however small p and m are.
+    log(p / m) + 1 and -p / m (through `_numerics.ratio`), are bounded, however small p and m are.
     """
     nz = p != 0
     sp = jnp.where(nz, p, 1.0)
     sm = jnp.where(nz, m, 1.0)
-    return jnp.where(nz, sp * jnp.log(_ratio(sp, sm)), 0.0)
+    return jnp.where(nz, sp * jnp.log(_numerics.ratio(sp, sm)), 0.0)
 
 
 # --------------------------------------------------------------------------------------------
