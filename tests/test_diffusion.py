@@ -593,3 +593,92 @@ def test_live_diffusers_schedules_add_noise_and_steps(name, sched, monkeypatch):
                 got = df.ddim_step(sched, eps, 3 * xt, t, t_prev, eta, key, clip_x0=(-1.0, 1.0) if clip else None,
                                    use_clipped_model_output=use)
                 np.testing.assert_allclose(got, want, rtol=5e-4, atol=5e-5)
+
+
+# ------------------------------------------------------------------------------ timesteps out of range
+
+
+def _t_calls(t):
+    """Every public function that takes a timestep, called with `t` (a batch of 2 x 3)."""
+    x, e, key = jnp.ones((2, 3)), jnp.full((2, 3), 0.3), jax.random.key(0)
+    return {
+        "q_step": lambda: df.q_step(LINEAR, x, t, e),
+        "q_sample": lambda: df.q_sample(LINEAR, x, t, e),
+        "q_posterior": lambda: df.q_posterior(LINEAR, x, x, t)[0],
+        "predict_x0": lambda: df.predict_x0(LINEAR, x, t, e),
+        "predict_eps": lambda: df.predict_eps(LINEAR, x, t, e),
+        "v_target": lambda: df.v_target(LINEAR, x, t, e),
+        "to_eps_fn[v]": lambda: df.to_eps_fn(lambda x, t: x, LINEAR, "v")(x, t),
+        "ddpm_step": lambda: df.ddpm_step(key, LINEAR, e, x, t),
+        "ddim_step": lambda: df.ddim_step(LINEAR, e, x, t, -1),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_t_calls(0)))
+@pytest.mark.parametrize("t", [T, -1, np.array([3, T + 5]), jnp.array([-2, 4])], ids=["T", "-1", "[3,T+5]", "[-2,4]"])
+def test_concrete_timesteps_out_of_range_are_errors(name, t):
+    """t = 1000 acted as 999 (the gather clamps) and t = -1 as 999 (negative indices wrap)."""
+    with pytest.raises(ValueError, match=r"`t` must have entries in \[0, 1000\)"):
+        _t_calls(t)[name]()
+
+
+@pytest.mark.parametrize("name", sorted(_t_calls(0)))
+def test_traced_timesteps_are_clipped_never_wrapped(name):
+    """Under jit t cannot be checked: T + 5 acts as T - 1 and -1 as 0 (jnp.clip), by every function."""
+    run = jax.jit(lambda t: _t_calls(t)[name]())
+    np.testing.assert_allclose(run(jnp.int32(T + 5)), _t_calls(T - 1)[name](), rtol=1e-6)  # jit: fused rounding
+    np.testing.assert_allclose(run(jnp.int32(-1)), _t_calls(0)[name](), rtol=1e-6)
+
+
+def test_ddim_step_t_prev_must_be_earlier_than_t():
+    x, e = jnp.ones((2, 3)), jnp.full((2, 3), 0.3)
+    with pytest.raises(ValueError, match="`t` must have entries in"):
+        df.ddim_step(LINEAR, e, x, -1, -2)  # was "garbage": abar[-1] is abar_999
+    with pytest.raises(ValueError, match=r"`t_prev` must have entries in \[-1, 1000\)"):
+        df.ddim_step(LINEAR, e, x, 10, -2)
+    for t_prev in (10, 11, jnp.array([5, 10])):
+        with pytest.raises(ValueError, match="`t_prev` must be earlier than `t`"):
+            df.ddim_step(LINEAR, e, x, 10, t_prev)
+    # traced: t_prev clipped into -1 .. t-1, so t_prev = t acts as t - 1 and -5 as -1
+    run = jax.jit(lambda t, tp: df.ddim_step(LINEAR, e, x, t, tp))
+    np.testing.assert_allclose(run(10, 10), df.ddim_step(LINEAR, e, x, 10, 9), rtol=1e-6)
+    np.testing.assert_allclose(run(10, -5), df.ddim_step(LINEAR, e, x, 10, -1), rtol=1e-6)
+
+
+def test_gradients_stay_finite_where_a_square_root_meets_zero():
+    """At the end of the chain (t_prev = -1, abar_prev = 1) sigma and 1 - abar_prev - sigma^2 are 0:
+    d sqrt(u)/du = inf there made the gradient in eta NaN; at t = 0 the posterior variance is 0,
+    which made the gradient in the schedule NaN. The closed forms: at t_prev = -1 the step is x0_hat
+    whatever eta, so d/d eta = 0; the t = 0 DDPM step is the posterior mean, with no variance term."""
+    x, e = jnp.ones((2, 3)), jnp.full((2, 3), 0.3)
+    g_eta = jax.grad(lambda eta: jnp.sum(df.ddim_step(LINEAR, e, x, 5, -1, eta, jax.random.key(0))))(0.5)
+    assert float(g_eta) == 0.0
+    g_sched = jax.grad(lambda s: jnp.sum(df.ddpm_step(jax.random.key(0), s, e, x, 0)))(LINEAR)
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g_sched))
+    assert float(g_sched.posterior_variance[0]) == 0.0
+
+
+def test_static_numbers_of_the_schedules_and_samplers():
+    with pytest.raises(ValueError, match="`beta_start` must be at most `beta_end`"):
+        df.linear_beta_schedule(10, beta_start=0.02, beta_end=1e-4)
+    for bad in ("0.3", True, None):
+        with pytest.raises(TypeError, match="`beta_end`"):
+            df.linear_beta_schedule(10, beta_end=bad)
+        with pytest.raises(TypeError, match="`eta`"):
+            df.ddim_step(LINEAR, jnp.ones((1, 2)), jnp.ones((1, 2)), 5, 4, bad, jax.random.key(0))
+    for bad in (float("nan"), -0.1, float("inf")):
+        with pytest.raises(ValueError, match="`s` must be a finite number"):
+            df.cosine_beta_schedule(10, s=bad)
+        with pytest.raises(ValueError, match="`eta` must be a finite number"):
+            df.ddim_sample(jax.random.key(0), _zero_eps, LINEAR, (2, 2), 5, eta=bad)
+    with pytest.raises(TypeError, match="`clip_x0`"):
+        df.sample(jax.random.key(0), _zero_eps, LINEAR, (2, 2), clip_x0=("-1", "1"))  # was float("-1")
+    with pytest.raises(TypeError, match="`betas`"):
+        df.make_schedule(np.array([0.1 + 0.5j, 0.2]))  # NumPy silently dropped the imaginary part
+    with pytest.raises(ValueError, match="not finite"):
+        df.make_schedule(np.full(50_000, 0.02))  # abar underflows: 1 / sqrt(abar) = inf
+    for shape in ((2.0, 3), (2, True), ()):
+        with pytest.raises((TypeError, ValueError), match="`shape`"):
+            df.ddim_sample(jax.random.key(0), _zero_eps, LINEAR, shape, 5)
+    with pytest.raises(TypeError, match="`key`"):
+        df.sample(None, _zero_eps, LINEAR, (2, 2))

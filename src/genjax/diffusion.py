@@ -280,31 +280,34 @@ def make_schedule(betas: Any) -> Schedule:
     if not np.all((b > 0.0) & (b < 1.0)):
         bad = b[~((b > 0.0) & (b < 1.0))]
         raise ValueError(f"every beta must lie in (0, 1); got {bad.size} outside, e.g. {bad[0]!r}")
-    alphas = 1.0 - b
-    abar = np.cumprod(alphas)
-    abar_prev = np.concatenate([[1.0], abar[:-1]])
-    post_var = b * (1.0 - abar_prev) / (1.0 - abar)
-    # post_var[0] = 0 exactly (abar_prev = 1): clip the log as Ho et al. do.
-    log_floor = post_var[1] if b.shape[0] > 1 else b[0]
-    post_log_var = np.log(np.concatenate([[log_floor], post_var[1:]]))
-    arrays = dict(
-        betas=b,
-        alphas=alphas,
-        alphas_cumprod=abar,
-        alphas_cumprod_prev=abar_prev,
-        sqrt_alphas_cumprod=np.sqrt(abar),
-        sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
-        sqrt_recip_alphas_cumprod=np.sqrt(1.0 / abar),
-        sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1.0),
-        posterior_variance=post_var,
-        posterior_log_variance_clipped=post_log_var,
-        posterior_mean_coef1=np.sqrt(abar_prev) * b / (1.0 - abar),
-        posterior_mean_coef2=np.sqrt(alphas) * (1.0 - abar_prev) / (1.0 - abar),
-    )
+    with np.errstate(all="ignore"):  # an underflowing abar is reported below, by name
+        alphas = 1.0 - b
+        abar = np.cumprod(alphas)
+        abar_prev = np.concatenate([[1.0], abar[:-1]])
+        post_var = b * (1.0 - abar_prev) / (1.0 - abar)
+        # post_var[0] = 0 exactly (abar_prev = 1): clip the log as Ho et al. do.
+        log_floor = post_var[1] if b.shape[0] > 1 else b[0]
+        post_log_var = np.log(np.concatenate([[log_floor], post_var[1:]]))
+        arrays = dict(
+            betas=b,
+            alphas=alphas,
+            alphas_cumprod=abar,
+            alphas_cumprod_prev=abar_prev,
+            sqrt_alphas_cumprod=np.sqrt(abar),
+            sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
+            sqrt_recip_alphas_cumprod=np.sqrt(1.0 / abar),
+            sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1.0),
+            posterior_variance=post_var,
+            posterior_log_variance_clipped=post_log_var,
+            posterior_mean_coef1=np.sqrt(abar_prev) * b / (1.0 - abar),
+            posterior_mean_coef2=np.sqrt(alphas) * (1.0 - abar_prev) / (1.0 - abar),
+        )
     for name, value in arrays.items():
-        if not np.all(np.isfinite(value.astype(np.float32))):
+        with np.errstate(all="ignore"):
+            stored = value.astype(np.float32)
+        if not np.all(np.isfinite(stored)) or (name == "alphas_cumprod" and not np.all(stored > 0)):
             raise ValueError(
-                f"the schedule's `{name}` is not finite in float32 (e.g. the cumulative product of the "
+                f"the schedule's `{name}` is not finite (or 0) in float32 (e.g. the cumulative product of the "
                 "alphas underflows, or a beta is so small that 1 - abar_t rounds to 0): use fewer or "
                 "smaller/larger betas")
     return Schedule(**{k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()})
