@@ -267,6 +267,8 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
             return False
         raise ConfigError(f"{flag}: expected a boolean (true/false), got {value!r}")
     if tp in (int, float, str):
+        if tp in (int, float) and isinstance(value, bool):
+            raise ConfigError(f"{flag}: expected {'an integer' if tp is int else 'a number'}, got {value!r}")
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{flag}: expected an integer, got {value!r}")
         if tp is int and isinstance(value, str):
@@ -628,7 +630,7 @@ def open_run_directory(experiment: Experiment, workdir: Path, record: Mapping[st
             raise
     except OSError as e:
         reason = e.strerror or str(e)
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        where = f" ({e.filename})" if getattr(e, "filename", None) and Path(e.filename) != workdir else ""
         raise ConfigError(f"cannot write to --workdir {workdir}: {reason}{where}") from None
     return lock
 
