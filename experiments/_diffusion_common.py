@@ -4,7 +4,8 @@
 - `make_optimizer(...)`: Adam on a warm-up + cosine-decay learning rate, optionally clipped;
 - `make_ddpm_step(...)`: the mean simple loss (`genjax.diffusion.ddpm_loss`) with an EMA of the
   weights (`genjax.train.with_ema`, warm-up decay min(d, (1 + n) / (10 + n)));
-- `build_unet(cfg, preprocess, data_key)`: a `genjax.nn.UNet` denoiser, its state and step;
+- `build_unet(cfg, preprocess, data_key, sample_shape)`: a `genjax.nn.UNet` denoiser, its state
+  and step, as a `Built`;
 - `sampler_fns(...)`: DDPM with all T steps and DDIM with a few, `fn(params, key) -> samples`;
 - `sample_and_score(...)`: each sampler compiled ahead of time, timed, scored by MNIST-feature
   FID/KID; `sampler_summary(results)`: its summary.json entries;
@@ -71,18 +72,19 @@ def init_with_ema(key, params, tx):
                                    extras={"ema_params": jax.tree.map(jnp.copy, params)})
 
 
-def build_unet(cfg, preprocess: Callable, data_key: str):
+def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int, ...]):
     """The U-Net denoiser of a config with the fields of `ddpm_mnist.Config` (channels,
     num_res_blocks, time_dim, attention, schedule, num_timesteps, learning_rate, warmup_steps,
-    steps, grad_clip, ema_decay).
+    steps, grad_clip, ema_decay), for samples of `sample_shape` ([H, W, C]).
 
-    Returns `(model, schedule, apply_fn, init, step)`: `apply_fn(params, x, t) -> eps`,
-    `init(key, sample_shape) -> TrainState` (EMA weights in extras) and the DDPM step on
+    Returns a `Built`: the U-Net (`model`), the `schedule`, `apply_fn(params, x, t) -> eps`,
+    `init(key) -> TrainState` (EMA weights in extras) and the DDPM `step` on
     `preprocess(batch[data_key])`.
     """
     import jax
     import jax.numpy as jnp
 
+    from experiments._framework import Built
     from genjax.nn import UNet
 
     model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
@@ -91,12 +93,12 @@ def build_unet(cfg, preprocess: Callable, data_key: str):
     tx = make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
     apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
 
-    def init(key, sample_shape):
+    def init(key):
         params = jax.jit(model.init)(key, jnp.zeros((1, *sample_shape)), jnp.zeros((1,), jnp.int32))["params"]
         return init_with_ema(key, params, tx)
 
     step = make_ddpm_step(apply_fn, schedule, cfg.ema_decay, preprocess, data_key)
-    return model, schedule, apply_fn, init, step
+    return Built(model=model, init=init, step=step, schedule=schedule, apply_fn=apply_fn)
 
 
 def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], ddim_steps, clip_x0=None) -> dict:

@@ -43,7 +43,7 @@ import functools
 import zlib
 from typing import Literal
 
-from experiments._framework import Context, Experiment
+from experiments._framework import Built, Context, Experiment
 
 FAMILIES = ("ae", "dae_masking", "dae_gaussian", "dae_salt_and_pepper", "sparse", "ksparse", "contractive")
 
@@ -136,15 +136,16 @@ def model_specs(cfg: Config) -> list[ModelSpec]:
 # ------------------------------------------------------------------------------ training
 
 
-def build(cfg: Config, spec: ModelSpec, features: int):
-    """The module, `init(key) -> TrainState` and the loss function of one model."""
+def build(cfg: Config, spec: ModelSpec, features: int) -> Built:
+    """One model's module (`model`), `init(key) -> TrainState`, its `loss_fn` and the train `step`
+    made from it."""
     import jax
     import jax.numpy as jnp
     import optax
 
     from genjax import autoencoders as ae
     from genjax import train
-    from genjax.nn._autoencoders import DenseAutoencoder
+    from genjax.nn import DenseAutoencoder
 
     module = DenseAutoencoder(features=features, hidden=cfg.hidden, activation=spec.activation, k=spec.k)
     tx = optax.adam(cfg.learning_rate)
@@ -188,7 +189,7 @@ def build(cfg: Config, spec: ModelSpec, features: int):
             metrics["jacobian_sq"] = penalty
         return loss, ({"recon": recon, **metrics}, {})
 
-    return module, init, loss_fn
+    return Built(model=module, init=init, step=train.make_train_step(loss_fn), loss_fn=loss_fn)
 
 
 def flat_images(images):
@@ -401,8 +402,9 @@ def run(ctx: Context) -> dict:
     params, modules, results = {}, {}, {}
     base_key = jax.random.key(cfg.seed)
     for spec in specs:
-        module, init, loss_fn = build(cfg, spec, features)
-        result = ctx.fit(init(base_key), train.make_train_step(loss_fn), loader, subdir=spec.name)
+        built = build(cfg, spec, features)
+        module = built.model
+        result = ctx.fit(built.init(base_key), built.step, loader, subdir=spec.name)
         params[spec.name], modules[spec.name], results[spec.name] = result.state.params, module, result
         ctx.log(f"{spec.name}: {int(result.state.step)} steps"
                 + (f" (resumed from {result.resumed_from})" if result.resumed_from is not None else ""))

@@ -44,7 +44,7 @@ from typing import Literal
 
 from experiments._diffusion_common import (build_unet, loss_figure, make_schedule, sample_and_score,
                                           sampler_fns, sampler_summary, samples_figure)
-from experiments._framework import Context, Experiment
+from experiments._framework import Built, Context, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,13 +90,13 @@ def to_unit(x):
 # ------------------------------------------------------------------------------ the experiment
 
 
-def build(cfg: Config):
-    """The U-Net, the schedule, `apply_fn`, `init(key, image_shape) -> TrainState` and the step
+def build(cfg: Config, image_shape: tuple[int, ...] = (28, 28, 1)) -> Built:
+    """The U-Net (`model`), the `schedule`, `apply_fn`, `init(key) -> TrainState` and the step
     (the simple loss on images scaled to [-1, 1], EMA of the weights in extras)."""
     import jax.numpy as jnp
 
     preprocess = lambda img: img.astype(jnp.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
-    return build_unet(cfg, preprocess, "image")
+    return build_unet(cfg, preprocess, "image", image_shape)
 
 
 def forward_strip(ctx: Context, image, cfg: Config):
@@ -143,9 +143,10 @@ def run(ctx: Context) -> dict:
     test_ds = data.load_images("mnist", "test", source=cfg.data_source, data_dir=cfg.data_dir)
     ctx.log(f"data: {train_ds.description}")
     rep = ctx.report
-    model, schedule, apply_fn, init, step = build(cfg)
+    built = build(cfg, train_ds.image_shape)
+    schedule, apply_fn, step = built.schedule, built.apply_fn, built.step
     key = jax.random.key(cfg.seed)
-    state = init(key, train_ds.image_shape)
+    state = built.init(key)
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
     T = schedule.num_timesteps
     rep.text(f"Data: {train_ds.description}, scaled to [-1, 1]. Model: `genjax.nn.UNet` (channels "

@@ -32,7 +32,7 @@ import dataclasses
 from typing import Literal
 
 from experiments._diffusion_common import init_with_ema, make_ddpm_step, make_schedule, sampler_fns, warmup_cosine
-from experiments._framework import Context, Experiment
+from experiments._framework import Built, Context, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +96,9 @@ def data_scale(name: str) -> float:
     return float(np.sqrt(np.mean((x - x.mean(0)) ** 2)))
 
 
-def build(cfg: Config):
-    """The model, the schedule, `init(key) -> TrainState` and the train step (EMA in extras)."""
+def build(cfg: Config) -> Built:
+    """The denoiser (`model`), the `schedule`, `apply_fn`, `init(key) -> TrainState` and the train
+    step (EMA in extras)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -115,7 +116,7 @@ def build(cfg: Config):
         return init_with_ema(key, params, tx)
 
     step = make_ddpm_step(apply_fn, schedule, cfg.ema_decay, lambda x: x, "x")
-    return model, schedule, init, step
+    return Built(model=model, init=init, step=step, schedule=schedule, apply_fn=apply_fn)
 
 
 def make_samplers(model, schedule, cfg: Config, num: int) -> dict:
@@ -173,7 +174,8 @@ def run(ctx: Context) -> dict:
     cfg: Config = ctx.config
     for name in cfg.datasets:
         data.toy_distribution(name)  # validates the name
-    model, schedule, init, step = build(cfg)
+    built = build(cfg)
+    model, schedule, init, step = built.model, built.schedule, built.init, built.step
     T = schedule.num_timesteps
     snapshot_times = sorted({min(t, T - 1) for t in SNAPSHOT_TIMES})
     samplers = make_samplers(model, schedule, cfg, cfg.num_samples)

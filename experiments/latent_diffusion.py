@@ -41,7 +41,7 @@ from typing import Literal
 
 from experiments._diffusion_common import (build_unet, loss_figure, sample_and_score, sampler_fns, sampler_summary,
                                           samples_figure)
-from experiments._framework import Context, Experiment, prerequisite_run
+from experiments._framework import Built, Context, Experiment, prerequisite_run
 from experiments._vq_autoencoder import AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, load_autoencoder
 
 
@@ -78,10 +78,11 @@ QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 2_
          "checkpoint_every": 1_000, "log_every": 100}
 
 
-def build(cfg: Config):
-    """The latent U-Net, the schedule, `apply_fn`, `init(key, latent_shape) -> TrainState` and the
-    step (the simple loss on the scaled latents `batch["z"]`, EMA of the weights in extras)."""
-    return build_unet(cfg, lambda z: z, "z")
+def build(cfg: Config, latent_shape: tuple[int, ...]) -> Built:
+    """The latent U-Net (`model`), the `schedule`, `apply_fn`, `init(key) -> TrainState` and the
+    step (the simple loss on the scaled latents `batch["z"]` of `latent_shape`, EMA of the weights
+    in extras)."""
+    return build_unet(cfg, lambda z: z, "z", latent_shape)
 
 
 def pixel_rows(ctx: Context) -> tuple[list[tuple], dict | None]:
@@ -121,9 +122,10 @@ def run(ctx: Context) -> dict:
     ctx.log(f"autoencoder: latents {latent_shape}, mean {mean:.3f}, std {std:.3f}; encoding the training digits")
     latents = (encode_all(train_ds.images) - mean) / std  # [N, 7, 7, D], ~unit variance
 
-    model, schedule, apply_fn, init, step = build(cfg)
+    built = build(cfg, latent_shape)
+    schedule, apply_fn, step = built.schedule, built.apply_fn, built.step
     key = jax.random.key(cfg.seed)
-    state = init(key, latent_shape)
+    state = built.init(key)
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
     loader = data.ArrayLoader({"z": latents.astype(np.float32)}, cfg.batch_size, cfg.seed,
                               process_index=jax.process_index(), process_count=jax.process_count())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._framework import Context, Experiment
+from experiments._framework import Built, Context, Experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +45,9 @@ class Config:
 QUICK = {"steps": 300, "batch_size": 64, "checkpoint_every": 100, "log_every": 50, "eval_every": 100}
 
 
-def build(config: Config, num_classes: int):
-    """The model, the optimizer, `init(key) -> TrainState` and the loss function."""
+def build(config: Config, num_classes: int, image_shape: tuple[int, ...] = (28, 28, 1)) -> Built:
+    """The classifier (`model`), `init(key) -> TrainState` for images of `image_shape`, its
+    `loss_fn` (AdamW on a warm-up + cosine learning rate) and the train `step` made from it."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -59,7 +60,7 @@ def build(config: Config, num_classes: int):
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(config.steps, warmup + 1))
     tx = optax.adamw(schedule, weight_decay=config.weight_decay)
 
-    def init(key, image_shape):
+    def init(key):
         params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, *image_shape)))["params"]
         return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1))
 
@@ -73,7 +74,7 @@ def build(config: Config, num_classes: int):
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, ({"accuracy": accuracy}, {})
 
-    return model, init, loss_fn
+    return Built(model=model, init=init, step=train.make_train_step(loss_fn), loss_fn=loss_fn)
 
 
 def random_shift(key, x, max_shift: int):
@@ -119,12 +120,13 @@ def run(ctx: Context) -> dict:
     test_ds = data.load_images(cfg.dataset, "test", source=cfg.data_source, data_dir=cfg.data_dir)
     ctx.log(f"data: {train_ds.description} ({train_ds.num_examples} train / {test_ds.num_examples} test)")
 
-    model, init, loss_fn = build(cfg, train_ds.num_classes)
+    built = build(cfg, train_ds.num_classes, train_ds.image_shape)
+    model = built.model
     loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed,
                                            process_index=jax.process_index(), process_count=jax.process_count())
     evaluate = make_evaluator(model, test_ds.images, test_ds.labels)
-    state = init(jax.random.key(cfg.seed), train_ds.image_shape)
-    result = ctx.fit(state, train.make_train_step(loss_fn), loader,
+    state = built.init(jax.random.key(cfg.seed))
+    result = ctx.fit(state, built.step, loader,
                      eval_fn=lambda s: {"accuracy": evaluate(s.params)[0]}, eval_every=cfg.eval_every)
     accuracy, preds = evaluate(result.state.params)
     digest = train.digest(result.state)

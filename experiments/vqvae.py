@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from experiments._framework import ConfigError, Context, Experiment
+from experiments._framework import Built, ConfigError, Context, Experiment
 from experiments._vq_autoencoder import (AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, Autoencoder,  # noqa: F401
                                          load_autoencoder, save_autoencoder)
 
@@ -124,8 +124,9 @@ def init_codebook(key, num_codes: int, dim: int):
     return jax.random.uniform(key, (num_codes, dim), minval=-limit, maxval=limit)
 
 
-def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: float):
-    """`init(key) -> TrainState` and the step `(state, batch, axis_name=None) -> (state, metrics)`.
+def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: float) -> Built:
+    """The `Autoencoder` (`model`), `init(key) -> TrainState` and the step
+    `(state, batch, axis_name=None) -> (state, metrics)`.
 
     "loss": params {"encoder", "decoder", "codebook"}, loss = recon + vq_loss(z, e, beta).
     "ema": params {"encoder", "decoder"}, extras {"codebook": EmaCodebook}, loss = recon +
@@ -181,7 +182,7 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
         }
         return state.apply_gradients(grads, extras=extras), metrics
 
-    return model, init, step
+    return Built(model=model, init=init, step=step)
 
 
 def codebook_of(state, codebook: str):
@@ -276,7 +277,8 @@ def run(ctx: Context) -> dict:
     evaluate = None
     for codebook, beta in variants:
         name = variant_name(codebook, beta)
-        model, init, step = build(cfg, image_shape, codebook, beta, data_variance)
+        built = build(cfg, image_shape, codebook, beta, data_variance)
+        model = built.model
         if evaluate is None:
             evaluate = make_evaluator(model, test_ds.images, cfg.num_codes)
 
@@ -285,7 +287,7 @@ def run(ctx: Context) -> dict:
             return {k: v for k, v in out.items() if k != "usage"}
 
         ctx.log(f"training {name} ({CODEBOOK_LABELS[codebook]}, beta={beta:g})")
-        fit = ctx.fit(init(key), step, loader, subdir=name, eval_fn=eval_fn, eval_every=cfg.eval_every)
+        fit = ctx.fit(built.init(key), built.step, loader, subdir=name, eval_fn=eval_fn, eval_every=cfg.eval_every)
         state = fit.state
         ev = evaluate(state.params, codebook_of(state, codebook))
         states[name] = state

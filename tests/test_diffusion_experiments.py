@@ -95,7 +95,8 @@ def test_diffusion_training_resumes_exactly(tmp_path):
     from genjax import train
 
     cfg = diffusion_2d.EXPERIMENT.make_config(quick=True, **TINY_2D)
-    _, _, init, step = diffusion_2d.build(cfg)
+    built = diffusion_2d.build(cfg)
+    init, step = built.init, built.step
     source = diffusion_2d.ToyBatches("ring", cfg.batch_size, 0, 0.7)
     kwargs = dict(num_steps=4, workdir=tmp_path, checkpoint_every=2, log_every=2, progress=False)
     first = train.fit(init(jax.random.key(0)), step, source, **kwargs)

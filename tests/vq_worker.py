@@ -70,7 +70,8 @@ def training() -> dict:
     cfg = Config(channels=(2, 4), res_blocks=0, num_codes=16, latent_dim=4, batch_size=8)
     images = np.random.default_rng(1).integers(0, 256, size=(64, 28, 28, 1)).astype(np.uint8)
     loader = data.ArrayLoader({"image": images}, batch_size=cfg.batch_size, seed=0)
-    _, init, step = build(cfg, (28, 28, 1), "ema", 0.25, data_variance=0.1)
+    built = build(cfg, (28, 28, 1), "ema", 0.25, data_variance=0.1)
+    init, step = built.init, built.step
     runs = {
         mode: train.fit(init(jax.random.key(0)), step, loader, num_steps=2, log_every=2, parallel=mode, progress=False)
         for mode in ("none", "pmap")
