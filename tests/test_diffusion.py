@@ -682,3 +682,14 @@ def test_static_numbers_of_the_schedules_and_samplers():
             df.ddim_sample(jax.random.key(0), _zero_eps, LINEAR, shape, 5)
     with pytest.raises(TypeError, match="`key`"):
         df.sample(None, _zero_eps, LINEAR, (2, 2))
+
+
+def test_concrete_timesteps_are_checked_inside_jit_too():
+    """A Python int or NumPy timestep closed over by a jit trace is still concrete: checked."""
+    x, e = jnp.ones((2, 3)), jnp.full((2, 3), 0.3)
+    with pytest.raises(ValueError, match="`t` must have entries in"):
+        jax.jit(lambda x: df.q_sample(LINEAR, x, T, e))(x)
+    with pytest.raises(ValueError, match="`t_prev` must be earlier than `t`"):
+        jax.jit(lambda x: df.ddim_step(LINEAR, e, x, 10, 10))(x)
+    with pytest.raises(ValueError, match="`t_prev` must be earlier than `t`"):
+        jax.jit(lambda x: df.ddim_step(LINEAR, e, x, np.array([3, 10]), np.array([2, 10])))(x)

@@ -229,6 +229,81 @@ def test_bad_arguments_say_what_was_expected():
         vq.restart_dead_codes(jax.random.key(0), state, jnp.zeros((0, 3)))
 
 
+def test_concrete_indices_out_of_range_are_errors_and_traced_ones_are_documented():
+    """Out-of-range indices were silently ignored (ema_update, codebook_usage, perplexity) or gave
+    NaN rows (lookup). Concrete ones are now a ValueError; under jit they keep the documented
+    behaviour: not counted, NaN rows."""
+    cb = jnp.arange(8.0).reshape(4, 2)
+    state = vq.ema_init(cb)
+    z = jnp.ones((3, 2))
+    for bad in (jnp.array([0, 4, 1]), np.array([-1, 0, 1])):
+        with pytest.raises(ValueError, match=r"`indices` must have entries in \[0, 4\)"):
+            vq.ema_update(state, z, bad)
+        with pytest.raises(ValueError, match=r"`indices` must have entries in \[0, 4\)"):
+            vq.codebook_usage(bad, 4)
+        with pytest.raises(ValueError, match=r"`indices` must have entries in \[0, 4\)"):
+            vq.perplexity(bad, 4)
+        with pytest.raises(ValueError, match=r"`indices` must have entries in \[0, 4\)"):
+            vq.lookup(cb, bad)
+    traced = jnp.array([0, 4, 1])
+    assert jax.jit(lambda i: vq.codebook_usage(i, 4))(traced).tolist() == [1, 1, 0, 0]
+    assert float(jax.jit(lambda i: vq.perplexity(i, 4))(traced)) == pytest.approx(2.0)
+    rows = jax.jit(lambda i: vq.lookup(cb, i))(traced)
+    assert np.all(np.isnan(rows[1])) and rows[2].tolist() == [2.0, 3.0]
+    ignored = jax.jit(lambda s, i: vq.ema_update(s, z, i, eps=0.0))(state, traced)
+    assert float(jnp.sum(ignored.cluster_size)) == pytest.approx(2.0)  # the index 4 counts for no code
+
+
+def test_static_arguments_of_the_ema_codebook():
+    """Strings were accepted by the range check (jnp.ndim("0.3") == 0) and failed later inside the
+    kernel; booleans and NaN are rejected; num_codes=2.5 is a TypeError, never truncated."""
+    state = vq.ema_init(jnp.zeros((4, 3)))
+    z, idx = jnp.ones((2, 3)), jnp.zeros((2,), jnp.int32)
+    for name in ("decay", "eps"):
+        for bad, err in (("0.3", TypeError), (True, TypeError), (None, TypeError), (float("nan"), ValueError),
+                         (-0.1, ValueError), (float("inf"), ValueError)):
+            with pytest.raises(err, match=f"`{name}`"):
+                vq.ema_update(state, z, idx, **{name: bad})
+    with pytest.raises(ValueError, match="`decay`"):
+        vq.ema_update(state, z, idx, decay=1.0)
+    for bad, err in (("0.3", TypeError), (False, TypeError), (float("nan"), ValueError), (-1.0, ValueError)):
+        with pytest.raises(err, match="`threshold`"):
+            vq.restart_dead_codes(jax.random.key(0), state, z, threshold=bad)
+        with pytest.raises(err, match="`beta`"):
+            vq.vq_loss(z, z, beta=bad)
+    for bad, err in ((2.5, TypeError), (True, TypeError), ("4", TypeError), (0, ValueError), (-3, ValueError)):
+        with pytest.raises(err, match="`num_codes`"):
+            vq.codebook_usage(idx, bad)
+        with pytest.raises(err, match="`num_codes`"):
+            vq.perplexity(idx, bad)
+    with pytest.raises(TypeError, match="`key`"):
+        vq.restart_dead_codes(None, state, z)
+    with pytest.raises(ValueError, match="`state.hidden_sum` must have shape"):
+        vq.ema_update(state._replace(hidden_sum=jnp.zeros((4, 2))), z, idx)
+
+
+def test_ema_statistics_are_float32_for_half_precision_latents_and_never_nan():
+    """bfloat16/float16 latents are accumulated in float32 (the state's dtype): the first update's
+    codes are the float32 cluster means of the rounded latents. A traced decay of 1 (or a Python
+    decay that rounds to 1 in float32) used to divide by 1 - decay^t = 0."""
+    rng = np.random.default_rng(13)
+    z32 = rng.normal(size=(500, 2)).astype(np.float32)
+    cb = jnp.asarray([[-1.0, 0.0], [1.0, 0.0]])
+    for dtype in (jnp.bfloat16, jnp.float16):
+        z = jnp.asarray(z32, dtype)
+        _, idx = vq.quantize(z, cb)
+        state = vq.ema_update(vq.ema_init(cb), z, idx, eps=0.0)
+        assert all(leaf.dtype == jnp.float32 for leaf in (state.codebook, state.hidden_count, state.hidden_sum,
+                                                          state.cluster_size))
+        zr, i = np.asarray(z, np.float64), np.asarray(idx)
+        np.testing.assert_allclose(state.codebook, np.stack([zr[i == k].mean(0) for k in range(2)]), rtol=1e-5)
+    z = jnp.asarray(z32)
+    _, idx = vq.quantize(z, cb)
+    for decay in (0.99999999, jnp.float32(1.0)):
+        new = jax.jit(lambda d: vq.ema_update(vq.ema_init(cb), z, idx, decay=d))(decay)
+        assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(new))
+
+
 # ---------------------------------------------------------------------------- diagnostics
 
 
@@ -428,3 +503,12 @@ def test_pmap_statistics_equal_single_device_on_the_whole_batch():
     assert result["restart_max_diff"] < 1e-5
     assert result["train_params_max_diff"] < 1e-4
     assert result["train_codebook_max_diff"] < 1e-4
+
+
+def test_concrete_indices_are_checked_inside_jit_too():
+    """NumPy indices closed over by a jit trace are constants: still checked."""
+    cb = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match=r"`indices` must have entries in \[0, 4\)"):
+        jax.jit(lambda c: vq.lookup(c, np.array([0, 7])))(cb)
+    with pytest.raises(ValueError, match=r"`indices` must have entries in \[0, 4\)"):
+        jax.jit(lambda s: vq.ema_update(s, jnp.ones((2, 2)), np.array([0, 4])))(vq.ema_init(cb))

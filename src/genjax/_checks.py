@@ -110,7 +110,8 @@ def int_in_range(arr: jax.Array, name: str, low: int, high: int, what: str = "")
     """
     if not is_concrete(arr) or arr.size == 0:
         return
-    lo, hi = int(jnp.min(arr)), int(jnp.max(arr))
+    with jax.ensure_compile_time_eval():  # a concrete array closed over by a jit trace stays concrete
+        lo, hi = int(jnp.min(arr)), int(jnp.max(arr))
     if lo < low or hi >= high:
         bad = lo if lo < low else hi
         raise ValueError(f"`{name}` must have entries in [{low}, {high}){what}, got {bad}")

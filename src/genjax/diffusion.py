@@ -352,7 +352,8 @@ def _timestep(t: ArrayLike, x: jax.Array, schedule: Schedule, name: str = "t", l
 
     A concrete `t` out of range is a ValueError; a traced one is clipped into [low, T - 1].
     """
-    arr = _checks.int_array(t, name)
+    with jax.ensure_compile_time_eval():  # a Python/NumPy timestep stays concrete (checkable) inside jit
+        arr = _checks.int_array(t, name)
     if not (arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] == x.shape[0])):
         raise ValueError(
             f"`{name}` must be a scalar or have shape [B] = ({x.shape[0]},) (one timestep per example of "
@@ -922,11 +923,15 @@ def ddim_step(
     eps = _float_array(eps, "eps")
     _checks.same_shape(xt, eps, "xt", "eps")
     use_clipped_model_output = _flag(use_clipped_model_output, "use_clipped_model_output")
+    t_given, t_prev_given = t, t_prev
     t = _timestep(t, xt, schedule)
     t_prev = _timestep(t_prev, xt, schedule, "t_prev", low=-1)
-    if _checks.is_concrete(t) and _checks.is_concrete(t_prev) and bool(jnp.any(t_prev >= t)):
-        raise ValueError(f"`t_prev` must be earlier than `t` (t_prev < t; -1 ends the chain), got "
-                         f"t={t.tolist()} and t_prev={t_prev.tolist()}")
+    if _checks.is_concrete(t_given) and _checks.is_concrete(t_prev_given):
+        with jax.ensure_compile_time_eval():  # concrete values closed over by a jit trace stay concrete
+            given, prev = jnp.asarray(t_given), jnp.asarray(t_prev_given)
+            if bool(jnp.any(prev >= given)):
+                raise ValueError(f"`t_prev` must be earlier than `t` (t_prev < t; -1 ends the chain), got "
+                                 f"t={given.tolist()} and t_prev={prev.tolist()}")
     t_prev = jnp.minimum(t_prev, t - 1)  # traced: clipped into -1 .. t-1 (a no-op once checked)
     eta = _checks.number(eta, "eta", 0.0)
     deterministic = isinstance(eta, float) and eta == 0.0

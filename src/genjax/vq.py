@@ -121,6 +121,12 @@ def _check_latents(z: jax.Array, dim: int, name: str = "z") -> None:
         )
 
 
+def _indices(indices: ArrayLike) -> jax.Array:
+    """An integer index array; Python/NumPy indices stay concrete (checkable) inside a jit trace."""
+    with jax.ensure_compile_time_eval():
+        return _checks.int_array(indices, "indices")
+
+
 def _check_indices(indices: jax.Array, z: jax.Array, num_codes: int) -> None:
     if indices.shape != z.shape[:-1]:
         raise ValueError(
@@ -262,7 +268,7 @@ def lookup(codebook: ArrayLike, indices: ArrayLike) -> jax.Array:
       [[2.0, 3.0], [2.0, 3.0], [0.0, 1.0]]
     """
     codebook = _codebook(codebook)
-    indices = _checks.int_array(indices, "indices")
+    indices = _indices(indices)
     k = codebook.shape[0]
     _checks.int_in_range(indices, "indices", 0, k, f" (the codebook has K = {k} codes)")
     return jnp.take(codebook, indices, axis=0, mode="fill", fill_value=jnp.nan)
@@ -582,7 +588,7 @@ def ema_update(
     decay = _checks.number(decay, "decay", 0.0, 1.0, high_open=True)
     eps = _checks.number(eps, "eps", 0.0)
     z = _checks.float_array(z, "z")
-    indices = _checks.int_array(indices, "indices")
+    indices = _indices(indices)
     _check_latents(z, d)
     _check_indices(indices, z, k)
 
@@ -718,7 +724,7 @@ def codebook_usage(indices: ArrayLike, num_codes: int, *, axis_name: str | None 
 
 
 def _diagnostic_args(indices, num_codes):
-    indices = _checks.int_array(indices, "indices")
+    indices = _indices(indices)
     num_codes = _checks.positive_int(num_codes, "num_codes")
     _checks.int_in_range(indices, "indices", 0, num_codes, f" (num_codes = {num_codes})")
     return indices, num_codes
