@@ -9,12 +9,14 @@ plain path; one exported for several platforms holds both, behind a conditional 
 that is resolved before XLA compiles it (so XLA never sees the conditional); on CPU the lowered
 program is the CPU path alone (its optimized HLO is the same as when it was chosen with
 `jax.default_backend() == "cpu"` at trace time). Every path supports forward and reverse mode.
+(Under reverse mode each branch of the `switch` also returns the other branches' residuals,
+filled with zeros; XLA removes them once the conditional is resolved.)
 
 Off switches, for comparison: the environment variable ``GENJAX_DISABLE_CPU_WORKAROUNDS`` (a
 comma-separated list of the names below, or ``all``), or, in a program, the context manager
 ``genjax._backend.disabled(*names)``. A disabled workaround takes the plain path on every
-platform. The switch is read when a function is traced: `jax.jit` caches traces, so set it
-before the first call of a jitted function (or jit a new function).
+platform. The switch is read when a function is traced and `jax.jit` caches traces, so set the
+variable before the process starts; `disabled` clears JAX's caches on entry and exit.
 
 ========================  =================================================================
 name (where)              what it works around; measured; how to check it is still needed
@@ -127,12 +129,16 @@ def enabled(name: str) -> bool:
 @contextlib.contextmanager
 def disabled(*names: str) -> Iterator[None]:
     """Within the block, the named workarounds (or ``"all"``) take the plain path on every
-    platform (for functions traced within it)."""
+    platform. JAX's trace and compilation caches are cleared on entry and exit
+    (`jax.clear_caches`), so a jitted function called in the block is traced again and a
+    function first called in it is not reused outside; for comparisons and tests."""
     _disabled_here.append(_check_names(names, "disabled()"))
+    jax.clear_caches()
     try:
         yield
     finally:
         _disabled_here.pop()
+        jax.clear_caches()
 
 
 def select(name: str, cpu: _F, plain: _F) -> _F:
