@@ -729,4 +729,10 @@ def sigmoid_contractive_penalty(hidden: ArrayLike, kernel: ArrayLike) -> jax.Arr
     if hidden.ndim != 2:
         raise ValueError(f"`hidden` must be a batch of codes [B, H], got shape {hidden.shape}")
     _checks.batched(hidden, "hidden", "the contractive penalty (a mean over the batch)")
+    kernel = _checks.float_array(kernel, "kernel")
+    if kernel.ndim != 2:
+        raise ValueError(f"`kernel` must be a dense layer's weights [D, H], got shape {kernel.shape}")
+    if hidden.shape[-1] != kernel.shape[1]:
+        raise ValueError(f"`hidden` must have shape [B, H] with H = kernel.shape[1] = {kernel.shape[1]}, "
+                         f"got hidden.shape={hidden.shape}")
     return jnp.mean(dense_jacobian_norm_sq(hidden * (1.0 - hidden), kernel))
