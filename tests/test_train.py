@@ -278,8 +278,10 @@ def test_last_k_checkpoints_are_kept(tmp_path):
     assert train.Checkpointer(tmp_path / "checkpoints").all_steps() == [50, 60]
 
 
-# Orbax leaves an un-retrieved exception in a background future when a read fails; harmless.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# A damaged checkpoint is found from its manifest before Orbax reads anything, so no abandoned
+# Orbax read is left to fail in the background ("Event loop is closed" at exit): any
+# unraisable exception fails the test.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
 def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, damage, capsys):
     init, step = make(noise=0.0)
@@ -302,12 +304,85 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, damage, ca
     restored = train.Checkpointer(tmp_path / "checkpoints").restore_latest(init(jax.random.key(0)))
     assert int(restored.step) == 20
     err = capsys.readouterr().err
-    assert "checkpoints/30 is unreadable or corrupted" in err and "falling back" in err
-    # and fit resumes from step 20 to the same end as a run that never stopped
+    assert err.count("checkpoints/30 is unreadable or corrupted") == 1 and "falling back" in err
+    assert "Traceback" not in err and "Event loop is closed" not in err
+    # fit resumes from step 20 and writes step 30 again: a later restore finds it good, silently
+    straight30 = train.fit(init(jax.random.key(0)), step, source, num_steps=30, log_every=10, progress=False)
+    again = train.fit(init(jax.random.key(0)), step, source, num_steps=30, **kw)
+    assert again.resumed_from == 20 and train.digest(again.state) == train.digest(straight30.state)
+    capsys.readouterr()
+    restored = train.Checkpointer(tmp_path / "checkpoints").restore_latest(init(jax.random.key(0)))
+    assert int(restored.step) == 30 and capsys.readouterr().err == ""
+    assert train.digest(restored) == train.digest(straight30.state)
+    # and fit resumes from step 30 to the same end as a run that never stopped
     straight = train.fit(init(jax.random.key(0)), step, source, num_steps=40, log_every=10, progress=False)
     resumed = train.fit(init(jax.random.key(0)), step, source, num_steps=40, **kw)
-    assert resumed.resumed_from == 20
+    assert resumed.resumed_from == 30
     assert train.digest(resumed.state) == train.digest(straight.state)
+
+
+def test_a_checkpoint_without_manifest_is_still_restored_and_verified(tmp_path, capsys):
+    """Checkpoints written before manifests existed (or whose manifest a kill prevented) are
+    verified by their content sha256 alone."""
+    init, step = make(noise=0.0)
+    source = RegressionSource(seed=0, batch_size=16)
+    kw = dict(log_every=10, checkpoint_every=10, progress=False, workdir=tmp_path)
+    first = train.fit(init(jax.random.key(0)), step, source, num_steps=20, **kw)
+    for manifest in (tmp_path / "checkpoints").glob("*/genjax_manifest.json"):
+        manifest.unlink()
+    capsys.readouterr()
+    restored = train.Checkpointer(tmp_path / "checkpoints").restore_latest(init(jax.random.key(0)))
+    assert int(restored.step) == 20 and train.digest(restored) == train.digest(first.state)
+    assert capsys.readouterr().err == ""
+
+
+def _interrupt_at(steps: set[int], times: int = 1):
+    """An `on_log` callback that delivers SIGINT `times` times when a chunk ends at one of `steps`."""
+
+    def on_log(record):
+        if record["step"] in steps:
+            for _ in range(times):
+                signal.raise_signal(signal.SIGINT)
+
+    return on_log
+
+
+def test_ctrl_c_stops_at_the_chunk_end_checkpoints_it_and_resume_is_exact(tmp_path):
+    init, step = make(noise=0.1)
+    source = RegressionSource(seed=0, batch_size=16)
+    straight = train.fit(init(jax.random.key(0)), step, source, num_steps=50, log_every=10, progress=False)
+    kw = dict(log_every=10, checkpoint_every=20, progress=False, workdir=tmp_path)
+    with pytest.raises(train.TrainingInterrupted) as info:
+        train.fit(init(jax.random.key(0)), step, source, num_steps=50, on_log=_interrupt_at({30}), **kw)
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert (info.value.step, info.value.checkpoint) == (30, 30)
+    assert "interrupted at step 30; the same command resumes from checkpoint 30" in str(info.value)
+    assert train.Checkpointer(tmp_path / "checkpoints").all_steps() == [20, 30]  # 30: saved on the way out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put Python's handler back
+    resumed = train.fit(init(jax.random.key(0)), step, source, num_steps=50, **kw)
+    assert resumed.resumed_from == 30
+    assert train.digest(resumed.state) == train.digest(straight.state)
+    assert [r["step"] for r in report.read_jsonl(tmp_path / "metrics.jsonl")] == [10, 20, 30, 40, 50]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    init, step = make(noise=0.0)
+    source = RegressionSource(seed=0, batch_size=16)
+    kw = dict(log_every=10, checkpoint_every=20, progress=False, workdir=tmp_path)
+    with pytest.raises(KeyboardInterrupt) as info:
+        train.fit(init(jax.random.key(0)), step, source, num_steps=50, on_log=_interrupt_at({30}, times=2), **kw)
+    assert not isinstance(info.value, train.TrainingInterrupted)  # raised in the callback, no save
+    assert train.Checkpointer(tmp_path / "checkpoints").all_steps() == [20]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train.fit(init(jax.random.key(0)), step, source, num_steps=50, **kw)
+    assert resumed.resumed_from == 20
+
+
+def test_ctrl_c_without_a_workdir_says_nothing_was_saved():
+    init, step = make(noise=0.0)
+    with pytest.raises(train.TrainingInterrupted, match="interrupted at step 10; no workdir, so nothing was saved"):
+        train.fit(init(jax.random.key(0)), step, RegressionSource(0, 16), num_steps=30, log_every=10,
+                  progress=False, on_log=_interrupt_at({10}))
 
 
 def test_nonfinite_loss_stops_with_step_and_metric_and_keeps_last_good_checkpoint(tmp_path):
