@@ -39,13 +39,13 @@ References:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
-from genjax import _numerics
+from genjax import _checks, _numerics
 
 __all__ = [
     "HistoricalAverage",
@@ -72,60 +72,58 @@ PyTree = Any
 
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers (static: they look at shapes, dtypes and Python numbers only).
+# Validation helpers (static: they look at shapes, dtypes and Python numbers only); the shared
+# checks and their policy for integers, keys and static numbers are in genjax._checks.
 # --------------------------------------------------------------------------------------------
 
 
-def _float_array(x: Any, name: str) -> jax.Array:
-    try:
-        arr = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be an array of real numbers, got {type(x).__name__}") from err
-    if jnp.issubdtype(arr.dtype, jnp.complexfloating) or not (
-        jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)
-        or jnp.issubdtype(arr.dtype, jnp.bool_)
-    ):
-        raise TypeError(f"`{name}` must have a real dtype, got {arr.dtype}")
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
-    return arr
-
-
-def _non_empty(x: jax.Array, name: str) -> None:
-    if x.size == 0:
-        raise ValueError(f"`{name}` is empty (shape {x.shape}): a mean over no samples is undefined")
-
-
-def _scores(x: Any, name: str) -> jax.Array:
+def _scores(x: ArrayLike, name: str) -> jax.Array:
     """Logits or critic scores: any shape, one entry per sample ([B] or [B, 1] typically)."""
-    arr = _float_array(x, name)
-    _non_empty(arr, name)
+    arr = _checks.float_array(x, name)
+    _checks.non_empty(arr, name)
     return arr
 
 
-def _static_number(value: Any, name: str, low: float | None = None, high: float | None = None,
-                   low_open: bool = False, high_open: bool = False) -> None:
-    """Checks a Python number's range; traced values are left alone (they cannot be checked)."""
-    if not isinstance(value, numbers.Real):  # traced or array values cannot be checked here
-        return
-    v = float(value)
-    ok = True
-    if low is not None:
-        ok &= v > low if low_open else v >= low
-    if high is not None:
-        ok &= v < high if high_open else v <= high
-    if not ok:
-        lo = "" if low is None else f"{'(' if low_open else '['}{low}"
-        hi = "" if high is None else f"{high}{')' if high_open else ']'}"
-        raise ValueError(f"`{name}` must be in {lo or '(-inf'}, {hi or 'inf)'}, got {value!r}")
-
-
-def _batch_leading(x: Any, name: str) -> jax.Array:
-    arr = _float_array(x, name)
-    if arr.ndim < 1:
-        raise ValueError(f"`{name}` must be a batch [B, ...] with a leading batch axis, got a scalar")
-    _non_empty(arr, name)
+def _batch_leading(x: ArrayLike, name: str) -> jax.Array:
+    arr = _checks.float_array(x, name)
+    _checks.batched(arr, name)
     return arr
+
+
+def _float_leaves(tree: PyTree, name: str) -> list[tuple[str, jax.Array]]:
+    """(path, leaf) of a pytree of floating arrays; a TypeError names the first other leaf."""
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        where = f"{name}{jax.tree_util.keystr(path)}"
+        arr = _checks.real_array(leaf, where)
+        if not jnp.issubdtype(arr.dtype, jnp.floating):
+            raise TypeError(
+                f"`{where}` must be a floating array, got dtype {arr.dtype} (integer and "
+                "boolean leaves are not trainable parameters)"
+            )
+        out.append((where, arr))
+    return out
+
+
+def _matching_leaves(state: "HistoricalAverage", params: PyTree) -> tuple[list, list, Any]:
+    """The leaves of `params` and of `state.average`, which must agree in structure, shape, dtype."""
+    if not isinstance(state, HistoricalAverage):
+        raise TypeError(f"`state` must be a HistoricalAverage, got {type(state).__name__}")
+    want, got = jax.tree.structure(state.average), jax.tree.structure(params)
+    if want != got:
+        raise ValueError(
+            "`params` must have the structure of the historical average's parameters, got "
+            f"{got} for {want}"
+        )
+    avg = _float_leaves(state.average, "state.average")
+    cur = _float_leaves(params, "params")
+    for (_, a), (where, p) in zip(avg, cur):
+        if a.shape != p.shape or a.dtype != p.dtype:
+            raise ValueError(
+                f"`{where}` has shape {p.shape} and dtype {p.dtype}, but the historical average "
+                f"holds shape {a.shape} and dtype {a.dtype} there (no broadcasting, no casting)"
+            )
+    return [a for _, a in avg], [p for _, p in cur], want
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +131,7 @@ def _batch_leading(x: Any, name: str) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def discriminator_loss(real_logits: Any, fake_logits: Any, label_smoothing: float | jax.Array = 0.0) -> jax.Array:
+def discriminator_loss(real_logits: ArrayLike, fake_logits: ArrayLike, label_smoothing: float | ArrayLike = 0.0) -> jax.Array:
     """The discriminator's loss -V(G, D), from logits, with one-sided label smoothing.
 
         L_D = -E_x [(1 - a) log D(x) + a log(1 - D(x))] - E_z log(1 - D(G(z)))
@@ -146,13 +144,15 @@ def discriminator_loss(real_logits: Any, fake_logits: Any, label_smoothing: floa
     Args:
       real_logits: discriminator logits of real samples, any shape (typically [B] or [B, 1]).
       fake_logits: logits of generated samples, any shape (its own batch size).
-      label_smoothing: a in [0, 1).
+      label_smoothing: a in [0, 1): a Python number (checked), or a scalar array (traced values
+        are used as given; outside [0, 1) they make the real term reward the wrong label).
 
     Returns:
       Scalar: the sum of the two batch means.
 
     Raises:
-      ValueError: an empty batch, or `label_smoothing` outside [0, 1).
+      ValueError: an empty batch, or `label_smoothing` outside [0, 1) (NaN included).
+      TypeError: complex, string or None logits; a string or boolean `label_smoothing`.
 
     Examples:
       >>> float(discriminator_loss(jnp.zeros(4), jnp.zeros(4)))  # D = 1/2 everywhere: 2 log 2
@@ -163,13 +163,13 @@ def discriminator_loss(real_logits: Any, fake_logits: Any, label_smoothing: floa
     """
     real = _scores(real_logits, "real_logits")
     fake = _scores(fake_logits, "fake_logits")
-    _static_number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
-    a = jnp.asarray(label_smoothing, real.dtype)
+    a = _checks.number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
+    a = jnp.asarray(a, real.dtype)
     real_term = (1.0 - a) * _numerics.softplus(-real) + a * _numerics.softplus(real)  # -log-likelihood
     return jnp.mean(real_term) + jnp.mean(_numerics.softplus(fake))
 
 
-def generator_loss(fake_logits: Any, saturating: bool = False) -> jax.Array:
+def generator_loss(fake_logits: ArrayLike, saturating: bool = False) -> jax.Array:
     """The generator's loss, from the discriminator's logits of generated samples.
 
     * non-saturating (default): `-E_z log D(G(z)) = E softplus(-logit)`. Its gradient is large
@@ -202,7 +202,7 @@ def generator_loss(fake_logits: Any, saturating: bool = False) -> jax.Array:
     return jnp.mean(_numerics.softplus(-fake))
 
 
-def minimax_value(real_logits: Any, fake_logits: Any) -> jax.Array:
+def minimax_value(real_logits: ArrayLike, fake_logits: ArrayLike) -> jax.Array:
     """The value of the minimax game, V(G, D) = E_x log D(x) + E_z log(1 - D(G(z))).
 
     At the optimal discriminator D* = p_r / (p_r + p_g) it equals 2 JS(p_r || p_g) - 2 log 2,
@@ -224,21 +224,28 @@ def minimax_value(real_logits: Any, fake_logits: Any) -> jax.Array:
     return -jnp.mean(_numerics.softplus(-real)) - jnp.mean(_numerics.softplus(fake))
 
 
-def optimal_discriminator(p_real: Any, p_gen: Any) -> jax.Array:
+def optimal_discriminator(p_real: ArrayLike, p_gen: ArrayLike) -> jax.Array:
     """The optimal discriminator for a fixed generator, D*(x) = p_r(x) / (p_r(x) + p_g(x)).
 
     Elementwise on densities or probabilities evaluated at the same points. Where both are 0 the
-    ratio is undefined and D* is irrelevant to V; this returns 1/2 there (with zero gradient).
+    ratio is undefined and D* is irrelevant to V (neither expectation sees the point); this
+    returns 1/2 there, the discriminator that cannot tell, with zero gradient. (NaN would be
+    as defensible, but would poison any mean over a grid that leaves both supports.) The
+    derivative is computed as ((1 - D*) dp_r - D* dp_g) / (p_r + p_g), so tiny densities
+    (1e-30) do not overflow it.
 
     Args:
-      p_real: p_r at some points, any shape, >= 0.
-      p_gen: p_g at the same points, the same shape.
+      p_real: p_r at some points, any shape; finite and >= 0.
+      p_gen: p_g at the same points, the same shape; finite and >= 0.
 
     Returns:
-      D*, the shape of the inputs, in [0, 1].
+      D*, the shape of the inputs, in [0, 1]. Traced inputs are not checked: where an entry
+      is negative or not finite, D* is NaN (never a plausible-looking value such as -1).
 
     Raises:
-      ValueError: if the shapes differ.
+      ValueError: if the shapes differ, or a concrete (not traced) input has a negative, NaN
+        or infinite entry.
+      TypeError: complex, string or None inputs.
 
     Examples:
       >>> optimal_discriminator(jnp.array([1.0, 0.0, 3.0]), jnp.array([1.0, 2.0, 1.0]))
@@ -247,13 +254,23 @@ def optimal_discriminator(p_real: Any, p_gen: Any) -> jax.Array:
     References:
       Goodfellow et al. 2014, proposition 1.
     """
-    pr = _float_array(p_real, "p_real")
-    pg = _float_array(p_gen, "p_gen")
-    if pr.shape != pg.shape:
-        raise ValueError(f"`p_real` and `p_gen` must have the same shape, got {pr.shape} and {pg.shape}")
+    pr = _checks.float_array(p_real, "p_real")
+    pg = _checks.float_array(p_gen, "p_gen")
+    _checks.same_shape(pr, pg, "p_real", "p_gen")
+    for arr, name in ((pr, "p_real"), (pg, "p_gen")):
+        if _checks.is_concrete(arr) and arr.size and not bool(jnp.all(jnp.isfinite(arr) & (arr >= 0))):
+            bad = arr[~(jnp.isfinite(arr) & (arr >= 0))][0]
+            raise ValueError(f"`{name}` must be densities: finite and >= 0, got an entry {float(bad)!r}")
+    return _optimal_discriminator_kernel(pr, pg)
+
+
+@_checks.kernel()
+def _optimal_discriminator_kernel(pr, pg):
+    valid = jnp.isfinite(pr) & jnp.isfinite(pg) & (pr >= 0) & (pg >= 0)
     total = pr + pg
-    ok = total > 0
-    return jnp.where(ok, pr / jnp.where(ok, total, 1.0), 0.5)
+    ok = valid & (total > 0)
+    d = _numerics.ratio(jnp.where(ok, pr, 0.5), jnp.where(ok, total, 1.0))
+    return jnp.where(ok, d, jnp.where(valid, 0.5, jnp.nan))
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,7 +278,7 @@ def optimal_discriminator(p_real: Any, p_gen: Any) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def wasserstein_critic_loss(real_scores: Any, fake_scores: Any) -> jax.Array:
+def wasserstein_critic_loss(real_scores: ArrayLike, fake_scores: ArrayLike) -> jax.Array:
     """The WGAN critic's loss, E_z f(G(z)) - E_x f(x) (minimized by the critic f).
 
     Its negative, E f(x) - E f(G(z)), is the critic's estimate of the Wasserstein-1 distance
@@ -283,7 +300,7 @@ def wasserstein_critic_loss(real_scores: Any, fake_scores: Any) -> jax.Array:
     return jnp.mean(fake) - jnp.mean(real)
 
 
-def wasserstein_generator_loss(fake_scores: Any) -> jax.Array:
+def wasserstein_generator_loss(fake_scores: ArrayLike) -> jax.Array:
     """The WGAN generator's loss, -E_z f(G(z)).
 
     Args:
@@ -296,7 +313,9 @@ def wasserstein_generator_loss(fake_scores: Any) -> jax.Array:
 
 
 def _safe_norm(g: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-    """||g|| over `axes`, with gradient 0 (not NaN) where g == 0."""
+    """||g|| over `axes`, with gradient 0 (not NaN) where g == 0; in at least float32, so that
+    the sum of squares of half-precision gradients does not overflow float16."""
+    g = g.astype(_checks.compute_dtype(g))
     sq = jnp.sum(jnp.square(g), axis=axes)
     nz = sq > 0
     return jnp.where(nz, jnp.sqrt(jnp.where(nz, sq, 1.0)), 0.0)
@@ -310,7 +329,7 @@ def _input_gradients(critic_fn: Callable[[jax.Array], jax.Array], x: jax.Array) 
     b = x.shape[0]
 
     def total_score(x):
-        s = critic_fn(x)
+        s = jnp.asarray(critic_fn(x))
         if s.shape not in ((b,), (b, 1)):
             raise ValueError(f"`critic_fn` must return one score per example, [{b}] or [{b}, 1]; got {s.shape}")
         return jnp.sum(s)
@@ -319,11 +338,11 @@ def _input_gradients(critic_fn: Callable[[jax.Array], jax.Array], x: jax.Array) 
 
 
 def gradient_penalty(
-    key: jax.Array,
+    key: ArrayLike,
     critic_fn: Callable[[jax.Array], jax.Array],
-    real: Any,
-    fake: Any,
-    target: float | jax.Array = 1.0,
+    real: ArrayLike,
+    fake: ArrayLike,
+    target: float | ArrayLike = 1.0,
 ) -> jax.Array:
     """The WGAN-GP penalty E[(||grad_x critic(x_hat)||_2 - target)^2] on random interpolates.
 
@@ -336,18 +355,22 @@ def gradient_penalty(
     to keep its gradient norm near `target`.
 
     Args:
-      key: PRNG key for eps.
+      key: PRNG key for eps (`jax.random.key(seed)`, or a legacy `uint32[2]` key).
       critic_fn: maps a batch [B, ...] to scores [B] or [B, 1].
       real: real samples [B, ...].
       fake: generated samples, the same shape (pass `stop_gradient` samples for the critic step).
-      target: the norm the penalty pulls towards (1 for 1-Lipschitz critics).
+      target: the norm the penalty pulls towards (1 for 1-Lipschitz critics), a finite number
+        >= 0 (a traced value is used as given).
 
     Returns:
-      Scalar: the batch mean of the squared deviations.
+      Scalar: the batch mean of the squared deviations, computed in at least float32 and
+      returned in the samples' dtype.
 
     Raises:
-      ValueError: `real` and `fake` differ in shape or are not batches, or the critic's output is
-        not one score per example.
+      ValueError: `real` and `fake` differ in shape or are not batches, the critic's output is
+        not one score per example, or `target` is negative, NaN or infinite.
+      TypeError: `key` is not a PRNG key (None included), `critic_fn` is not callable, or an
+        argument has a non-real dtype.
 
     Examples:
       >>> w = jnp.array([3.0, 4.0])
@@ -358,19 +381,21 @@ def gradient_penalty(
     References:
       Gulrajani et al. 2017, algorithm 1 and eq. 3.
     """
+    key = _checks.key(key)
     real = _batch_leading(real, "real")
     fake = _batch_leading(fake, "fake")
-    if real.shape != fake.shape:
-        raise ValueError(f"`real` and `fake` must have the same shape [B, ...], got {real.shape} and {fake.shape}")
+    _checks.same_shape(real, fake, "real", "fake")
+    target = _checks.number(target, "target", 0.0, None)
+    dtype = _checks.out_dtype(real, fake)
     b = real.shape[0]
-    eps = jax.random.uniform(key, (b,) + (1,) * (real.ndim - 1), dtype=real.dtype)
+    eps = jax.random.uniform(key, (b,) + (1,) * (real.ndim - 1), dtype=dtype)
     x_hat = eps * real + (1.0 - eps) * fake
     grads = _input_gradients(critic_fn, x_hat)  # [B, ...]
-    norms = _safe_norm(grads, tuple(range(1, grads.ndim)))  # [B]
-    return jnp.mean(jnp.square(norms - jnp.asarray(target, norms.dtype)))
+    norms = _safe_norm(grads, tuple(range(1, grads.ndim)))  # [B], at least float32
+    return jnp.mean(jnp.square(norms - jnp.asarray(target, norms.dtype))).astype(dtype)
 
 
-def r1_penalty(critic_fn: Callable[[jax.Array], jax.Array], real: Any) -> jax.Array:
+def r1_penalty(critic_fn: Callable[[jax.Array], jax.Array], real: ArrayLike) -> jax.Array:
     """The zero-centred gradient penalty on real data, R1 = E_x ||grad_x D(x)||_2^2.
 
     Mescheder et al. (2018) show that the non-saturating GAN with this penalty converges locally
@@ -384,10 +409,12 @@ def r1_penalty(critic_fn: Callable[[jax.Array], jax.Array], real: Any) -> jax.Ar
       real: real samples [B, ...].
 
     Returns:
-      Scalar: the batch mean of the squared gradient norms.
+      Scalar: the batch mean of the squared gradient norms, computed in at least float32 and
+      returned in the samples' dtype.
 
     Raises:
       ValueError: `real` is not a batch, or the critic's output is not one score per example.
+      TypeError: `critic_fn` is not callable, or `real` has a non-real dtype.
 
     Examples:
       >>> w = jnp.array([3.0, 4.0])
@@ -400,25 +427,37 @@ def r1_penalty(critic_fn: Callable[[jax.Array], jax.Array], real: Any) -> jax.Ar
     """
     real = _batch_leading(real, "real")
     grads = _input_gradients(critic_fn, real)
-    return jnp.mean(jnp.sum(jnp.square(grads).reshape(real.shape[0], -1), axis=1))
+    g = grads.astype(_checks.compute_dtype(grads)).reshape(real.shape[0], -1)
+    return jnp.mean(jnp.sum(jnp.square(g), axis=1)).astype(real.dtype)
 
 
-def clip_weights(params: PyTree, c: float | jax.Array) -> PyTree:
+def clip_weights(params: PyTree, c: float | ArrayLike) -> PyTree:
     """Clips every parameter of a pytree to [-c, c] (the WGAN critic's Lipschitz constraint).
 
     Args:
-      params: a pytree of arrays (the critic's parameters).
-      c: the clipping bound, > 0 (0.01 in Arjovsky et al. 2017).
+      params: a pytree of floating arrays (the critic's parameters).
+      c: the clipping bound, a finite number > 0 (0.01 in Arjovsky et al. 2017). A traced
+        scalar is used as given (for c <= 0 every weight becomes c: `jnp.clip` with lo > hi).
 
     Returns:
-      A pytree of the same structure.
+      A pytree of the same structure, dtypes and shapes.
+
+    Raises:
+      ValueError: `c` is not a finite positive number (NaN, inf, 0, negative).
+      TypeError: `c` is a string or a boolean, or a leaf of `params` is not a floating array
+        (the message names its path). Integer leaves are rejected rather than left unchanged:
+        clipping them to the integer part of c (0 for c < 1) zeroed them silently, and leaving
+        them unclipped would silently break the Lipschitz bound the clipping exists for.
 
     Examples:
       >>> clip_weights({"w": jnp.array([-1.0, 0.005, 2.0])}, 0.01)["w"]
       Array([-0.01 ,  0.005,  0.01 ], dtype=float32)
     """
-    _static_number(c, "c", 0.0, None, low_open=True)
-    return jax.tree.map(lambda p: jnp.clip(p, -jnp.asarray(c, p.dtype), jnp.asarray(c, p.dtype)), params)
+    c = _checks.number(c, "c", 0.0, None, low_open=True)
+    leaves = [p for _, p in _float_leaves(params, "params")]
+    treedef = jax.tree.structure(params)
+    clipped = [jnp.clip(p, -jnp.asarray(c, p.dtype), jnp.asarray(c, p.dtype)) for p in leaves]
+    return jax.tree.unflatten(treedef, clipped)
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +465,7 @@ def clip_weights(params: PyTree, c: float | jax.Array) -> PyTree:
 # --------------------------------------------------------------------------------------------
 
 
-def feature_matching_loss(real_features: Any, fake_features: Any) -> jax.Array:
+def feature_matching_loss(real_features: ArrayLike, fake_features: ArrayLike) -> jax.Array:
     """Feature matching: ||E_x f(x) - E_z f(G(z))||_2^2 on an intermediate discriminator layer f.
 
     The generator minimizes it instead of (or beside) fooling the discriminator's output; the
@@ -438,10 +477,12 @@ def feature_matching_loss(real_features: Any, fake_features: Any) -> jax.Array:
       fake_features: f of generated samples [B', ...], the same feature shape.
 
     Returns:
-      Scalar: the squared Euclidean distance of the two batch means, summed over features.
+      Scalar: the squared Euclidean distance of the two batch means, summed over features,
+      computed in at least float32 and returned in the features' promoted dtype.
 
     Raises:
       ValueError: different feature shapes, or an empty batch.
+      TypeError: complex, string or None features.
 
     References:
       Salimans et al. 2016, section 3.1.
@@ -452,7 +493,10 @@ def feature_matching_loss(real_features: Any, fake_features: Any) -> jax.Array:
         raise ValueError(
             f"`real_features` and `fake_features` must have the same feature shape, got {real.shape} and {fake.shape}"
         )
-    return jnp.sum(jnp.square(jnp.mean(real, axis=0) - jnp.mean(fake, axis=0)))
+    out = _checks.out_dtype(real, fake)
+    compute = _checks.compute_dtype(out)
+    diff = jnp.mean(real.astype(compute), axis=0) - jnp.mean(fake.astype(compute), axis=0)
+    return jnp.sum(jnp.square(diff)).astype(out)
 
 
 class HistoricalAverage(NamedTuple):
@@ -472,12 +516,18 @@ def historical_average_init(params: PyTree) -> HistoricalAverage:
     """Starts the historical average at the initial parameters (t = 1).
 
     Args:
-      params: the initial parameters (any pytree of arrays).
+      params: the initial parameters (any pytree of floating arrays).
 
     Returns:
-      A `HistoricalAverage` whose average is `params` and whose count is 1.
+      A `HistoricalAverage` whose average is `params` (as JAX arrays) and whose count is 1.
+
+    Raises:
+      TypeError: a leaf is not a floating array (a running mean of integers would be truncated
+        to the initial value); the message names its path.
     """
-    return HistoricalAverage(jax.tree.map(jnp.asarray, params), jnp.ones((), jnp.int32))
+    leaves = [p for _, p in _float_leaves(params, "params")]
+    average = jax.tree.unflatten(jax.tree.structure(params), leaves)
+    return HistoricalAverage(average, jnp.ones((), jnp.int32))
 
 
 def historical_average_update(
@@ -486,27 +536,46 @@ def historical_average_update(
     """Adds the current parameters to the historical average.
 
     With `decay=None` the exact running mean: avg_{t+1} = avg_t + (theta - avg_t) / (t + 1).
-    With a float `decay` in [0, 1) an exponential moving average
-    avg <- decay * avg + (1 - decay) * theta (a common variant that forgets the distant past).
+    With a float `decay` in [0, 1] an exponential moving average
+    avg <- decay * avg + (1 - decay) * theta (a common variant that forgets the distant past;
+    `decay=1` keeps the average fixed, `decay=0` replaces it by theta). The update is computed
+    in at least float32 and stored in each leaf's dtype.
 
     Args:
       state: the current `HistoricalAverage`.
-      params: the current parameters (same structure as `state.average`).
-      decay: None, or the EMA decay (static Python float).
+      params: the current parameters: the structure, leaf shapes and leaf dtypes of
+        `state.average` (nothing is broadcast or cast silently).
+      decay: None, or the EMA decay: a Python number in [0, 1] (checked) or a scalar array
+        (traced values are used as given).
 
     Returns:
       The new `HistoricalAverage` (count + 1).
+
+    Raises:
+      ValueError: a different tree structure, or a leaf of another shape or dtype (the message
+        names the leaf's path); `decay` outside [0, 1] or NaN.
+      TypeError: `state` is not a `HistoricalAverage`, a leaf is not a floating array, or
+        `decay` is a string or a boolean.
     """
     if decay is not None:
-        _static_number(decay, "decay", 0.0, 1.0, high_open=True)
-    if jax.tree.structure(state.average) != jax.tree.structure(params):
-        raise ValueError("`params` must have the structure of the historical average's parameters")
+        decay = _checks.number(decay, "decay", 0.0, 1.0)
+    avg, cur, treedef = _matching_leaves(state, params)
     count = state.count + 1
     if decay is None:
         w = 1.0 / count.astype(jnp.float32)
-        average = jax.tree.map(lambda a, p: a + (p - a) * w.astype(a.dtype), state.average, params)
+
+        def update(a, p):
+            c = _checks.compute_dtype(a)
+            a32, p32 = a.astype(c), p.astype(c)
+            return (a32 + (p32 - a32) * w.astype(c)).astype(a.dtype)
     else:
-        average = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p, state.average, params)
+
+        def update(a, p):
+            c = _checks.compute_dtype(a)
+            d = jnp.asarray(decay, c)
+            return (d * a.astype(c) + (1.0 - d) * p.astype(c)).astype(a.dtype)
+
+    average = jax.tree.unflatten(treedef, [update(a, p) for a, p in zip(avg, cur)])
     return HistoricalAverage(average, count)
 
 
@@ -521,18 +590,25 @@ def historical_average_penalty(params: PyTree, state: HistoricalAverage) -> jax.
       state: the `HistoricalAverage` of past parameters.
 
     Returns:
-      Scalar.
+      Scalar (float32, or float64 for float64 parameters).
+
+    Raises:
+      ValueError: a different tree structure, or a leaf of another shape or dtype than the
+        average's (the message names the leaf's path).
+      TypeError: `state` is not a `HistoricalAverage`, or a leaf is not a floating array.
 
     References:
       Salimans et al. 2016, section 3.3.
     """
-    if jax.tree.structure(state.average) != jax.tree.structure(params):
-        raise ValueError("`params` must have the structure of the historical average's parameters")
-    sq = jax.tree.map(lambda p, a: jnp.sum(jnp.square(p - jax.lax.stop_gradient(a))), params, state.average)
-    return sum(jax.tree.leaves(sq), jnp.zeros((), jnp.float32))
+    avg, cur, _ = _matching_leaves(state, params)
+    total = jnp.zeros((), _checks.compute_dtype(*cur) if cur else jnp.float32)
+    for p, a in zip(cur, avg):
+        c = _checks.compute_dtype(p)
+        total = total + jnp.sum(jnp.square(p.astype(c) - jax.lax.stop_gradient(a).astype(c)))
+    return total
 
 
-def instance_noise(key: jax.Array, x: Any, std: float | jax.Array) -> jax.Array:
+def instance_noise(key: ArrayLike, x: ArrayLike, std: float | ArrayLike) -> jax.Array:
     """Adds instance noise N(0, std^2) to a batch (apply it to real and generated samples alike).
 
     Blurring both distributions makes their supports overlap, so the discriminator cannot
@@ -540,37 +616,53 @@ def instance_noise(key: jax.Array, x: Any, std: float | jax.Array) -> jax.Array:
     section 3.1; Sonderby et al. 2017, appendix C). Anneal `std` to 0 with `annealed_noise_std`.
 
     Args:
-      key: PRNG key.
-      x: a batch, any shape.
-      std: the noise standard deviation (a scalar, may be traced).
+      key: PRNG key (`jax.random.key(seed)`, or a legacy `uint32[2]` key).
+      x: a batch, any shape (an empty one is returned as is).
+      std: the noise standard deviation: a finite Python number >= 0 (checked), or a scalar
+        array (traced inside a train step; used as given, so a negative value flips the
+        noise's sign, which has the same distribution).
 
     Returns:
-      x + std * eps, the shape and dtype of x.
+      x + std * eps, the shape and dtype of x (integer or boolean x becomes the default float).
+
+    Raises:
+      ValueError: `std` is negative, NaN or infinite, or an array that is not a scalar.
+      TypeError: `key` is not a PRNG key (None included), `std` is a string or a boolean, or
+        `x` has a non-real dtype.
     """
-    x = _float_array(x, "x")
-    _static_number(std, "std", 0.0, None)
+    key = _checks.key(key)
+    x = _checks.float_array(x, "x")
+    std = _checks.number(std, "std", 0.0, None)
     return x + jnp.asarray(std, x.dtype) * jax.random.normal(key, x.shape, x.dtype)
 
 
-def annealed_noise_std(step: Any, initial_std: float, anneal_steps: int) -> jax.Array:
+def annealed_noise_std(step: ArrayLike, initial_std: float, anneal_steps: int) -> jax.Array:
     """Linear annealing of the instance-noise level: initial_std * max(0, 1 - step / anneal_steps).
 
     Args:
-      step: the training step (an int or an int array; traced inside a train step).
-      initial_std: the noise at step 0, >= 0.
-      anneal_steps: the step at which the noise reaches 0, > 0.
+      step: the training step, >= 0: a Python int or an integer array (traced inside a train
+        step; a traced negative step gives `initial_std`, the value at step 0).
+      initial_std: the noise at step 0, a finite number >= 0 (a traced scalar is used as given).
+      anneal_steps: the step at which the noise reaches 0, a positive Python int.
 
     Returns:
       float32 scalar (or the shape of `step`).
+
+    Raises:
+      ValueError: a negative concrete `step`, a negative/NaN/infinite `initial_std`, or
+        `anneal_steps` < 1.
+      TypeError: a non-integer `step` (floats are not truncated), a string or boolean
+        `initial_std`, or an `anneal_steps` that is not a Python int (2.5, True).
     """
-    _static_number(initial_std, "initial_std", 0.0, None)
-    if isinstance(anneal_steps, bool) or not isinstance(anneal_steps, numbers.Integral) or anneal_steps <= 0:
-        raise ValueError(f"`anneal_steps` must be a positive int, got {anneal_steps!r}")
-    frac = jnp.asarray(step, jnp.float32) / float(anneal_steps)
-    return jnp.float32(initial_std) * jnp.clip(1.0 - frac, 0.0, 1.0)
+    step = _checks.int_array(step, "step")
+    _checks.int_in_range(step, "step", 0, int(jnp.iinfo(step.dtype).max) + 1)
+    initial_std = _checks.number(initial_std, "initial_std", 0.0, None)
+    anneal_steps = _checks.positive_int(anneal_steps, "anneal_steps")
+    frac = step.astype(jnp.float32) / float(anneal_steps)
+    return jnp.asarray(initial_std, jnp.float32) * jnp.clip(1.0 - frac, 0.0, 1.0)
 
 
-def pack(x: Any, num_packed: int) -> jax.Array:
+def pack(x: ArrayLike, num_packed: int) -> jax.Array:
     """PacGAN's packing: groups of `num_packed` consecutive samples become one discriminator input.
 
     [B, d_1, ..., d_k] -> [B / m, m * d_1, d_2, ..., d_k]: the samples of a pack are concatenated
@@ -578,11 +670,15 @@ def pack(x: Any, num_packed: int) -> jax.Array:
     judges m samples jointly, which penalizes a generator that drops modes (Lin et al. 2018).
 
     Args:
-      x: a batch [B, ...] with at least one feature axis; B divisible by `num_packed`.
-      num_packed: m >= 1 (static).
+      x: a batch [B, ...] with at least one feature axis; B >= 1 divisible by `num_packed`.
+      num_packed: m >= 1, a Python int (static; 2.0 and True are a TypeError).
 
     Returns:
-      The packed batch.
+      The packed batch (integer or boolean x becomes the default float).
+
+    Raises:
+      ValueError: an empty batch, no feature axis, `num_packed` < 1, or B not divisible by it.
+      TypeError: `num_packed` is not a Python int, or `x` has a non-real dtype.
 
     Examples:
       >>> pack(jnp.arange(8.0).reshape(4, 2), 2)
@@ -590,8 +686,7 @@ def pack(x: Any, num_packed: int) -> jax.Array:
              [4., 5., 6., 7.]], dtype=float32)
     """
     x = _batch_leading(x, "x")
-    if isinstance(num_packed, bool) or not isinstance(num_packed, numbers.Integral) or num_packed < 1:
-        raise ValueError(f"`num_packed` must be a positive int, got {num_packed!r}")
+    num_packed = _checks.positive_int(num_packed, "num_packed")
     if x.ndim < 2:
         raise ValueError(f"`x` must be [B, features...], got shape {x.shape}")
     b = x.shape[0]
@@ -608,7 +703,7 @@ def pack(x: Any, num_packed: int) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def mode_metrics(samples: Any, modes: Any, std: float | jax.Array, threshold: float = 3.0) -> dict[str, jax.Array]:
+def mode_metrics(samples: ArrayLike, modes: ArrayLike, std: float | ArrayLike, threshold: float = 3.0) -> dict[str, jax.Array]:
     """Mode coverage and sample quality of samples from a mixture of isotropic Gaussians.
 
     The protocol of VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018, section 5):
@@ -625,10 +720,12 @@ def mode_metrics(samples: Any, modes: Any, std: float | jax.Array, threshold: fl
     (e.g. 0.005 for the grid with 2,500 samples).
 
     Args:
-      samples: [N, D] samples.
-      modes: [K, D] the mixture's means.
-      std: the per-coordinate standard deviation of every component.
-      threshold: the high-quality radius in standard deviations.
+      samples: [N, D] samples, N >= 1 (NaN samples are never of high quality).
+      modes: [K, D] the mixture's means, K >= 1.
+      std: the per-coordinate standard deviation of every component: a finite Python number
+        > 0 (checked), or a scalar array (traced values are used as given: with std <= 0 no
+        sample but an exact hit is of high quality).
+      threshold: the high-quality radius in standard deviations, a finite number > 0.
 
     Returns:
       A dict of arrays:
@@ -638,7 +735,13 @@ def mode_metrics(samples: Any, modes: Any, std: float | jax.Array, threshold: fl
         "mode_histogram": [K] int32, high-quality samples per mode;
         "nearest_mode": [N] int32, each sample's nearest mode;
         "is_high_quality": [N] bool.
-      Pure JAX: jit and vmap (e.g. over seeds) apply.
+      Pure JAX: jit and vmap (e.g. over seeds) apply. Distances are computed in at least
+      float32 (half-precision coordinates would overflow their squares).
+
+    Raises:
+      ValueError: shapes other than [N, D] and [K, D] with one D, no samples or no modes, or a
+        `std`/`threshold` that is not a finite positive number.
+      TypeError: non-real inputs, or a string or boolean `std`/`threshold`.
 
     Examples:
       >>> m = mode_metrics(jnp.array([[1.0, 0.0], [0.0, 1.02], [5.0, 5.0]]),
@@ -649,14 +752,16 @@ def mode_metrics(samples: Any, modes: Any, std: float | jax.Array, threshold: fl
     References:
       Srivastava et al. 2017, section 5.1; Lin et al. 2018, section 5 and table 1.
     """
-    x = _float_array(samples, "samples")
-    mu = _float_array(modes, "modes")
+    x = _checks.float_array(samples, "samples")
+    mu = _checks.float_array(modes, "modes")
     if x.ndim != 2 or mu.ndim != 2 or x.shape[1] != mu.shape[1]:
         raise ValueError(f"`samples` must be [N, D] and `modes` [K, D] with the same D, got {x.shape} and {mu.shape}")
-    if x.shape[0] == 0 or mu.shape[0] == 0:
-        raise ValueError(f"`samples` and `modes` must be non-empty, got {x.shape} and {mu.shape}")
-    _static_number(std, "std", 0.0, None, low_open=True)
-    _static_number(threshold, "threshold", 0.0, None, low_open=True)
+    _checks.batched(x, "samples", "the fractions are over the samples")
+    _checks.batched(mu, "modes", "there is no nearest mode")
+    std = _checks.number(std, "std", 0.0, None, low_open=True)
+    threshold = _checks.number(threshold, "threshold", 0.0, None, low_open=True)
+    compute = _checks.compute_dtype(x, mu)
+    x, mu = x.astype(compute), mu.astype(compute)
     k = mu.shape[0]
     d2 = jnp.sum(jnp.square(x[:, None, :] - mu[None, :, :]), axis=-1)  # [N, K]
     nearest = jnp.argmin(d2, axis=1).astype(jnp.int32)  # [N]
