@@ -13,6 +13,15 @@ USAGE = """usage: python -m experiments                     list the experiments
 
 
 def main(argv: list[str]) -> int:
+    """0 on success; 2 and one `error:` line for a bad command line; 130 after Ctrl-C."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before an experiment started (e.g. while importing it)
+        print("interrupted before the run started", file=sys.stderr, flush=True)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("list", "-l", "--list"):
         width = max(map(len, REGISTRY))
         print("experiments (python -m experiments <name> --help):")
@@ -27,6 +36,10 @@ def main(argv: list[str]) -> int:
         from experiments._tour import main as tour_main
 
         return tour_main(argv[1:])
+    if argv[0].startswith("-"):
+        print(f"error: unknown option {argv[0]!r}; the first argument is an experiment name, 'list' or 'tour'\n"
+              + USAGE, file=sys.stderr)
+        return 2
     try:
         experiment = load(argv[0])
     except ConfigError as e:

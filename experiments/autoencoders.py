@@ -74,6 +74,9 @@ class Config:
     keep_checkpoints: int = 2
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
 
+    def __post_init__(self):  # checked before the workdir is written
+        model_specs(self)
+
 
 QUICK = {"steps": 800, "ksparse_anneal_steps": 400, "checkpoint_every": 400, "log_every": 100}
 

@@ -72,6 +72,10 @@ class Config:
     keep_checkpoints: int = 2
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
 
+    def __post_init__(self):  # checked before the workdir is written
+        if self.num_samples < 2:
+            raise ValueError(f"--num-samples: expected >= 2 (FID needs two samples), got {self.num_samples}")
+
 
 QUICK = {"channels": (8, 16, 16), "num_res_blocks": 1, "attention": False, "steps": 400, "batch_size": 64,
          "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "num_samples": 64, "sample_batch": 64,

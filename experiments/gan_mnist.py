@@ -75,6 +75,12 @@ class Config:
     log_every: int = 100
     keep_checkpoints: int = 1
 
+    def __post_init__(self):  # checked before the workdir is written
+        from experiments._gan_common import parse_variant
+
+        for v in self.variants:
+            parse_variant(v)
+
 
 QUICK = {"variants": ("gan", "wgan_gp"), "steps": 300, "width": 16, "eval_every": 100, "checkpoint_every": 100,
          "log_every": 50, "noise_anneal_steps": 200}

@@ -103,6 +103,13 @@ class Config:
     log_every: int = 1000
     keep_checkpoints: int = 1
 
+    def __post_init__(self):  # checked before the workdir is written
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"--methods: unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        if set(self.datasets) - {"ring", "grid"}:
+            raise ValueError(f"--datasets: expected 'ring' and/or 'grid', got {list(self.datasets)}")
+
 
 QUICK = {"steps": 800, "batch_size": 128, "eval_every": 200, "checkpoint_every": 400, "log_every": 200}
 

@@ -62,6 +62,12 @@ class Config:
     log_every: int = 50
     keep_checkpoints: int = 1
 
+    def __post_init__(self):  # checked before the workdir is written
+        for name in ("steps", "checkpoint_every", "log_every"):
+            if self.measure_every >= 1 and getattr(self, name) % self.measure_every:
+                raise ValueError(f"--{name.replace('_', '-')} ({getattr(self, name)}) must be a multiple of "
+                                 f"--measure-every ({self.measure_every})")
+
 
 QUICK = {"manifold_dims": (1, 8), "supports_steps": 600, "generator_epochs": (1, 2), "steps": 300, "width": 16,
          "checkpoint_every": 150, "log_every": 25}

@@ -88,6 +88,9 @@ class Config:
     keep_checkpoints: int = 2
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
 
+    def __post_init__(self):  # checked before the workdir is written
+        check_config(self)
+
 
 QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16,
          "checkpoint_every": 400, "eval_every": 400, "log_every": 100}
