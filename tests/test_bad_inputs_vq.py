@@ -1,0 +1,310 @@
+"""Bad and extreme inputs for every public name of genjax.vq (issue 15).
+
+The walk: each public name has a valid call (`CALLS`), and every case below replaces one argument
+of it. A case asserts either a clear error (a ValueError/TypeError whose message names the
+argument, in backticks) or a finite result with a finite gradient. `test_the_walk_covers_all`
+asserts that every name of `vq.__all__` is walked by every kind of case that applies to it.
+Reference values are closed forms (stated where used).
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genjax import vq
+
+K, D = 5, 3
+RNG = np.random.default_rng(0)
+Z = jnp.asarray(RNG.normal(size=(4, D)), jnp.float32)  # [N, D]
+CB = jnp.asarray(RNG.normal(size=(K, D)), jnp.float32)  # [K, D]
+IDX = vq.nearest_code(Z, CB)  # [N]
+E = vq.lookup(CB, IDX)  # [N, D]
+STATE = vq.ema_init(CB)
+KEY = jax.random.key(0)
+
+
+def _state_from_fields(**fields):
+    return vq.ema_update(vq.EmaCodebook(**fields), Z, IDX)
+
+
+# name -> (function, the keyword arguments of a valid call). EmaCodebook, a state class, is walked
+# through its use: a state built from bad fields is given to ema_update.
+CALLS = {
+    "quantize": (lambda **a: vq.quantize(**a)[0], dict(z=Z, codebook=CB)),
+    "nearest_code": (vq.nearest_code, dict(z=Z, codebook=CB)),
+    "lookup": (vq.lookup, dict(codebook=CB, indices=IDX)),
+    "codebook_loss": (vq.codebook_loss, dict(z=Z, e_k=E)),
+    "commitment_loss": (vq.commitment_loss, dict(z=Z, e_k=E)),
+    "vq_loss": (vq.vq_loss, dict(z=Z, e_k=E, beta=0.25)),
+    "EmaCodebook": (_state_from_fields, STATE._asdict()),
+    "ema_init": (vq.ema_init, dict(codebook=CB)),
+    "ema_update": (vq.ema_update, dict(state=STATE, z=Z, indices=IDX, decay=0.99, eps=1e-5)),
+    "restart_dead_codes": (vq.restart_dead_codes, dict(key=KEY, state=STATE, z=Z, threshold=1.0)),
+    "codebook_usage": (vq.codebook_usage, dict(indices=IDX, num_codes=K)),
+    "perplexity": (vq.perplexity, dict(indices=IDX, num_codes=K)),
+}
+
+# Arguments by kind.
+REAL_ARRAYS = {  # name -> the real-array arguments (latents, codes)
+    "quantize": ["z", "codebook"], "nearest_code": ["z", "codebook"], "lookup": ["codebook"],
+    "codebook_loss": ["z", "e_k"], "commitment_loss": ["z", "e_k"], "vq_loss": ["z", "e_k"],
+    "ema_init": ["codebook"], "ema_update": ["z"], "restart_dead_codes": ["z"],
+}
+INDEX_ARRAYS = {"lookup": ["indices"], "ema_update": ["indices"], "codebook_usage": ["indices"],
+                "perplexity": ["indices"]}
+STATES = {"ema_update": "state", "restart_dead_codes": "state"}
+KEYS = {"restart_dead_codes": "key"}
+# static numbers: name -> {argument: (an out-of-range value, ...)}; NaN, strings, booleans and
+# None are added to every one of them.
+STATIC_NUMBERS = {
+    "vq_loss": {"beta": (-0.25, float("inf"))},
+    "ema_update": {"decay": (-0.1, 1.0, 1.5, float("inf")), "eps": (-1e-5, float("inf"))},
+    "restart_dead_codes": {"threshold": (-1.0, float("inf"))},
+}
+STATIC_INTS = {"codebook_usage": ["num_codes"], "perplexity": ["num_codes"]}
+FLAGS = {"quantize": ["exact"], "nearest_code": ["exact"]}
+# wrong shapes: name -> [(argument, value)]
+WRONG_SHAPES = {
+    "quantize": [("z", jnp.zeros((4, D + 1))), ("z", jnp.zeros(())), ("codebook", jnp.zeros((K, D, 1))),
+                 ("codebook", jnp.zeros((0, D)))],
+    "nearest_code": [("z", jnp.zeros((4, 1))), ("codebook", jnp.zeros((D,)))],
+    "lookup": [("codebook", jnp.zeros((K,)))],
+    "codebook_loss": [("e_k", jnp.zeros((3, D)))],
+    "commitment_loss": [("e_k", jnp.zeros((4, D, 1)))],
+    "vq_loss": [("e_k", jnp.zeros((4,))), ("beta", jnp.ones((2,)))],
+    "EmaCodebook": [("hidden_count", jnp.zeros((K + 1,))), ("hidden_sum", jnp.zeros((K, D + 1))),
+                    ("cluster_size", jnp.zeros((K, 1))), ("codebook", jnp.zeros((K,))),
+                    ("count", jnp.zeros((2,), jnp.int32))],
+    "ema_init": [("codebook", jnp.zeros((2, 3, 4)))],
+    "ema_update": [("z", jnp.zeros((4, D + 1))), ("indices", jnp.zeros((3,), jnp.int32))],
+    "restart_dead_codes": [("z", jnp.zeros((4, D + 2)))],
+}
+OUT_OF_RANGE_INDICES = {"lookup": "indices", "ema_update": "indices", "codebook_usage": "indices",
+                        "perplexity": "indices"}
+# functions with a batch of latents (`z` or `indices`), and what an empty batch must give
+EMPTY = {
+    "quantize": dict(z=jnp.zeros((0, D))), "nearest_code": dict(z=jnp.zeros((0, 2, D))),
+    "lookup": dict(indices=jnp.zeros((0,), jnp.int32)),
+    "codebook_loss": dict(z=jnp.zeros((0, D)), e_k=jnp.zeros((0, D))),
+    "commitment_loss": dict(z=jnp.zeros((0, D)), e_k=jnp.zeros((0, D))),
+    "vq_loss": dict(z=jnp.zeros((0, D)), e_k=jnp.zeros((0, D))),
+    "ema_update": dict(z=jnp.zeros((0, D)), indices=jnp.zeros((0,), jnp.int32)),
+    "restart_dead_codes": dict(z=jnp.zeros((0, D))),  # nothing to restart from: ValueError
+    "codebook_usage": dict(indices=jnp.zeros((0,), jnp.int32)),
+    "perplexity": dict(indices=jnp.zeros((0,), jnp.int32)),
+}
+NOT_BATCHED = {"EmaCodebook", "ema_init"}  # no batch argument
+
+
+def _call(name, **override):
+    fn, kwargs = CALLS[name]
+    return fn(**{**kwargs, **override})
+
+
+def _raises(exc, arg, name, **override):
+    with pytest.raises(exc, match=f"`{re.escape(arg)}`"):
+        _call(name, **override)
+
+
+def _finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(jnp.asarray(leaf, jnp.float32)))) for leaf in jax.tree.leaves(tree)
+               if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact))
+
+
+def test_the_walk_covers_all_public_names():
+    public = set(vq.__all__)
+    assert set(CALLS) == public
+    arrays = set(REAL_ARRAYS) | set(INDEX_ARRAYS) | set(STATES) | {"EmaCodebook"}
+    assert arrays == public, public - arrays  # every name gets wrong dtypes
+    assert set(WRONG_SHAPES) | {"codebook_usage", "perplexity"} == public  # index arrays: any shape
+    assert set(EMPTY) | NOT_BATCHED == public
+    assert set(EXTREME) | {"EmaCodebook", "codebook_usage", "perplexity"} == public  # integer-only ones
+
+
+def test_every_valid_call_runs():
+    for name in CALLS:
+        assert _finite(_call(name)), name
+
+
+# ---------------------------------------------------------------------------- wrong dtypes
+
+BAD_REAL = [("complex", jnp.ones((4, D), jnp.complex64)), ("string", "abc"), ("None", None),
+            ("strings", np.array([["a", "b", "c"]]))]
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n, args in REAL_ARRAYS.items() for a in args])
+@pytest.mark.parametrize("label,bad", BAD_REAL, ids=[b[0] for b in BAD_REAL])
+def test_real_arrays_reject_complex_strings_and_none(name, arg, label, bad):
+    _raises(TypeError, arg, name, **{arg: bad})
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n, args in INDEX_ARRAYS.items() for a in args])
+@pytest.mark.parametrize("bad", [IDX.astype(jnp.float32), "0", None, True, IDX.astype(jnp.complex64)],
+                         ids=["float", "string", "None", "bool", "complex"])
+def test_index_arrays_must_be_integers(name, arg, bad):
+    _raises(TypeError, arg, name, **{arg: bad})
+
+
+@pytest.mark.parametrize("name,arg", sorted(STATES.items()))
+@pytest.mark.parametrize("bad", [None, {"codebook": CB}, tuple(STATE)], ids=["None", "dict", "tuple"])
+def test_states_must_be_ema_codebooks(name, arg, bad):
+    _raises(TypeError, arg, name, **{arg: bad})
+
+
+@pytest.mark.parametrize("field,bad", [("hidden_count", jnp.zeros((K,), jnp.int32)), ("hidden_sum", None),
+                                       ("cluster_size", np.zeros(K))])
+def test_ema_codebook_fields_must_be_floating_jax_arrays(field, bad):
+    _raises(TypeError, f"state.{field}", "EmaCodebook", **{field: bad})
+
+
+@pytest.mark.parametrize("bad", [None, 0, "key", jnp.zeros((3,), jnp.uint32), jax.random.split(KEY, 2)],
+                         ids=["None", "int", "string", "uint32[3]", "two keys"])
+def test_keys_are_required_and_checked(bad):
+    for name, arg in KEYS.items():
+        _raises((TypeError, ValueError), arg, name, **{arg: bad})
+
+
+def test_integer_latents_are_promoted_as_the_shared_policy_says():
+    """genjax._checks: integer and boolean latents become float32, the result is the float call's."""
+    z_int = jnp.array([[0, 1, 2], [3, 4, 5]])
+    cb = jnp.arange(15.0).reshape(5, 3)
+    z_q, idx = vq.quantize(z_int, cb)
+    assert z_q.dtype == jnp.float32 and idx.tolist() == [0, 1]
+    assert float(vq.codebook_loss(z_int, jnp.zeros((2, 3), jnp.int32))) == pytest.approx(55 / 6)  # mean of squares
+    assert vq.ema_init(jnp.ones((2, 2), jnp.bool_)).codebook.dtype == jnp.float32
+
+
+# ---------------------------------------------------------------------------- wrong shapes
+
+
+@pytest.mark.parametrize("name,arg,bad", [(n, a, v) for n, cases in WRONG_SHAPES.items() for a, v in cases])
+def test_wrong_shapes_are_errors_naming_the_argument(name, arg, bad):
+    arg_named = f"state.{arg}" if name == "EmaCodebook" else arg
+    if name == "EmaCodebook" and arg in ("codebook",):
+        arg_named = "state.codebook"
+    _raises(ValueError, arg_named, name, **{arg: bad})
+
+
+@pytest.mark.parametrize("name,arg", sorted(OUT_OF_RANGE_INDICES.items()))
+@pytest.mark.parametrize("bad", [K, -1, 10**6], ids=["K", "-1", "1e6"])
+def test_concrete_indices_out_of_range_are_errors(name, arg, bad):
+    _raises(ValueError, arg, name, **{arg: IDX.at[0].set(bad)})
+
+
+# ---------------------------------------------------------------------------- static arguments
+
+GENERIC_BAD_NUMBERS = [(float("nan"), ValueError), ("0.3", TypeError), (True, TypeError), (False, TypeError),
+                       (None, TypeError), (jnp.zeros((2,)), ValueError)]
+
+
+@pytest.mark.parametrize("name,arg,bad,exc", [
+    (n, a, v, e) for n, args in STATIC_NUMBERS.items() for a, out in args.items()
+    for v, e in [(o, ValueError) for o in out] + GENERIC_BAD_NUMBERS])
+def test_static_numbers_outside_their_domain_are_errors(name, arg, bad, exc):
+    _raises(exc, arg, name, **{arg: bad})
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n, args in STATIC_NUMBERS.items() for a in args])
+def test_static_numbers_may_be_traced(name, arg):
+    """A traced number cannot be checked: the call still runs and is finite at an in-range value."""
+    value = CALLS[name][1][arg]
+    out = jax.jit(lambda v: _call(name, **{arg: v}))(jnp.float32(value))
+    assert _finite(out)
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n, args in STATIC_INTS.items() for a in args])
+@pytest.mark.parametrize("bad,exc", [(2.5, TypeError), (True, TypeError), ("5", TypeError), (None, TypeError),
+                                     (np.float32(5.0), TypeError), (0, ValueError), (-1, ValueError)])
+def test_static_integers_are_python_ints_never_truncated(name, arg, bad, exc):
+    _raises(exc, arg, name, **{arg: bad})
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n, args in FLAGS.items() for a in args])
+@pytest.mark.parametrize("bad", [1, "yes", None, jnp.array(True)], ids=["1", "yes", "None", "array"])
+def test_flags_are_python_bools(name, arg, bad):
+    _raises(TypeError, arg, name, **{arg: bad})
+
+
+# ---------------------------------------------------------------------------- empty batches
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY))
+def test_empty_batches(name):
+    """Closed forms: no latents -> empty indices/z_q, losses 0, usage 0, perplexity 1, codebook
+    unchanged; restarting codes from no latents is an error."""
+    if name == "restart_dead_codes":
+        _raises(ValueError, "z", name, **EMPTY[name])
+        return
+    out = _call(name, **EMPTY[name])
+    assert _finite(out)
+    if name in ("codebook_loss", "commitment_loss", "vq_loss"):
+        assert float(out) == 0.0
+    elif name == "perplexity":
+        assert float(out) == 1.0
+    elif name == "codebook_usage":
+        assert out.tolist() == [0] * K
+    elif name == "ema_update":
+        np.testing.assert_array_equal(out.codebook, CB)
+    else:
+        assert out.size == 0
+
+
+# ---------------------------------------------------------------------------- extreme values
+
+
+def _grad_of(name, dtype, scale):
+    """The value and the gradient of a scalar made from `name`'s output, in the argument(s) a user
+    differentiates, at latents of magnitude `scale` in `dtype` (codebook in float32)."""
+    z = (Z * scale).astype(dtype)
+    e = (E * scale).astype(dtype)
+    cb = CB * scale
+    if name == "quantize":
+        return jax.value_and_grad(lambda z: jnp.sum(vq.quantize(z, cb)[0].astype(jnp.float32)))(z)
+    if name == "nearest_code":
+        return vq.nearest_code(z, cb), jnp.zeros(())
+    if name == "lookup":
+        return jax.value_and_grad(lambda c: jnp.sum(vq.lookup(c, IDX)))(cb)
+    if name in ("codebook_loss", "commitment_loss"):
+        f = getattr(vq, name)
+        return jax.value_and_grad(lambda z, e: f(z, e).astype(jnp.float32), argnums=(0, 1))(z, e)
+    if name == "vq_loss":
+        return jax.value_and_grad(lambda z, e, b: vq.vq_loss(z, e, b).astype(jnp.float32),
+                                  argnums=(0, 1, 2))(z, e, jnp.float32(0.25))
+    if name == "ema_init":
+        return vq.ema_init(cb.astype(dtype)), jnp.zeros(())
+    if name == "ema_update":
+        idx = vq.nearest_code(z, cb)
+        return vq.ema_update(vq.ema_init(cb), z, idx), jnp.zeros(())
+    if name == "restart_dead_codes":
+        return vq.restart_dead_codes(KEY, STATE, z), jnp.zeros(())
+    raise KeyError(name)
+
+
+EXTREME = ["quantize", "nearest_code", "lookup", "codebook_loss", "commitment_loss", "vq_loss", "ema_init",
+           "ema_update", "restart_dead_codes"]
+
+
+@pytest.mark.parametrize("name", EXTREME)
+@pytest.mark.parametrize("dtype,scale", [(jnp.float32, 1e4), (jnp.float32, -1e4), (jnp.bfloat16, 1e4),
+                                         (jnp.float16, 100.0), (jnp.float16, 1e-4)],
+                         ids=["f32+1e4", "f32-1e4", "bf16+1e4", "f16x100", "f16x1e-4"])
+def test_extreme_values_give_finite_values_and_gradients(name, dtype, scale):
+    """float16 holds at most 65504: latents of 100 keep the mean squared error (~ 2e4) in range,
+    1e4 could not (its square is not a float16). Gradients in every input dtype."""
+    value, grad = _grad_of(name, dtype, scale)
+    assert _finite(value) and _finite(grad)
+
+
+def test_half_precision_latents_are_assigned_like_their_float32_values():
+    """bfloat16/float16 latents are compared in float32: the same indices as the upcast latents."""
+    for dtype in (jnp.bfloat16, jnp.float16):
+        z = (Z * 30 + 100).astype(dtype)
+        cb = (CB * 30 + 100).astype(dtype)
+        np.testing.assert_array_equal(vq.nearest_code(z, cb), vq.nearest_code(z.astype(jnp.float32),
+                                                                               cb.astype(jnp.float32)))
+        assert vq.quantize(z, cb)[0].dtype == dtype
