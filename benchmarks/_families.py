@@ -1,6 +1,7 @@
 """The model families whose train steps are benchmarked, built from the experiments' own builders.
 
-A `Family` is everything a train-step benchmark needs: `init(key) -> TrainState`, the step
+A `Family` is everything a train-step benchmark needs (taken by name from the experiment's
+`build()`, an `experiments._framework.Built`): `init(key) -> TrainState`, the step
 `(state, batch, axis_name=None) -> (state, metrics)` (a `genjax.train` step, so that
 `genjax.train.compile_fused` fuses it), `batches(key, k)` (synthetic inputs of the real shapes
 and dtypes, `[K, ...]`: timings do not depend on the values) and the batch size.
@@ -91,42 +92,42 @@ def gan_grid(batch_size: int | None = None) -> Family:
     from experiments import gan_mode_collapse as exp
 
     cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
-    init, step, _, opts = exp.build(cfg, "gan", "grid")
+    built = exp.build(cfg, "gan", "grid")
     b = cfg.batch_size
 
     def batches(key, k):
         # [K, n_critic, B, 2]: the grid's 25 modes plus noise (values do not change the timing)
-        return {"x": 2.0 * jax.random.normal(key, (k, opts.n_critic, b, 2))}
+        return {"x": 2.0 * jax.random.normal(key, (k, built.options.n_critic, b, 2))}
 
     return Family("gan_grid", f"experiments.gan_mode_collapse 'gan' on the 25-Gaussian grid "
-                  f"(MLP {cfg.depth}x{cfg.hidden}, Adam(b1=0.5))", b, init, step, batches, batch_axis=1)
+                  f"(MLP {cfg.depth}x{cfg.hidden}, Adam(b1=0.5))", b, built.init, built.step, batches, batch_axis=1)
 
 
 def dcgan(batch_size: int | None = None) -> Family:
     from experiments import gan_mnist as exp
 
     cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
-    init, step, _, opts = exp.build(cfg, "gan")
+    built = exp.build(cfg, "gan")
     b = cfg.batch_size
 
     def batches(key, k):
-        return {"image": _uint8_images(key, (k, opts.n_critic, b, *IMAGE_SHAPE))}
+        return {"image": _uint8_images(key, (k, built.options.n_critic, b, *IMAGE_SHAPE))}
 
     return Family("dcgan", f"experiments.gan_mnist 'gan' (DCGAN width {cfg.width}, Adam(b1=0.5))",
-                  b, init, step, batches, batch_axis=1)
+                  b, built.init, built.step, batches, batch_axis=1)
 
 
 def vqvae(batch_size: int | None = None) -> Family:
     from experiments import vqvae as exp
 
     cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
-    _, init, step = exp.build(cfg, IMAGE_SHAPE, "ema", cfg.main_beta, data_variance=0.1)
+    built = exp.build(cfg, IMAGE_SHAPE, "ema", cfg.main_beta, data_variance=0.1)
 
     def batches(key, k):
         return {"image": _uint8_images(key, (k, cfg.batch_size, *IMAGE_SHAPE))}
 
     return Family("vqvae", f"experiments.vqvae EMA codebook K={cfg.num_codes} D={cfg.latent_dim}, "
-                  f"channels {tuple(cfg.channels)}", cfg.batch_size, init, step, batches)
+                  f"channels {tuple(cfg.channels)}", cfg.batch_size, built.init, built.step, batches)
 
 
 def ddpm_unet(batch_size: int | None = None, quick_model: bool = False) -> Family:
@@ -134,14 +135,14 @@ def ddpm_unet(batch_size: int | None = None, quick_model: bool = False) -> Famil
 
     model = {k: exp.QUICK[k] for k in ("channels", "num_res_blocks", "attention")} if quick_model else {}
     cfg = exp.Config(**model) if batch_size is None else exp.Config(batch_size=batch_size, **model)
-    _, _, _, init, step = exp.build(cfg)
+    built = exp.build(cfg, IMAGE_SHAPE)
 
     def batches(key, k):
         return {"image": _uint8_images(key, (k, cfg.batch_size, *IMAGE_SHAPE))}
 
     return Family("ddpm_unet", f"experiments.ddpm_mnist U-Net {tuple(cfg.channels)} x{cfg.num_res_blocks} "
-                  f"attention={cfg.attention}, T={cfg.num_timesteps}", cfg.batch_size,
-                  lambda key: init(key, IMAGE_SHAPE), step, batches)
+                  f"attention={cfg.attention}, T={cfg.num_timesteps}", cfg.batch_size, built.init, built.step,
+                  batches)
 
 
 def mnist_classifier(batch_size: int = 128) -> Family:
@@ -149,9 +150,8 @@ def mnist_classifier(batch_size: int = 128) -> Family:
     import jax.numpy as jnp
 
     from experiments import mnist_classifier as exp
-    from genjax import train
 
-    _, init, loss_fn = exp.build(exp.Config(batch_size=batch_size), 10)
+    built = exp.build(exp.Config(batch_size=batch_size), 10, IMAGE_SHAPE)
 
     def batches(key, k):
         k_img, k_lab = jax.random.split(key)
@@ -159,7 +159,7 @@ def mnist_classifier(batch_size: int = 128) -> Family:
                 "label": jax.random.randint(k_lab, (k, batch_size), 0, 10).astype(jnp.int32)}
 
     return Family("mnist_classifier", "experiments.mnist_classifier (genjax.nn.MnistClassifier, AdamW)",
-                  batch_size, lambda key: init(key, IMAGE_SHAPE), train.make_train_step(loss_fn), batches)
+                  batch_size, built.init, built.step, batches)
 
 
 def build_family(name: str, dtype: str = "float32") -> Family:

@@ -352,12 +352,10 @@ def _pmap_benchmark(config: Config, family_name: str, devices: int) -> Benchmark
         compiled = jax.pmap(fused, axis_name=train.DATA_AXIS, donate_argnums=0, devices=devs)
         import jax.numpy as jnp
 
-        from genjax.train._loop import local_batch_split
-
         # pmap's input layout: a leading device axis (state replicated, batches split)
         state = jax.tree.map(lambda x: jnp.broadcast_to(x, (devices, *x.shape)), _fresh_state(fam, config.seed))
         batches = jax.device_get(fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k))  # [K, ...]
-        batches = local_batch_split(batches, devices, fam.batch_axis + 1)  # [D, K, ...]
+        batches = train.local_batch_split(batches, devices, fam.batch_axis + 1)  # [D, K, ...]
         return Case(fn=compiled, args=(state, batches), donate_argnums=(0,), carry=True, steps_per_call=k,
                     examples_per_call=k * fam.batch_size, loop_trip_count=k, extra={"devices": devices})
 
@@ -439,7 +437,7 @@ def _sampling_benchmark(config: Config, mode: str) -> Benchmark:
 
         q = ddpm_mnist.QUICK
         model = UNet(channels=q["channels"], num_res_blocks=q["num_res_blocks"], attention=q["attention"])
-        schedule = ddpm_mnist.make_schedule("linear", t_steps)
+        schedule = diffusion.make_schedule(diffusion.linear_beta_schedule(t_steps))  # ddpm_mnist's default betas
         shape = (b, *_IMAGE_SHAPE)
         params = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, *_IMAGE_SHAPE)),
                                      jnp.zeros((1,), jnp.int32))

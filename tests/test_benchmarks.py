@@ -326,6 +326,30 @@ def test_the_vae_mlp_family_is_pytorchs_example():
     assert int(new_state.step) == 1 and jnp.isfinite(metrics["loss"])
 
 
+@pytest.mark.parametrize("name", ["gan_grid", "dcgan", "vqvae", "ddpm_unet", "mnist_classifier"])
+def test_every_experiment_family_is_its_experiments_build(name):
+    """The families take init and step by name from the experiment's `Built`: the state is the
+    experiment's (same parameter count as its own build) and one step traces on one batch of the
+    family's shapes (abstractly: nothing is compiled)."""
+    from benchmarks._families import build_family
+    from experiments import ddpm_mnist, gan_mnist, gan_mode_collapse, mnist_classifier, vqvae
+    from experiments._framework import Built
+
+    fam = build_family(name)
+    built = {"gan_grid": lambda: gan_mode_collapse.build(gan_mode_collapse.Config(), "gan", "grid"),
+             "dcgan": lambda: gan_mnist.build(gan_mnist.Config(), "gan"),
+             "vqvae": lambda: vqvae.build(vqvae.Config(), (28, 28, 1), "ema", vqvae.Config().main_beta, 0.1),
+             "ddpm_unet": lambda: ddpm_mnist.build(ddpm_mnist.Config(), (28, 28, 1)),
+             "mnist_classifier": lambda: mnist_classifier.build(mnist_classifier.Config(), 10, (28, 28, 1))}[name]()
+    assert isinstance(built, Built)
+    size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))  # noqa: E731
+    state = jax.eval_shape(fam.init, jax.random.key(0))
+    assert size(state.params) == size(jax.eval_shape(built.init, jax.random.key(0)).params) > 0
+    batch = jax.eval_shape(lambda k: jax.tree.map(lambda x: x[0], fam.batches(k, 1)), jax.random.key(1))
+    new_state, metrics = jax.eval_shape(fam.step, state, batch)
+    assert new_state.step.shape == () and metrics and all(m.shape == () for m in metrics.values())
+
+
 def test_every_public_divergence_has_forward_and_grad_benchmarks():
     names = {b.name for b in all_benchmarks(Config(batch_sizes=(8,)))}
     for fn in divergences.__all__:
