@@ -303,7 +303,7 @@ SEED_MAX = 2**32 - 1  # seeds are uint32 (genjax.train.seed_keys, numpy's SeedSe
 # Integer fields where 0 means "none" (no warmup, no annealing, no augmentation). Every other
 # integer field counts something (steps, examples, units, every-N intervals) and must be >= 1,
 # except where the field's own default is 0 (that value is "off" by construction).
-ZERO_ALLOWED = frozenset({"warmup_steps", "augment_shift"})
+ZERO_ALLOWED = frozenset({"warmup_steps", "augment_shift", "num_res_blocks", "fourier_levels"})  # 0: none / off
 
 
 def _float_domain(name: str) -> tuple[float, float, bool, bool, str]:
