@@ -115,6 +115,28 @@ def test_optimal_discriminator_edges_and_shapes():
         gan.optimal_discriminator(np.ones(3), np.ones(4))
 
 
+def test_optimal_discriminator_rejects_concrete_invalid_densities_and_is_nan_when_traced():
+    """Issue 15: a negative density gave D* = -1. Concrete negative, NaN or infinite densities
+    are a ValueError naming the argument; traced ones give NaN (documented), never -1."""
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="p_real"):
+            gan.optimal_discriminator(jnp.array([bad, 1.0]), jnp.array([1.0, 1.0]))
+        with pytest.raises(ValueError, match="p_gen"):
+            gan.optimal_discriminator(jnp.array([1.0, 1.0]), jnp.array([1.0, bad]))
+    traced = jax.jit(gan.optimal_discriminator)(jnp.array([-1.0, 1.0, 0.0]), jnp.array([0.0, 3.0, 0.0]))
+    assert math.isnan(float(traced[0]))
+    np.testing.assert_allclose(traced[1:], [0.25, 0.5])  # the valid entries are unaffected
+
+
+def test_optimal_discriminator_gradient_at_tiny_densities():
+    """Closed form: dD*/dp_r = p_g / (p_r + p_g)^2 and dD*/dp_g = -p_r / (p_r + p_g)^2; at
+    p_r = p_g = 1e-30 that is +-2.5e29 (finite in float32, while (p_r + p_g)^2 underflows)."""
+    pr, pg = jnp.full((2,), 1e-30), jnp.full((2,), 1e-30)
+    g_r, g_g = jax.grad(lambda a, b: jnp.sum(gan.optimal_discriminator(a, b)), argnums=(0, 1))(pr, pg)
+    np.testing.assert_allclose(g_r, [2.5e29, 2.5e29], rtol=1e-5)
+    np.testing.assert_allclose(g_g, [-2.5e29, -2.5e29], rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------ WGAN, WGAN-GP
 
 
@@ -230,6 +252,23 @@ def test_clip_weights():
         gan.clip_weights(params, 0.0)
 
 
+def test_clip_weights_rejects_integer_leaves_and_bad_bounds():
+    """Issue 15: integer leaves were clipped to int(c) = 0 (zeroed). They are a TypeError naming
+    the leaf's path; c must be a finite positive number (booleans and strings are not)."""
+    params = {"a": jnp.array([-1.0, 2.0]), "n": {"steps": jnp.array([3, -4])}}
+    with pytest.raises(TypeError, match=r"params\['n'\]\['steps'\]"):
+        gan.clip_weights(params, 0.01)
+    ok = {"a": jnp.array([-1.0, 2.0])}
+    for bad in (math.nan, math.inf, -0.01):
+        with pytest.raises(ValueError, match="`c`"):
+            gan.clip_weights(ok, bad)
+    for bad in ("0.01", True, None):
+        with pytest.raises(TypeError, match="`c`"):
+            gan.clip_weights(ok, bad)
+    # A traced bound is used as given.
+    np.testing.assert_allclose(jax.jit(gan.clip_weights)(ok, 0.5)["a"], [-0.5, 0.5])
+
+
 # ------------------------------------------------------------------------------ numerics
 
 
@@ -253,6 +292,20 @@ def test_finite_values_and_gradients_at_extreme_logits(name):
         grads = jax.grad(fn, argnums=(0, 1))(real, fake)
         assert np.isfinite(float(value)), (name, r, f)
         assert all(np.all(np.isfinite(g)) for g in grads), (name, r, f)
+
+
+def test_perfect_discriminator_at_infinite_logits_has_loss_zero():
+    """Closed form: with logits +inf on real and -inf on fake, D = 1 and 0 exactly, so
+    -V = 0; the unused smoothing term 0 * softplus(+inf) gave NaN. With smoothing a > 0 the
+    loss is +inf (a log(1 - D(x)) with D(x) = 1), a limit, not NaN."""
+    real, fake = jnp.array([jnp.inf, jnp.inf]), jnp.array([-jnp.inf])
+    assert float(gan.discriminator_loss(real, fake)) == 0.0
+    g = jax.grad(gan.discriminator_loss, argnums=(0, 1))(real, fake)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
+    assert float(gan.discriminator_loss(real, fake, 0.1)) == math.inf
+    # The derivative in a traced smoothing a at a = 0 keeps both terms: -softplus(-r) + softplus(r) = r.
+    da = jax.grad(lambda a: gan.discriminator_loss(jnp.array([1.0]), jnp.array([-1.0]), a))(0.0)
+    np.testing.assert_allclose(da, 1.0, rtol=1e-6)
 
 
 def test_extreme_logit_values():
@@ -326,6 +379,35 @@ def test_historical_average_is_the_running_mean_of_past_parameters():
     np.testing.assert_allclose(ema.average["w"], 0.9 * seq[0]["w"] + 0.1 * seq[1]["w"], rtol=1e-6)
 
 
+def test_historical_average_requires_matching_leaves():
+    """Issue 15: leaves of another shape were broadcast into the average. The structure, each
+    leaf's shape and dtype must match (ValueError naming the leaf's path); non-float leaves are
+    a TypeError (an integer running mean was truncated: it never moved)."""
+    state = gan.historical_average_init({"w": jnp.zeros(3), "b": jnp.zeros(())})
+    with pytest.raises(ValueError, match=r"params\['w'\].*shape"):
+        gan.historical_average_update(state, {"w": jnp.ones((2, 3)), "b": jnp.ones(())})
+    with pytest.raises(ValueError, match=r"params\['b'\].*dtype"):
+        gan.historical_average_update(state, {"w": jnp.ones(3), "b": jnp.ones((), jnp.bfloat16)})
+    with pytest.raises(ValueError, match=r"params\['w'\].*shape"):
+        gan.historical_average_penalty({"w": jnp.ones(1), "b": jnp.ones(())}, state)
+    with pytest.raises(ValueError, match="structure"):
+        gan.historical_average_update(state, {"w": jnp.ones(3)})
+    with pytest.raises(TypeError, match=r"params\['n'\]"):
+        gan.historical_average_init({"n": jnp.array([1, 2])})
+    with pytest.raises(TypeError, match="HistoricalAverage"):
+        gan.historical_average_update({"w": jnp.zeros(3)}, {"w": jnp.zeros(3)})
+    # decay in [0, 1]: 1 keeps the average, 0 replaces it; outside, NaN, strings, bools: errors.
+    theta = {"w": jnp.ones(3), "b": jnp.ones(())}
+    np.testing.assert_array_equal(gan.historical_average_update(state, theta, decay=1.0).average["w"], 0.0)
+    np.testing.assert_array_equal(gan.historical_average_update(state, theta, decay=0.0).average["w"], 1.0)
+    for bad in (1.5, -0.1, math.nan):
+        with pytest.raises(ValueError, match="decay"):
+            gan.historical_average_update(state, theta, decay=bad)
+    for bad in ("0.9", True):
+        with pytest.raises(TypeError, match="decay"):
+            gan.historical_average_update(state, theta, decay=bad)
+
+
 def test_historical_average_penalty_and_its_gradient():
     """||theta - avg||^2 with gradient 2 (theta - avg); the average gets no gradient."""
     avg = gan.historical_average_init({"w": jnp.array([1.0, -1.0])})
@@ -347,6 +429,40 @@ def test_instance_noise_and_its_annealing():
                                atol=1e-7)
     with pytest.raises(ValueError, match="anneal_steps"):
         gan.annealed_noise_std(0, 0.1, 0)
+
+
+def test_keys_and_static_numbers_follow_the_checks_policy():
+    """genjax._checks: keys are never defaulted (None is a TypeError naming `key`); static
+    integers are Python ints (2.0 and True are TypeErrors, never truncated); static floats
+    reject NaN, strings and booleans."""
+    x = jnp.ones((4, 2))
+    with pytest.raises(TypeError, match="key"):
+        gan.gradient_penalty(None, lambda b: b[:, 0], x, x)
+    with pytest.raises(TypeError, match="key"):
+        gan.instance_noise(None, x, 0.1)
+    with pytest.raises(TypeError, match="key"):
+        gan.instance_noise(jnp.zeros(2, jnp.float32), x, 0.1)
+    for bad in (2.0, True):
+        with pytest.raises(TypeError, match="num_packed"):
+            gan.pack(x, bad)
+        with pytest.raises(TypeError, match="anneal_steps"):
+            gan.annealed_noise_std(0, 0.1, bad)
+    with pytest.raises(TypeError, match="step"):
+        gan.annealed_noise_std(2.5, 0.1, 10)
+    with pytest.raises(ValueError, match="step"):
+        gan.annealed_noise_std(jnp.array([3, -1]), 0.1, 10)
+    for fn in (lambda v: gan.instance_noise(jax.random.key(0), x, v),
+               lambda v: gan.annealed_noise_std(0, v, 10),
+               lambda v: gan.gradient_penalty(jax.random.key(0), lambda b: b[:, 0], x, x, target=v),
+               lambda v: gan.discriminator_loss(x[:, 0], x[:, 0], v),
+               lambda v: gan.mode_metrics(x, x, v),
+               lambda v: gan.mode_metrics(x, x, 0.1, threshold=v)):
+        with pytest.raises(ValueError):
+            fn(math.nan)
+        with pytest.raises(TypeError):
+            fn("0.3")
+        with pytest.raises(TypeError):
+            fn(True)
 
 
 def test_pack_groups_consecutive_samples():

@@ -165,7 +165,10 @@ def discriminator_loss(real_logits: ArrayLike, fake_logits: ArrayLike, label_smo
     fake = _scores(fake_logits, "fake_logits")
     a = _checks.number(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
     a = jnp.asarray(a, real.dtype)
-    real_term = (1.0 - a) * _numerics.softplus(-real) + a * _numerics.softplus(real)  # -log-likelihood
+    # -log-likelihood; the smoothing term is exactly 0 for a = 0, also at real = +inf (a perfect
+    # discriminator's loss is 0, not 0 * inf = NaN).
+    smooth = a * jnp.where((a == 0) & (real == jnp.inf), 0.0, _numerics.softplus(real))
+    real_term = (1.0 - a) * _numerics.softplus(-real) + smooth
     return jnp.mean(real_term) + jnp.mean(_numerics.softplus(fake))
 
 
