@@ -63,6 +63,30 @@ def test_bad_values_are_one_error_line_exit_2_and_nothing_is_written(tmp_path, a
     assert not workdir.exists()
 
 
+def test_an_experiments_own_checks_and_bad_names_are_one_error_line_exit_2(tmp_path):
+    out = run_cli("gan_mode_collapse", "--methods", "gan,foo", "--workdir", str(tmp_path / "run"))
+    assert_one_error_line(out, 2, "--methods: unknown method(s) ['foo']")
+    out = run_cli("gan_vanishing_gradients", "--quick", "--steps", "301", "--workdir", str(tmp_path / "run"))
+    assert_one_error_line(out, 2, "--steps (301) must be a multiple of --measure-every (5)")
+    assert not (tmp_path / "run").exists()
+    assert_one_error_line(run_cli("no_such_experiment"), 2, "unknown experiment 'no_such_experiment'")
+    assert_one_error_line(run_cli("--steps", "5"), 2, "unknown option '--steps'")
+
+
+def test_diverged_training_is_one_error_line_exit_1(tmp_path, capsys):
+    import dataclasses
+
+    from genjax import train
+
+    def diverges(ctx):
+        raise train.NonFiniteError(7, "loss", float("nan"))
+
+    exp = dataclasses.replace(load("info_theory"), run=diverges)
+    assert exp.main(["--quick", "--workdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: non-finite loss = nan at step 7") and "Traceback" not in err
+
+
 def test_bad_workdirs_are_one_error_line_exit_2(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory")

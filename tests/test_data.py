@@ -374,6 +374,41 @@ def test_source_tfds_offline_is_a_clear_error_not_a_download(tmp_path, monkeypat
     assert len(probe_calls) == 1
 
 
+def test_source_embedded_never_probes_even_where_tensorflow_is_installed(tmp_path, monkeypatch, probe_calls,
+                                                                         network_attempts, capsys):
+    monkeypatch.setattr(_images, "_tensorflow_available", lambda: True)  # auto would probe here
+    for split in ("train", "test"):
+        assert gd.resolve_source("mnist", split, source="embedded", data_dir=tmp_path) == "embedded"
+        assert gd.load_images("mnist", split, source="embedded", data_dir=tmp_path).source == "embedded"
+    assert probe_calls == [] and network_attempts == []
+    assert "falling back" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match="only available for 'mnist'"):
+        gd.resolve_source("cifar10", "train", source="embedded")
+
+
+def test_resolve_source_makes_load_images_decision_without_reading(tmp_path, monkeypatch, probe_calls,
+                                                                   forbid_tfds_data_source, capsys):
+    monkeypatch.setattr(_images, "_tensorflow_available", lambda: True)
+    # offline: auto falls back for MNIST (after one probe, as load_images), silently here
+    assert gd.resolve_source("mnist", "train", data_dir=tmp_path) == "embedded"
+    assert probe_calls == [("storage.googleapis.com", 443, gd.PROBE_TIMEOUT_S)]
+    assert capsys.readouterr().err == ""
+    with pytest.raises(gd.DatasetUnavailableError, match="source='embedded'"):
+        gd.resolve_source("mnist", "test", source="tfds", data_dir=tmp_path)
+    with pytest.raises(gd.DatasetUnavailableError, match="tfds build cifar10"):
+        gd.resolve_source("cifar10", "test", data_dir=tmp_path)
+    # prepared array_record files are found by looking, without a probe
+    vdir = tmp_path / "mnist" / "3.0.1"
+    vdir.mkdir(parents=True)
+    (vdir / "dataset_info.json").write_text("{}")
+    (vdir / "mnist-train.array_record-00000-of-00001").write_bytes(b"")
+    probe_calls.clear()
+    assert gd.resolve_source("mnist", "train", source="tfds", data_dir=tmp_path) == "tfds"
+    assert probe_calls == []
+    with pytest.raises(ValueError, match="split must be one of"):
+        gd.resolve_source("mnist", "validation")
+
+
 def test_remote_data_dir_is_read_without_probing(probe_calls):
     plan = _images._plan("mnist", "train", "gs://some-bucket/tensorflow_datasets")
     assert plan.action == "read" and plan.version is None
