@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -475,6 +476,8 @@ def _run_in(experiment: Experiment, config: Any, workdir: Path, quick: bool, ext
             is_main: bool) -> dict[str, Any]:
     from genjax.data import DatasetUnavailableError
 
+    if is_main:
+        drop_result_records(workdir / "metrics.jsonl")
     ctx = Context(
         name=experiment.name,
         config=config,
@@ -502,6 +505,20 @@ def _run_in(experiment: Experiment, config: Any, workdir: Path, quick: bool, ext
         report_lib.write_json(workdir / "summary.json", summary)
         ctx.report.save()
     return summary
+
+
+def drop_result_records(path: Path) -> None:
+    """Keeps only the training records (those with an integer "step") of a reused workdir's
+    `metrics.jsonl`: the experiment's own result records are recomputed and written again by
+    every run (appending would repeat them), and `fit` truncates its records to the checkpoint it
+    resumes from. A line cut short by a kill goes too. The file is rewritten atomically."""
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    kept = [r for r in report_lib.read_jsonl(path) if isinstance(r.get("step"), int)]
+    new = "".join(json.dumps(r) + "\n" for r in kept)
+    if new != text:
+        report_lib.atomic_write_text(path, new)
 
 
 def check_config_compatible(name: str, old: Mapping[str, Any], new: Mapping[str, Any],

@@ -181,6 +181,20 @@ def test_a_config_made_by_hand_is_checked_before_the_workdir_is_touched(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_a_rerun_does_not_repeat_result_records_nor_keep_a_cut_line(tmp_path):
+    from experiments._framework import run_experiment
+
+    exp = load("gan_nash")  # result records only (no "step"), written by every run
+    config = exp.make_config(quick=True)
+    run_experiment(exp, config, tmp_path, quick=True)
+    first = (tmp_path / "metrics.jsonl").read_text()
+    assert first and report.read_jsonl(tmp_path / "metrics.jsonl")
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "loss": 0.')  # a line cut short by a kill
+    run_experiment(exp, config, tmp_path, quick=True)
+    assert (tmp_path / "metrics.jsonl").read_text() == first
+
+
 def test_tour_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     from experiments import _tour
 
