@@ -33,7 +33,10 @@ Conventions shared by every function:
   ``+-inf``, not NaN; chained through a ``softmax`` that produced that zero they become NaN
   (``inf * 0``), which is why the ``*_from_logits`` variants exist: they stay finite, values and
   gradients, for all finite logits. They also accept ``-inf`` logits (zero probabilities), so
-  ``cross_entropy_from_logits(jnp.log(labels), logits)`` is the usual softmax cross-entropy.
+  ``cross_entropy_from_logits(jnp.log(labels), logits)`` is the usual softmax cross-entropy,
+  and ``+inf`` logits by their limit (the softmax puts equal mass on the ``+inf`` entries and
+  none elsewhere; gradient 0). A distribution whose logits are all ``-inf`` (or NaN) has no
+  softmax and gives NaN.
   Every logarithm is of a positive number and every derivative a bounded ratio (``p / m``),
   never a quotient's ``-a / b**2``, which overflows for tiny ``b``: a finite value has a finite
   gradient. The one exception is a gradient that is itself beyond the input dtype's range: the
@@ -399,9 +402,22 @@ def _mutual_information_kernel(joint, *, log_base, out_dtype):
 # --------------------------------------------------------------------------------------------
 
 
+def _log_softmax(logits: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """`log_softmax` extended to ``+inf`` logits by their limit.
+
+    Where a distribution has ``+inf`` logits, its softmax tends to the uniform distribution
+    over them as they grow together (exactly the limit for a single ``+inf``): those entries
+    become 0 and the others ``-inf`` (a constant, so the gradient is 0 there), where
+    `log_softmax` would give ``inf - inf = NaN``.
+    """
+    top = jnp.max(logits, axis=axes, keepdims=True)
+    limit = jnp.where(logits == jnp.inf, 0.0, -jnp.inf).astype(logits.dtype)
+    return jax.nn.log_softmax(jnp.where(top == jnp.inf, limit, logits), axis=axes)
+
+
 def _log_probs(logits: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     """(p, log p) from logits; log p is replaced by 0 where p underflows to 0 (double where)."""
-    log_p = jax.nn.log_softmax(logits, axis=axes)
+    log_p = _log_softmax(logits, axes)
     p = jnp.exp(log_p)
     return p, jnp.where(p != 0, log_p, 0.0)
 
@@ -424,13 +440,13 @@ def _logits_pair_kernel(logits_p, logits_q, *, kind, axes, log_base, out_dtype):
     logits_p, logits_q = logits_p.astype(compute), logits_q.astype(compute)
     if kind == "cross_entropy":
         p, _ = _log_probs(logits_p, axes)
-        terms = _neg_log_weighted(p, jax.nn.log_softmax(logits_q, axis=axes))
+        terms = _neg_log_weighted(p, _log_softmax(logits_q, axes))
     elif kind == "kl":
         p, log_p = _log_probs(logits_p, axes)
-        terms = _rel_entr_from_logs(p, log_p, jax.nn.log_softmax(logits_q, axis=axes))
+        terms = _rel_entr_from_logs(p, log_p, _log_softmax(logits_q, axes))
     else:  # "js"
-        raw_log_p = jax.nn.log_softmax(logits_p, axis=axes)
-        raw_log_q = jax.nn.log_softmax(logits_q, axis=axes)
+        raw_log_p = _log_softmax(logits_p, axes)
+        raw_log_q = _log_softmax(logits_q, axes)
         p, q = jnp.exp(raw_log_p), jnp.exp(raw_log_q)
         # log m is read only where p > 0 or q > 0, where it is finite; elsewhere it is replaced
         # (both log-probabilities may be -inf there), as are log p and log q where p, q == 0.
@@ -747,7 +763,8 @@ def wasserstein_1d(x: ArrayLike, y: ArrayLike, axis: int = -1) -> jax.Array:
 
     Returns:
       The distance, shape of ``x`` without ``axis`` (a scalar for 1-D inputs). Differentiable
-      almost everywhere (gradients flow through the sort).
+      almost everywhere (gradients flow through the sort; 0 at ties). Infinite samples give
+      ``+inf`` unless matched by the same infinity in the same rank (a 0 contribution).
 
     Raises:
       ValueError: if ``x`` and ``y`` differ in shape, are 0-D, or have no samples along ``axis``.
@@ -781,4 +798,7 @@ def _wasserstein_1d_kernel(x, y, *, axis, out_dtype):
     compute = _checks.compute_dtype(out_dtype)
     xs = jnp.sort(x.astype(compute), axis=axis)
     ys = jnp.sort(y.astype(compute), axis=axis)
-    return jnp.mean(jnp.abs(xs - ys), axis=axis).astype(out_dtype)
+    # Equal order statistics are 0 apart, also when both are the same infinity (not inf - inf).
+    same = xs == ys
+    gap = jnp.abs(jnp.where(same, 0.0, xs) - jnp.where(same, 0.0, ys))
+    return jnp.mean(gap, axis=axis).astype(out_dtype)
