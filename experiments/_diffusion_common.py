@@ -8,7 +8,7 @@
   and step, as a `Built`;
 - `sampler_fns(...)`: DDPM with all T steps and DDIM with a few, `fn(params, key) -> samples`;
 - `sample_and_score(...)`: each sampler compiled ahead of time, timed, scored by MNIST-feature
-  FID/KID; `sampler_summary(results)`: its summary.json entries;
+  FID/KID; `run_summary(...)`: the run's summary.json entries;
 - `loss_figure(...)`: the training-loss curve of a run.
 """
 
@@ -155,6 +155,27 @@ def sample_and_score(ctx, fns: dict, params: Any, key, *, num_samples: int, batc
         ctx.log(f"{log_prefix}{label}: FID {results[label]['fid']:.2f}, "
                 f"{results[label]['seconds_per_1000']:.2f} s / 1000 samples")
     return results
+
+
+def run_summary(fit, history: list[dict], results: dict, *, num_parameters: int, num_samples: int, evaluator,
+                **extra) -> dict:
+    """summary.json of a sampling run: its training (steps, final loss, digest, resume, speed), the
+    evaluation's floor (`real_fid`), `extra`, and `sampler_summary(results)`."""
+    from genjax import train
+
+    return {
+        "steps": int(fit.state.step),
+        "final_loss": history[-1]["loss"] if history else None,
+        "num_parameters": num_parameters,
+        "num_samples": num_samples,
+        "real_fid": evaluator.real_fid,
+        "params_digest": train.digest(fit.state),
+        "resumed_from": fit.resumed_from,
+        "steps_per_s": train.steps_per_second(fit.history),
+        "samples": "samples.npy",
+        **extra,
+        **sampler_summary(results),
+    }
 
 
 def sampler_summary(results: dict) -> dict:

@@ -42,8 +42,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._diffusion_common import (build_unet, loss_figure, make_schedule, sample_and_score,
-                                          sampler_fns, sampler_summary, samples_figure)
+from experiments._diffusion_common import (build_unet, loss_figure, make_schedule, run_summary, sample_and_score,
+                                          sampler_fns, samples_figure)
 from experiments._framework import Built, Context, Experiment
 
 
@@ -164,7 +164,6 @@ def run(ctx: Context) -> dict:
                                            process_index=jax.process_index(), process_count=jax.process_count())
     fit = ctx.fit(state, step, loader)
     ema = fit.state.extras["ema_params"]
-    digest = train.digest(fit.state)
     if ctx.is_main_process:
         train.save_params(ctx.workdir / "ddpm_params.msgpack", ema)
     ctx.log(f"trained {int(fit.state.step)} steps ({n_params} parameters); sampling")
@@ -227,20 +226,8 @@ def run(ctx: Context) -> dict:
     rep.figure(fig, "reverse_process", caption="the DDPM sampling chain of 8 digits at noise levels t (0-based)")
     plt.close(fig)
 
-    summary = {
-        "steps": int(fit.state.step),
-        "final_loss": history[-1]["loss"] if history else None,
-        "num_parameters": n_params,
-        "num_samples": cfg.num_samples,
-        "real_fid": evaluator.real_fid,
-        "params_digest": digest,
-        "resumed_from": fit.resumed_from,
-        "steps_per_s": train.steps_per_second(fit.history),
-        "samples": "samples.npy",
-        "params": "ddpm_params.msgpack",
-        **sampler_summary(results),
-    }
-    return summary
+    return run_summary(fit, history, results, num_parameters=n_params, num_samples=cfg.num_samples,
+                       evaluator=evaluator, params="ddpm_params.msgpack")
 
 
 EXPERIMENT = Experiment(

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._diffusion_common import (build_unet, loss_figure, sample_and_score, sampler_fns, sampler_summary,
+from experiments._diffusion_common import (build_unet, loss_figure, run_summary, sample_and_score, sampler_fns,
                                           samples_figure)
 from experiments._framework import Built, Context, Experiment, prerequisite_run
 from experiments._vq_autoencoder import AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, load_autoencoder
@@ -131,7 +131,6 @@ def run(ctx: Context) -> dict:
                               process_index=jax.process_index(), process_count=jax.process_count())
     fit = ctx.fit(state, step, loader)
     ema = fit.state.extras["ema_params"]
-    digest = train.digest(fit.state)
 
     # ---------------------------------------------------------------- sampling and scoring
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
@@ -182,21 +181,9 @@ def run(ctx: Context) -> dict:
     loss_figure(rep, history, "latent training loss (mean over each logging interval)",
                 "the simple loss in latent space, per latent coordinate")
 
-    summary = {
-        "steps": int(fit.state.step),
-        "final_loss": history[-1]["loss"] if history else None,
-        "num_parameters": n_params,
-        "num_samples": cfg.num_samples,
-        "latent_shape": list(latent_shape),
-        "reconstruction_fid": recon_fid,
-        "real_fid": evaluator.real_fid,
-        "params_digest": digest,
-        "resumed_from": fit.resumed_from,
-        "steps_per_s": train.steps_per_second(fit.history),
-        "samples": "samples.npy",
-        "autoencoder_dir": str(autoencoder_dir),
-        **sampler_summary(results),
-    }
+    summary = run_summary(fit, history, results, num_parameters=n_params, num_samples=cfg.num_samples,
+                          evaluator=evaluator, latent_shape=list(latent_shape), reconstruction_fid=recon_fid,
+                          autoencoder_dir=str(autoencoder_dir))
     if pix_summary is not None:
         summary["pixel_fid/ddpm"] = pix_summary.get(f"fid/ddpm_{T}")
         summary["pixel_seconds_per_1000/ddpm"] = pix_summary.get(f"seconds_per_1000/ddpm_{T}")
