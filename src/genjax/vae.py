@@ -52,7 +52,9 @@ Conventions:
   ``genjax._checks``).
 - **Infinities.** Infinite logits and log-variances give the limits of the log-densities and
   of the KL (e.g. a logit of ``+inf`` and ``x = 1``: log-probability 0), never NaN where a
-  limit exists; a finite value has a finite gradient.
+  limit exists. A finite value has a finite gradient, unless the gradient itself exceeds the
+  range of the input's dtype (with float16 inputs, e.g. ``d KL / d logvar = (e^logvar - 1) / 2``
+  passes 65504 at ``logvar`` above 11: the exact derivative is not representable).
 - **Likelihoods.** ``"bernoulli"``: ``decoder_out`` are logits, ``log p(x|z) = sum x log
   sigmoid(l) + (1 - x) log sigmoid(-l)``, stable for any finite logits (for grey levels in
   [0, 1] this is the binary cross-entropy that PyTorch's VAE example minimises, not a normalised
