@@ -610,13 +610,13 @@ def to_eps_fn(model_fn: EpsFn, schedule: Schedule, prediction: Prediction = "eps
         return model_fn
 
     def eps_fn(xt, t):
+        xt = _float_array(xt, "xt")
+        t = _timestep(t, xt, schedule)
         out = model_fn(xt, t)
         if prediction == "x0":
             return predict_eps(schedule, xt, t, out)
-        xt = _float_array(xt, "xt")
         out = _float_array(out, "model_fn(xt, t)")
         _checks.same_shape(xt, out, "xt", "model_fn(xt, t)")
-        t = _timestep(t, xt, schedule)
         sqrt_abar = _coef(schedule.sqrt_alphas_cumprod, t, xt)
         return _finish(_coef(schedule.sqrt_one_minus_alphas_cumprod, t, xt) * xt + sqrt_abar * out, xt)
 
@@ -735,8 +735,9 @@ def ddpm_step(
     eps = _float_array(eps, "eps")
     _checks.same_shape(xt, eps, "xt", "eps")
     t = _timestep(t, xt, schedule)
-    x0 = _clip(predict_x0(schedule, xt, t, eps), clip_x0)
-    mean, _, _ = q_posterior(schedule, x0, xt, t)
+    wide = _checks.compute_dtype(xt, eps)  # half precision: x0_hat may overflow float16 although x_{t-1} does not
+    x0 = _clip(predict_x0(schedule, xt.astype(wide), t, eps.astype(wide)), clip_x0)
+    mean, _, _ = q_posterior(schedule, x0, xt.astype(wide), t)
     var = schedule.posterior_variance if variance == "fixed_small" else schedule.betas
     sigma = jnp.where(t > 0, _sqrt0(var[t]), 0.0)
     sigma = sigma.reshape(sigma.shape + (1,) * (xt.ndim - sigma.ndim))
