@@ -402,6 +402,15 @@ def _mutual_information_kernel(joint, *, log_base, out_dtype):
 # --------------------------------------------------------------------------------------------
 
 
+def _softmax_events(logits: jax.Array, axes: tuple[int, ...], name: str) -> None:
+    """A softmax needs at least one outcome: an empty event axis is a ValueError."""
+    if any(logits.shape[a] == 0 for a in axes):
+        raise ValueError(
+            f"`{name}` has an empty event axis (shape {logits.shape}, axis {axes}): a softmax "
+            "over no outcomes is undefined"
+        )
+
+
 def _log_softmax(logits: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """`log_softmax` extended to ``+inf`` logits by their limit.
 
@@ -489,6 +498,7 @@ def entropy_from_logits(
     logits = _checks.real_array(logits, "logits")
     out = _checks.out_dtype(logits)
     axes = _checks.axes(axis, logits.ndim)
+    _softmax_events(logits, axes, "logits")
     return _entropy_from_logits_kernel(logits, axes=axes, log_base=log_base, out_dtype=out)
 
 
@@ -532,6 +542,7 @@ def cross_entropy_from_logits(
     """
     log_base = _log_base(base)
     lp, lq, axes, out = _pair(logits_p, logits_q, "logits_p", "logits_q", axis)
+    _softmax_events(lp, axes, "logits_p")
     kind = "cross_entropy"
     return _logits_pair_kernel(lp, lq, kind=kind, axes=axes, log_base=log_base, out_dtype=out)
 
@@ -569,6 +580,7 @@ def kl_divergence_from_logits(
     """
     log_base = _log_base(base)
     lp, lq, axes, out = _pair(logits_p, logits_q, "logits_p", "logits_q", axis)
+    _softmax_events(lp, axes, "logits_p")
     return _logits_pair_kernel(lp, lq, kind="kl", axes=axes, log_base=log_base, out_dtype=out)
 
 
@@ -604,6 +616,7 @@ def js_divergence_from_logits(
     """
     log_base = _log_base(base)
     lp, lq, axes, out = _pair(logits_p, logits_q, "logits_p", "logits_q", axis)
+    _softmax_events(lp, axes, "logits_p")
     return _logits_pair_kernel(lp, lq, kind="js", axes=axes, log_base=log_base, out_dtype=out)
 
 
