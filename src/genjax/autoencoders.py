@@ -32,6 +32,11 @@ Conventions:
   against their domain (``ValueError``, NaN included; strings and booleans are a
   ``TypeError``); traced values are used as given. Counts (``k``, ``max_k``) must be ints: ``2.0``
   and ``True`` are a ``TypeError`` (the policy of ``genjax._checks``).
+- **Infinities.** The Bernoulli cross-entropy at infinite logits is its limit (0 for the outcome
+  the logit makes certain, ``+inf`` for any other), never NaN; a sparsity penalty whose batch
+  mean activation is exactly 0 or 1 is ``+inf`` (``sparsity_penalty_from_logits`` stays finite).
+  A finite value has a finite gradient, unless the gradient itself exceeds the input dtype's
+  range (float16).
 - **Dense layers** follow Flax's layout: ``a = x @ kernel + bias`` with ``kernel`` ``[D, H]``.
 
 References:
