@@ -100,6 +100,8 @@ def _error_cases():
         add(name, "encoder_fn", {"encoder_fn": "encoder"}, TypeError, "string")
         add(name, "encoder_fn", {"encoder_fn": None}, TypeError, "None")
         add(name, "encoder_fn", {"encoder_fn": W}, TypeError, "array")
+        add(name, "encoder_fn", {"encoder_fn": lambda v: "code"}, TypeError, "returns-a-string")
+        add(name, "encoder_fn", {"encoder_fn": lambda v: {}}, ValueError, "returns-nothing")
     # Option strings and axes.
     add("reconstruction_loss", "likelihood", {"likelihood": "l1"}, ValueError, "unknown")
     add("reconstruction_loss", "likelihood", {"likelihood": None}, ValueError, "None")

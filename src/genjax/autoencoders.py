@@ -608,7 +608,12 @@ def jacobian_norm_sq(encoder_fn: Callable[[jax.Array], Any], x: ArrayLike) -> ja
     if x.ndim < 1:
         raise ValueError("`x` must be a batch [B, ...], got a scalar")
     example = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
-    code = jax.eval_shape(encoder_fn, example)
+    try:
+        code = jax.eval_shape(encoder_fn, example)
+    except TypeError as err:
+        raise TypeError(f"`encoder_fn` must map one example of shape {x.shape[1:]} to arrays: {err}") from err
+    if not jax.tree.leaves(code):
+        raise ValueError(f"`encoder_fn` returned no arrays for an example of shape {x.shape[1:]} (got {code!r})")
     d_in = math.prod(x.shape[1:])
     d_out = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(code))
     jacobian = jax.jacfwd(encoder_fn) if d_in <= d_out else jax.jacrev(encoder_fn)
