@@ -438,7 +438,19 @@ def run_experiment(
     quick: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Runs one experiment into `workdir` and returns its summary (also in `summary.json`)."""
+    """Runs one experiment into `workdir` and returns its summary (also in `summary.json`).
+
+    Before anything is written it checks the config's domains (`check_config`), the image data
+    (`check_data_available`), that `workdir` is a directory or can be one, and that a run already
+    there has a compatible config; then it locks `workdir` (one run at a time) and writes
+    `config.json`.
+
+    Raises:
+      ConfigError: any of those checks failed (nothing was written), or the data went missing.
+      genjax.train.NonFiniteError: training diverged.
+      KeyboardInterrupt: Ctrl-C (`genjax.train.TrainingInterrupted` when it stopped training);
+        the same call resumes from the checkpoints.
+    """
     import matplotlib
 
     if "MPLBACKEND" not in os.environ:
@@ -625,6 +637,9 @@ def lock_run_directory(workdir: Path) -> Any:
         f.close()
         raise ConfigError(f"--workdir {workdir} is in use by another run" + (f" (pid {holder})" if holder else "")
                           + "; wait for it to finish, or choose another --workdir") from None
+    except OSError:  # a filesystem without flock (some network filesystems): run unprotected
+        f.close()
+        return _NoLock()
     except BaseException:
         f.close()
         raise
