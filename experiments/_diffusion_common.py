@@ -1,15 +1,19 @@
 """What the diffusion experiments share (`ddpm_mnist`, `latent_diffusion`, `diffusion_2d`).
 
 - `make_schedule(name, T)`: the linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021) betas;
-- `make_optimizer(...)`: Adam on a warm-up + cosine-decay learning rate, optionally clipped;
+- `warmup_cosine(...)`, `make_optimizer(...)`: a warm-up + cosine-decay learning rate, and Adam
+  on it, optionally clipped;
 - `make_ddpm_step(...)`: the mean simple loss (`genjax.diffusion.ddpm_loss`) with an EMA of the
-  weights (`genjax.train.with_ema`, warm-up decay min(d, (1 + n) / (10 + n)));
+  weights (`genjax.train.with_ema`, warm-up decay min(d, (1 + n) / (10 + n))); `init_with_ema`:
+  the state it trains;
 - `build_unet(cfg, preprocess, data_key, sample_shape)`: a `genjax.nn.UNet` denoiser, its state
   and step, as a `Built`;
 - `sampler_fns(...)`: DDPM with all T steps and DDIM with a few, `fn(params, key) -> samples`;
-- `sample_and_score(...)`: each sampler compiled ahead of time, timed, scored by MNIST-feature
-  FID/KID; `run_summary(...)`: the run's summary.json entries;
-- `loss_figure(...)`: the training-loss curve of a run.
+  `generate(...)`: many samples from one, compiled ahead of time and timed
+  (`genjax.train.time_compiled`);
+- `sample_and_score(...)`: every sampler run, timed and scored by MNIST-feature FID/KID;
+  `run_summary(...)`: the run's summary.json entries;
+- `samples_figure(...)`, `loss_figure(...)`: the sample grids and the training-loss curve.
 """
 
 from __future__ import annotations
