@@ -64,7 +64,8 @@ def test_quantize_matches_brute_force_numpy(shape):
 @pytest.mark.parametrize("exact", [True, False])
 def test_quantize_ties_go_to_the_lowest_index(exact):
     codebook = jnp.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0]])
-    _, idx = vq.quantize(jnp.array([[0.0, 0.0], [2.0, 0.0]]), codebook, exact=exact)  # equidistant from all / from 0 and 2
+    z = jnp.array([[0.0, 0.0], [2.0, 0.0]])  # equidistant from all / from 0 and 2
+    _, idx = vq.quantize(z, codebook, exact=exact)
     assert idx.tolist() == [0, 0]
     # ten copies of one code (more than the 8 re-ranked candidates): the lowest index still wins
     dup = jnp.concatenate([jnp.full((3, 2), 5.0), jnp.ones((10, 2)), jnp.full((3, 2), -5.0)])
@@ -75,8 +76,9 @@ def test_quantize_ties_go_to_the_lowest_index(exact):
 def test_nearest_code_is_exact_at_large_shared_offsets(offset):
     """Reference: float64 NumPy argmin of the [N, K, D] differences of the same float32 inputs.
     Latents and codes sharing an offset made ||z||^2 - 2 z.e + ||e||^2 cancel in float32 (2, 8, 107
-    and 727 of these 2000 assignments wrong at offsets 30, 100, 300, 1000 before the fix); the centred ranking plus the direct
-    re-ranking of the best 8 gets every assignment right, and a latent equal to a code maps to it."""
+    and 727 of these 2000 assignments wrong at offsets 30, 100, 300, 1000 before the fix); the
+    centred ranking plus the direct re-ranking of the best 8 gets every assignment right, and a
+    latent equal to a code maps to it."""
     rng = np.random.default_rng(int(offset))
     codebook = (rng.normal(size=(64, 16)) + offset).astype(np.float32)
     z = (rng.normal(size=(2000, 16)) + offset).astype(np.float32)

@@ -238,7 +238,7 @@ class Schedule:
         return int(self.betas.shape[0])
 
 
-def make_schedule(betas: Any) -> Schedule:
+def make_schedule(betas: ArrayLike) -> Schedule:
     """Precomputes every quantity of the diffusion with variances `betas`, in float64.
 
     See `Schedule` for the formulas. The computation runs on the host in float64 NumPy (the
@@ -416,7 +416,7 @@ def _check_clip(clip_x0: Any) -> tuple[float, float] | None:
 # --------------------------------------------------------------------------------------------
 
 
-def q_step(schedule: Schedule, x_prev: Any, t: Any, noise: Any) -> jax.Array:
+def q_step(schedule: Schedule, x_prev: ArrayLike, t: ArrayLike, noise: ArrayLike) -> jax.Array:
     """One forward step: a sample of q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I).
 
         x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) noise
@@ -449,7 +449,7 @@ def q_step(schedule: Schedule, x_prev: Any, t: Any, noise: Any) -> jax.Array:
     return _finish(y, x_prev)
 
 
-def q_sample(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
+def q_sample(schedule: Schedule, x0: ArrayLike, t: ArrayLike, noise: ArrayLike) -> jax.Array:
     """A sample of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) in closed form.
 
         x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise
@@ -483,7 +483,9 @@ def q_sample(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
     return _finish(y, x0)
 
 
-def q_posterior(schedule: Schedule, x0: Any, xt: Any, t: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+def q_posterior(
+    schedule: Schedule, x0: ArrayLike, xt: ArrayLike, t: ArrayLike
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The forward-process posterior q(x_{t-1} | x_t, x_0) = N(mean, variance I).
 
         mean     = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t
@@ -515,7 +517,7 @@ def q_posterior(schedule: Schedule, x0: Any, xt: Any, t: Any) -> tuple[jax.Array
     return _finish(mean, x0), _finish(var, x0), _finish(log_var, x0)
 
 
-def predict_x0(schedule: Schedule, xt: Any, t: Any, eps: Any) -> jax.Array:
+def predict_x0(schedule: Schedule, xt: ArrayLike, t: ArrayLike, eps: ArrayLike) -> jax.Array:
     """The data that `xt` came from, given its noise: q_sample solved for x_0.
 
         x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
@@ -541,7 +543,7 @@ def predict_x0(schedule: Schedule, xt: Any, t: Any, eps: Any) -> jax.Array:
     return _finish(y, xt)
 
 
-def predict_eps(schedule: Schedule, xt: Any, t: Any, x0: Any) -> jax.Array:
+def predict_eps(schedule: Schedule, xt: ArrayLike, t: ArrayLike, x0: ArrayLike) -> jax.Array:
     """The noise that took `x0` to `xt`: q_sample solved for the noise.
 
         eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)
@@ -564,7 +566,7 @@ def predict_eps(schedule: Schedule, xt: Any, t: Any, x0: Any) -> jax.Array:
     return _finish(y, xt)
 
 
-def v_target(schedule: Schedule, x0: Any, t: Any, noise: Any) -> jax.Array:
+def v_target(schedule: Schedule, x0: ArrayLike, t: ArrayLike, noise: ArrayLike) -> jax.Array:
     """The velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022).
 
     Args:
@@ -624,7 +626,7 @@ def to_eps_fn(model_fn: EpsFn, schedule: Schedule, prediction: Prediction = "eps
 
 
 def ddpm_loss(
-    key: jax.Array, eps_fn: EpsFn, schedule: Schedule, x0: Any, prediction: Prediction = "epsilon"
+    key: jax.Array, eps_fn: EpsFn, schedule: Schedule, x0: ArrayLike, prediction: Prediction = "epsilon"
 ) -> jax.Array:
     """The simple denoising loss of Ho et al. (2020), per example.
 
@@ -690,9 +692,9 @@ def ddpm_loss(
 def ddpm_step(
     key: jax.Array,
     schedule: Schedule,
-    eps: Any,
-    xt: Any,
-    t: Any,
+    eps: ArrayLike,
+    xt: ArrayLike,
+    t: ArrayLike,
     variance: Variance = "fixed_small",
     clip_x0: tuple[float, float] | None = None,
 ) -> jax.Array:
@@ -866,11 +868,11 @@ def ddim_timesteps(num_timesteps: int, num_steps: int):
 
 def ddim_step(
     schedule: Schedule,
-    eps: Any,
-    xt: Any,
-    t: Any,
-    t_prev: Any,
-    eta: float | jax.Array = 0.0,
+    eps: ArrayLike,
+    xt: ArrayLike,
+    t: ArrayLike,
+    t_prev: ArrayLike,
+    eta: float | ArrayLike = 0.0,
     key: jax.Array | None = None,
     *,
     clip_x0: tuple[float, float] | None = None,
