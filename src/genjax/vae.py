@@ -194,19 +194,20 @@ def _bernoulli_log_prob(x, logits):
 def _gaussian_log_prob(x, mean, logvar):
     """log N(x; mean, exp(logvar)), elementwise, with the limits at logvar = +-inf.
 
-    ``-1/2 (log 2 pi + s + ((x - mu) exp(-s / 2))^2)``. A zero residual contributes exactly 0 to
-    the quadratic term whatever ``s`` (a double ``where``, so that ``0 * exp(inf)`` is never
-    formed, in the value or the gradient): ``s = -inf`` (zero variance) then gives ``+inf`` at
-    ``x = mu``, and ``-inf`` elsewhere, because ``s`` is clamped to the most negative finite
-    number in the linear term when the residual is non-zero (the quadratic term, ``+inf``,
-    dominates it); ``s = +inf`` gives ``-inf``.
+    ``-1/2 (log 2 pi + s + (x - mu)^2 exp(-s))``, the same arithmetic as the plain formula
+    wherever that is finite. A zero residual contributes exactly 0 to the quadratic term whatever
+    ``s`` (a double ``where``, so that ``0 * exp(inf)`` is never formed, in the value or the
+    gradient): a tiny or zero variance at ``x = mu`` is ``-(log 2 pi + s) / 2`` (``+inf`` for
+    ``s = -inf``, a point mass), not NaN. Elsewhere ``s = -inf`` gives ``-inf``: ``s`` is clamped
+    to the most negative finite number in the linear term when the residual is non-zero (the
+    quadratic term, ``+inf``, dominates it); ``s = +inf`` gives ``-inf``.
     """
     r = x - mean
     zero = r == 0
-    scaled = jnp.where(zero, 0, r) * jnp.exp(-0.5 * jnp.where(zero, 0, logvar))
+    quadratic = jnp.square(jnp.where(zero, 0, r)) * jnp.exp(-jnp.where(zero, 0, logvar))
     lowest = jnp.finfo(jnp.result_type(logvar)).min
     linear = jnp.where(zero, logvar, jnp.maximum(logvar, lowest))
-    return -0.5 * (_LOG_2PI + linear + jnp.square(scaled))
+    return -0.5 * (_LOG_2PI + linear + quadratic)
 
 
 def _log_lik(x, decoder_out, decoder_logvar, likelihood, event_ndim, dtype):
