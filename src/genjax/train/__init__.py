@@ -5,8 +5,10 @@
     result = fit(state, step, loader, num_steps=10_000, workdir="runs/x", checkpoint_every=1_000)
 
 `fit` fuses `log_every` steps into one `lax.scan`, checkpoints with Orbax, resumes from the last
-good checkpoint, and stops on a non-finite metric. `parallel="pmap"` or `"sharded"` spreads the
-batch over devices (and processes, after `initialize_distributed`); `replicas=True` trains a
+good checkpoint (a damaged one is reported, skipped and written again), stops on a non-finite
+metric, and on Ctrl-C stops at the end of a chunk with a checkpoint there (`TrainingInterrupted`).
+`parallel="pmap"` or `"sharded"` spreads the batch over devices (and processes, after
+`initialize_distributed`); `replicas=True` trains a
 leading axis of independent states (seeds, learning rates) as one program: vmapped on GPU/TPU,
 one replica after another on CPU (`replica_mode`; bit-for-bit the runs trained alone).
 
