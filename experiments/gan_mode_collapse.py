@@ -31,13 +31,17 @@ Budget: the same for every method, per dataset: 10,000 generator steps of batch 
 (`ring_steps`), 20,000 on the grid (`grid_steps`), the learning rate cosine-decayed over them.
 On the grid, at 4,000 steps every seed of `gan` has (nearly) all 25 modes but only 75-83%
 high-quality samples; the clusters sharpen as the learning rate falls. A GAN-type method (5
-seeds, one program, hidden 128, batch 512) ran at 85-150 generator steps/s on an idle 2-core CPU
-(100 GFLOP/s, near its float32 peak: the cost is the arithmetic, not the replicas or the logging;
-measured when the seeds were vmapped on CPU too, before `fit(replicas=True)` looped them there). The WGANs (5 critic steps per generator step) take 4-5 times as long and minibatch
+seeds, one program, hidden 128, batch 512) runs at 85-150 generator steps/s on an idle 2-core CPU
+(100 GFLOP/s, near its float32 peak: the cost is the arithmetic, not the replicas or the
+logging). The WGANs (5 critic steps per generator step) take 4-5 times as long and minibatch
 discrimination (pairwise [B, B, K] kernels) about 10 times, so the whole default table (8
 methods, 2 datasets) takes hours on such a CPU; the best method alone (`--methods gan_r1`) takes
 6 minutes (ring 118 s, grid 238 s of training). Smaller networks or batches are faster but miss
 the target by far (hidden 64, batch 256, 10,000 steps: grid 83% high quality, 23.8 modes).
+
+The timings above and the results below were measured when the seeds were vmapped on CPU too;
+CPU runs now train each seed exactly as it trains alone, which agrees with the vmapped program up
+to float rounding (so a seed's numbers can move slightly until they are measured again).
 
 Results of the default config, measured on an idle 2-core CPU (`--methods gan_r1,pacgan2`, seeds
 0-4; 9 min 27 s in all):
