@@ -157,9 +157,15 @@ def test_states_must_be_ema_codebooks(name, arg, bad):
 
 
 @pytest.mark.parametrize("field,bad", [("hidden_count", jnp.zeros((K,), jnp.int32)), ("hidden_sum", None),
-                                       ("cluster_size", np.zeros(K))])
-def test_ema_codebook_fields_must_be_floating_jax_arrays(field, bad):
+                                       ("cluster_size", jnp.zeros((K,), jnp.complex64)), ("cluster_size", [0.0] * K)])
+def test_ema_codebook_fields_must_be_floating_arrays(field, bad):
     _raises(TypeError, f"state.{field}", "EmaCodebook", **{field: bad})
+
+
+def test_an_ema_codebook_restored_as_numpy_arrays_is_accepted():
+    """A checkpoint may restore the state's leaves as NumPy arrays: the same update as from JAX ones."""
+    restored = vq.EmaCodebook(*(np.asarray(leaf) for leaf in STATE))
+    np.testing.assert_array_equal(vq.ema_update(restored, Z, IDX).codebook, vq.ema_update(STATE, Z, IDX).codebook)
 
 
 @pytest.mark.parametrize("bad", [None, 0, "key", jnp.zeros((3,), jnp.uint32), jax.random.split(KEY, 2)],

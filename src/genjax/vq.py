@@ -141,9 +141,9 @@ def _check_state(state: EmaCodebook) -> tuple[int, int]:
         raise TypeError(f"`state` must be an EmaCodebook (from ema_init), got {type(state).__name__}")
     k, d = _codebook(state.codebook, "state.codebook").shape
     for field, shape in (("hidden_count", (k,)), ("hidden_sum", (k, d)), ("cluster_size", (k,))):
-        value = getattr(state, field)
-        if not (isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.floating)):
-            raise TypeError(f"`state.{field}` must be a floating JAX array (from ema_init), got "
+        value = getattr(state, field)  # a JAX array, or a NumPy one restored from a checkpoint
+        if not (hasattr(value, "dtype") and hasattr(value, "shape") and jnp.issubdtype(value.dtype, jnp.floating)):
+            raise TypeError(f"`state.{field}` must be a floating array (from ema_init), got "
                             f"{getattr(value, 'dtype', type(value).__name__)}")
         if value.shape != shape:
             raise ValueError(f"`state.{field}` must have shape {shape} for a [K, D] = [{k}, {d}] codebook, "
