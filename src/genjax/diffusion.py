@@ -254,7 +254,9 @@ def make_schedule(betas: ArrayLike) -> Schedule:
 
     Raises:
         TypeError: `betas` is traced (inside `jit`), or not real (strings, complex, None).
-        ValueError: `betas` is not a non-empty 1-D array of numbers in (0, 1) (NaN included).
+        ValueError: `betas` is not a non-empty 1-D array of numbers in (0, 1) (NaN included), or
+            a derived quantity is not finite in float32 (abar_t underflows, or 1 - abar_t rounds
+            to 0): the samplers would divide by zero.
 
     Examples:
         >>> sched = make_schedule(linear_beta_schedule(1000))
