@@ -357,3 +357,15 @@ def test_samplers_and_loss_are_finite_with_a_saturating_denoiser():
         assert _finite(out)
     g = jax.grad(lambda s: jnp.sum(df.ddpm_loss(KEY, lambda x, t: s * x, COS, X * 1e4)))(jnp.float32(1.0))
     assert _finite(g)
+
+
+@pytest.mark.parametrize("dtype,scale", [(jnp.float32, 1e4), (jnp.bfloat16, 1e4), (jnp.float16, 1e2)],
+                         ids=["f32", "bf16", "f16"])
+def test_ddpm_loss_value_and_gradient_are_finite_for_extreme_half_precision_data(dtype, scale):
+    """The loss is computed in float32 whatever the data's dtype (float32 [B]); the gradient in the
+    denoiser's parameter is finite at data of 1e4 (float16: 1e2, whose x_t stays in range)."""
+    x0 = (X * scale).astype(dtype)
+    for sched in (SCHED, COS):
+        loss, g = jax.value_and_grad(lambda w: jnp.mean(df.ddpm_loss(KEY, lambda x, t: w * x, sched, x0)))(
+            jnp.float32(0.5))
+        assert loss.dtype == jnp.float32 and _finite(loss) and _finite(g)
