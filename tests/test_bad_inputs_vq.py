@@ -118,7 +118,8 @@ def _finite(tree) -> bool:
 
 def test_the_walk_covers_all_public_names():
     public = set(vq.__all__)
-    assert set(CALLS) == public
+    assert set(CALLS) == public, (f"walk these new public names too: {sorted(public - set(CALLS))}; "
+                                  f"no longer public: {sorted(set(CALLS) - public)}")
     arrays = set(REAL_ARRAYS) | set(INDEX_ARRAYS) | set(STATES) | {"EmaCodebook"}
     assert arrays == public, public - arrays  # every name gets wrong dtypes
     assert set(WRONG_SHAPES) | {"codebook_usage", "perplexity"} == public  # index arrays: any shape
