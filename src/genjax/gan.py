@@ -2,7 +2,20 @@
 
 Pure functions of arrays (JAX only): logits or critic scores in, scalar means out where the
 literature defines a scalar objective. Every loss is written with `softplus` / `log_sigmoid`, so
-logits of +-1e4 give finite values and finite gradients.
+logits of +-1e4 give finite values and finite gradients, and +-inf logits their limits (a
+perfect discriminator's loss is 0; a fooled one's +inf), never NaN.
+
+Arguments are checked at trace time by the shared `genjax._checks` policy: real arrays accept
+floating, integer and boolean dtypes (the latter two become the default float); complex,
+string and None arguments are a TypeError naming the argument; keys are never defaulted
+(`jax.random.key(seed)` or a legacy `uint32[2]` key); static numbers (label smoothing, targets,
+bounds, decays, noise levels, thresholds) given as Python numbers are checked against their
+domain (NaN included: ValueError; strings and booleans: TypeError), traced ones are used as
+given (each docstring says what an out-of-domain traced value does); static integers are
+Python ints. Pytrees of parameters must have floating leaves (the message names the leaf's
+path). Reductions over half-precision inputs (gradient norms, feature means, distances) run in
+float32; the losses and penalties are returned in the input dtype, `mode_metrics`' fractions
+and reverse KL in float32.
 
 The minimax game (Goodfellow et al. 2014), with D(x) = sigmoid(logit(x)):
 
