@@ -45,9 +45,11 @@ Conventions shared by every function:
   and so NaN through the softmax; there too the ``*_from_logits`` variants, which compute in
   float32 and return gradients of size ``|q - p|``, are the remedy.
 - **Domains.** Array values are not inspected (that would need a device round trip on every
-  call): a negative probability gives NaN. Static arguments are checked (``base``; ``rho`` of
-  ``bernoulli_kl`` when it is a Python number), following ``genjax._checks``: strings and
-  booleans are a ``TypeError``, out-of-range numbers a ``ValueError``.
+  call): a negative probability gives NaN. Static arguments are checked (``axis``, ``base``;
+  ``rho`` and ``rho_hat`` of ``bernoulli_kl`` when they are Python numbers), following
+  ``genjax._checks``: strings, booleans and non-integer axes are a ``TypeError`` (where a
+  docstring's ``Raises`` says "``axis``/``base`` is invalid"), out-of-range values a
+  ``ValueError``.
 - **Dtypes.** Integer and boolean inputs are converted to the default float dtype (float32, or
   float64 with ``jax_enable_x64``). Half-precision inputs (bfloat16, float16) are computed in
   float32 and the result is returned in the input dtype, so it is the float32 result rounded once.
