@@ -57,8 +57,11 @@ def assert_one_error_line(out: subprocess.CompletedProcess, status: int, message
 )
 def test_bad_values_are_one_error_line_exit_2_and_nothing_is_written(tmp_path, argv, message):
     workdir = tmp_path / "run"
-    out = run_cli("mnist_classifier", "--quick", *argv, "--workdir", str(workdir),
-                  env={"TFDS_DATA_DIR": str(tmp_path / "no_tfds_data")})
+    # no prepared TFDS data, and a download probe (were TensorFlow installed) that goes to a
+    # closed local port through the proxy settings: `tfds` is unavailable even with a network
+    offline = {"TFDS_DATA_DIR": str(tmp_path / "no_tfds_data"), "NO_PROXY": "", "no_proxy": "",
+               **{v: "http://127.0.0.1:9" for v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}}
+    out = run_cli("mnist_classifier", "--quick", *argv, "--workdir", str(workdir), env=offline)
     assert_one_error_line(out, 2, message)
     assert not workdir.exists()
 
