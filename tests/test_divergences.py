@@ -688,6 +688,16 @@ def test_half_precision_inputs(name, dtype):
     np.testing.assert_allclose(np.float32(out), ref, rtol=rel, atol=1e-6)
 
 
+def test_python_scalar_parameters_keep_the_half_precision_dtype():
+    """A Python-number argument (the default p = N(0, 1) of gaussian_kl, a sparsity target) is
+    weakly typed: bfloat16/float16 data give a result in that dtype, not float32."""
+    for dtype in (jnp.bfloat16, jnp.float16):
+        x = jnp.full((2, 3), 0.25, dtype)
+        assert dv.gaussian_kl(x, x).dtype == dtype
+        assert dv.gaussian_kl(x, x, 1.0, 0.5).dtype == dtype
+        assert dv.bernoulli_kl(0.05, x).dtype == dtype
+
+
 def test_integer_inputs_become_float_and_bad_inputs_raise():
     counts = jnp.array([1, 0, 0])
     out = dv.entropy(counts)
