@@ -373,6 +373,8 @@ def _x0_ve(out, x, sigma, prediction):
 
 
 def _check_common(key, model_fn, schedule, shape, num_steps, prediction, max_steps=True):
+    _checks.key(key)
+    _callable(model_fn, "model_fn")
     shape = _check_sample_args(key, model_fn, schedule, shape)
     n = _checks.positive_int(num_steps, "num_steps")
     if max_steps and n > schedule.num_timesteps:
