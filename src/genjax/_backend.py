@@ -7,8 +7,9 @@ the program is *lowered* for a platform, not when it is traced: a program lowere
 `tpu` or `cuda` from a CPU host (`jax.export.export(f, platforms=("cuda",))`) contains only the
 plain path; one exported for several platforms holds both, behind a conditional on the platform
 that is resolved before XLA compiles it (so XLA never sees the conditional); on CPU the lowered
-program is the CPU path alone (its optimized HLO is the same as when it was chosen with
-`jax.default_backend() == "cpu"` at trace time). Every path supports forward and reverse mode.
+program is the CPU path alone (for the training steps' gradients, the same optimized HLO as when
+it was chosen with `jax.default_backend() == "cpu"` at trace time). Every path supports forward
+and reverse mode.
 (Under reverse mode each branch of the `switch` also returns the other branches' residuals,
 filled with zeros; XLA removes them once the conditional is resolved.)
 
@@ -18,46 +19,47 @@ comma-separated list of the names below, or ``all``), or, in a program, the cont
 platform. The switch is read when a function is traced and `jax.jit` caches traces, so set the
 variable before the process starts; `disabled` clears JAX's caches on entry and exit.
 
-========================  =================================================================
-name (where)              what it works around; measured; how to check it is still needed
-========================  =================================================================
-``conv_grad``             The reverse pass of a convolution. XLA:CPU runs the weight
-(`genjax.nn.conv2d`,      gradient autodiff emits for a conv (a conv with batch and feature
-nn/_conv.py)              dimensions swapped) 35-40x slower inside a `lax.scan`/`while` body
-                          than at top level, the input gradient (a transposed conv) ~100x
-                          (jax 0.10.2, 2-core AMD EPYC; 3x3 conv, 32->64 channels, batch 64
-                          at 14x14: 7 ms per call, 250-340 ms inside a scan). The CPU path is
-                          a primitive with the convolution's own forward pass, a bilinear JVP
-                          (so `jvp`, `jacfwd`, `linearize` work) and a transpose written as
-                          ordinary NHWC/HWIO convolutions (same time in a loop as outside).
-                          Check: ``python -m benchmarks --only train_step/dcgan`` with and
-                          without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_grad``; the fused
-                          column falling by the factors above means it is still needed.
-``softplus``              `softplus`/`log_sigmoid` (genjax._numerics) as
-(genjax._numerics)        ``max(x, 0) + log1p(exp(-|x|))`` with a JVP that reuses the exp:
-                          ~4x faster on XLA:CPU than `jax.nn.softplus` (`logaddexp(x, 0)`,
-                          with extra infinity handling): 68 vs 283 us forward, 65 vs 288 us
-                          for the gradient on a [128, 784] float32 array (jax 0.10.2, same
-                          machine). The plain path is `jax.nn.softplus` / `jax.nn.log_sigmoid`.
-                          Check: ``python -m benchmarks --only losses/`` with and without the
-                          switch ``softplus``.
-``abs_grad``              The derivative of `|x|` in `MinibatchDiscrimination` (nn/_gan.py):
-(nn/_gan.py)              `jnp.abs`'s `sign(x)` (a compare and select) ran ~15x slower on
-                          XLA:CPU than `x / max(|x|, tiny)` over the [B, B, K, C] pairwise
-                          differences (jax 0.10.x). Plain path: `jnp.abs`. Check: the
-                          ``train_step/gan_grid`` benchmark of a minibatch discriminator
-                          with and without ``abs_grad``.
-``minibatch_layout``      The pairwise L1 distances of `MinibatchDiscrimination` computed
-(nn/_gan.py)              kernel-major, [K, B, B] with the sum over C unrolled: ~3x faster on
-                          XLA:CPU than reducing a [B, B, K, C] array (jax 0.10.x). Plain path:
-                          the [B, B, K, C] reduction. Check: as ``abs_grad``.
-``replica_loop``          `replica_mode="auto"` of `genjax.train.compile_fused` / `fit`: "loop"
-(train/_loop.py)          (replicas one after another inside the program) on CPU, where a
-                          vmapped step over 16 vae_mlp replicas ran at 0.70x the throughput of
-                          one seed alone (their state streams through DRAM instead of cache),
-                          1.02x looped (jax 0.10.2); "vmap" elsewhere. Check: the
-                          ``scaling/vmap_seeds`` vs ``scaling/loop_seeds`` benchmark rows.
-========================  =================================================================
+The table: name (where) / what it works around / measured with / how to check it is still
+needed / the plain path.
+
+``conv_grad`` (`genjax.nn.conv2d`, nn/_conv.py; every `genjax.nn.Conv`)
+    Works around: XLA:CPU runs the weight gradient that autodiff emits for a convolution (a
+    conv contracting over the batch axis) 35-40x slower inside a `lax.scan`/`while` body than
+    at top level, and the input gradient (a transposed conv) ~100x slower, which made fused
+    training steps several times slower than per-step dispatch. The CPU path is a primitive with
+    the convolution's own forward pass, a bilinear JVP (so `jvp`, `jacfwd`, `linearize` and
+    higher orders work) and a transpose written as ordinary NHWC/HWIO convolutions, which take
+    the same time in a loop as outside.
+    Measured: jax 0.10.2, 2-core AMD EPYC VM; a 3x3, 32->64 channel conv on a [64, 14, 14, 32]
+    batch: 7 ms per call, 250-340 ms per scan iteration; U-Net input gradient 4.5 vs 500 ms.
+    Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
+    without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_grad``; if the fused steps/s no longer drop
+    with the switch off, the workaround can go.
+    Plain path: `lax.conv_general_dilated` and XLA's autodiff of it.
+``softplus`` (`genjax._numerics.softplus`, `log_sigmoid`, and so every GAN, VAE and
+autoencoder loss)
+    Works around: `jax.nn.softplus` is `logaddexp(x, 0)` with extra infinity handling, ~4x
+    slower on XLA:CPU than ``max(x, 0) + log1p(exp(-|x|))`` with a JVP reusing the exp.
+    Measured: jax 0.10.2, same machine; [128, 784] float32 (a VAE step's Bernoulli
+    log-likelihood): 68 vs 283 us forward, 65 vs 288 us with the gradient.
+    Check: ``python -m benchmarks --only losses/`` with and without the switch ``softplus``.
+    Plain path: `jax.nn.softplus`, `jax.nn.log_sigmoid`.
+``abs_grad`` (`MinibatchDiscrimination`, nn/_gan.py)
+    Works around: the derivative of `jnp.abs`, `sign(x)` (a compare and select), ran ~15x
+    slower on XLA:CPU than `x / max(|x|, tiny)` over the [B, B, K, C] pairwise differences.
+    Measured: jax 0.10.x, same machine (commit 2293392). Check: the ``train_step/gan_grid``
+    benchmark with a minibatch discriminator, with and without ``abs_grad``.
+    Plain path: `jnp.abs`.
+``minibatch_layout`` (`MinibatchDiscrimination`, nn/_gan.py)
+    Works around: reducing a [B, B, K, C] array of pairwise L1 distances ran ~3x slower on
+    XLA:CPU than the kernel-major [K, B, B] form with the sum over C unrolled. Measured: as
+    ``abs_grad``. Check: as ``abs_grad``. Plain path: the [B, B, K, C] reduction.
+``replica_loop`` (`genjax.train.compile_fused` / `fit` with ``replica_mode="auto"``)
+    Works around: a vmapped step over many replicas streams all their parameters, gradients
+    and Adam moments through DRAM on CPU (16 vae_mlp replicas: 166 MB, one: 10 MB, inside the
+    32 MB L3): 0.70x the throughput of one seed alone, 1.02x when the replicas run one after
+    another inside the program ("loop"). Measured: jax 0.10.2, same machine. Check: the
+    ``scaling/vmap_seeds`` vs ``scaling/loop_seeds`` benchmark rows. Plain path: "vmap".
 
 Not numerical kernels, so not chosen by `platform_dependent`:
 

@@ -13,7 +13,10 @@ On the CPU `conv2d` is a small primitive (`_conv_cpu_p`): its forward pass is th
 convolution, its JVP is bilinear (`conv(tx, w) + conv(x, tw)`, with the same primitive, so
 `jax.jvp`, `jax.jacfwd`, `jax.linearize` and higher orders work), and its transpose, which
 reverse mode uses, is the pair of ordinary convolutions above: the reverse pass is the same
-program as the earlier `custom_vjp` (identical optimized HLO for `jax.grad`). Other platforms
+program as the earlier `custom_vjp` (identical optimized HLO for `jax.grad` of a conv in a scan
+and of the DCGAN networks). Differentiated twice (the R1 and WGAN-GP penalties), the outer
+gradient of the forward convolution now takes the fast form too, where the `custom_vjp`'s
+forward rule had handed XLA's autodiff a plain convolution. Other platforms
 get the plain `lax.conv_general_dilated`; the choice is made at lowering
 (`genjax._backend.select("conv_grad", ...)`, off switch ``conv_grad``), so a program exported for
 GPU/TPU from a CPU host holds only the plain convolution.
