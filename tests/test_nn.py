@@ -1,4 +1,5 @@
-"""genjax.nn: the convolution's custom gradient and the classifier."""
+"""genjax.nn: the convolution's CPU path (values and every AD mode against lax.conv_general_dilated and
+flax.linen.Conv), every layer in every AD mode against the plain path, and the classifier."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
-from genjax import nn
+from genjax import _backend, nn
 
 
 def _reference_conv(x, w, strides, padding):
@@ -89,3 +90,163 @@ def test_cross_entropy_loss_matches_log_softmax_and_checks_shapes():
     np.testing.assert_allclose(nn.cross_entropy_loss(logits, labels), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="disagree"):
         nn.cross_entropy_loss(logits, jnp.array([0, 1, 2]))
+
+
+# ------------------------------------------------------------------------------ every AD mode, every layer
+# On this CPU host the layers take the CPU paths of genjax._backend (conv2d's primitive, the stable
+# softplus, the kernel-major minibatch layer). The reference is the same math on the plain path
+# (`_backend.disabled("all")`: lax.conv_general_dilated with XLA's autodiff, jax.nn.softplus,
+# jnp.abs), and, for the convolution itself, lax.conv_general_dilated and flax.linen.Conv.
+
+
+def _random_like(tree, seed):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(v), jnp.result_type(v))
+                                        for k, v in zip(keys, leaves)])
+
+
+def _every_mode(f, args, directions=2):
+    """jvp, linearize, jacfwd (along `directions` random directions of all the arguments at once:
+    a vmapped JVP with batched inputs and kernels), reverse mode, forward-over-reverse (HVP) and
+    reverse-over-forward, in one program jitted afresh (so traced on the current path)."""
+    tangents = _random_like(args, 1)
+    dirs = [_random_like(args, 10 + k) for k in range(directions)]
+    argnums = tuple(range(len(args)))
+    sin_sum = lambda tree: sum(jnp.sum(jnp.sin(v)) for v in jax.tree.leaves(tree))  # noqa: E731
+    scalar = lambda *a: sin_sum(f(*a))  # noqa: E731
+    along = lambda c: f(*jax.tree.map(lambda a, *d: a + sum(ci * di for ci, di in zip(c, d)), args, *dirs))  # noqa: E731
+
+    @jax.jit
+    def run(args, tangents):
+        return {
+            "jvp": jax.jvp(f, args, tangents),
+            "linearize": jax.linearize(f, *args)[1](*tangents),
+            "jacfwd": jax.jacfwd(along)(jnp.zeros(directions)),
+            "grad": jax.grad(scalar, argnums)(*args),
+            "hvp": jax.jvp(jax.grad(scalar, argnums), args, tangents)[1],
+            "grad_of_jvp": jax.grad(lambda *a: sin_sum(jax.jvp(f, a, tangents)[1]), argnums)(*args),
+        }
+
+    return run(args, tangents)
+
+
+def assert_every_ad_mode_matches_plain(f, args, rtol=2e-4, atol=2e-4):
+    """f(*args) -> arrays, differentiated in every mode on the CPU path and on the plain path;
+    tolerances relative to each result's largest magnitude (float32 rounding over a network)."""
+    mine = _every_mode(f, args)
+    with _backend.disabled("all"):
+        plain = _every_mode(f, args)
+    for mode in mine:
+        a_leaves, b_leaves = jax.tree.leaves(mine[mode]), jax.tree.leaves(plain[mode])
+        assert len(a_leaves) == len(b_leaves) > 0, mode
+        for a, b in zip(a_leaves, b_leaves):
+            scale = float(jnp.max(jnp.abs(b))) if b.size else 0.0
+            assert np.all(np.isfinite(a)), mode
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * max(scale, 1.0), err_msg=mode)
+    for a, b in zip(jax.tree.leaves(mine["linearize"]), jax.tree.leaves(mine["jvp"][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(float(jnp.max(jnp.abs(b))), 1.0))
+
+
+@pytest.mark.parametrize("strides,padding,x_shape,k", CASES)
+def test_conv2d_forward_mode_matches_xla_convolution(strides, padding, x_shape, k):
+    """Reference: jax.jvp / jacfwd / linearize / HVPs of lax.conv_general_dilated (this failed
+    with "can't apply forward-mode autodiff (jvp) to a custom_vjp function" on CPU before)."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*k, x_shape[-1], 5)), jnp.float32) * 0.3
+    mine = _every_mode(lambda x, w: nn.conv2d(x, w, strides, padding), (x, w))
+    ref = _every_mode(lambda x, w: _reference_conv(x, w, strides, padding), (x, w))
+    for mode in mine:
+        for a, b in zip(jax.tree.leaves(mine[mode]), jax.tree.leaves(ref[mode])):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=mode)
+    check_grads(lambda x, w: nn.conv2d(x, w, strides, padding), (x, w), order=2, modes=["fwd", "rev"],
+                atol=5e-2, rtol=5e-2)
+
+
+def test_conv_layer_matches_flax_conv_in_every_mode():
+    """Reference: flax.linen.Conv with the same parameters (reverse-mode gradients to float32
+    rounding, and forward mode)."""
+    import flax.linen as fnn
+
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 7, 7, 3)), jnp.float32)
+    mine, theirs = nn.Conv(4, (3, 3), strides=2), fnn.Conv(4, (3, 3), strides=2)
+    params = mine.init(jax.random.key(0), x)
+    a = _every_mode(mine.apply, (params, x))
+    b = _every_mode(theirs.apply, (params, x))
+    for mode in a:
+        for u, v in zip(jax.tree.leaves(a[mode]), jax.tree.leaves(b[mode])):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5, err_msg=mode)
+
+
+def _params(module, *args, **kwargs):
+    return module.init(jax.random.key(0), *args, **kwargs)
+
+
+def test_classifier_every_ad_mode():
+    x = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 12, 12, 1)), jnp.float32)
+    model = nn.MnistClassifier(features_dim=8)
+    assert_every_ad_mode_matches_plain(model.apply, (_params(model, x), x))
+
+
+def test_vae_modules_every_ad_mode():
+    x = jnp.asarray(np.random.default_rng(8).uniform(size=(2, 8, 8, 1)), jnp.float32)
+    key = jax.random.key(3)
+    for model in (nn.VaeConv(channels=(4, 4), hidden_dim=8, latent_dim=3, image_shape=(8, 8, 1)),
+                  nn.VaeMlp(hidden_dims=(8,), latent_dim=3, image_shape=(8, 8, 1))):
+        assert_every_ad_mode_matches_plain(lambda p, x: model.apply(p, x, key), (_params(model, x, key), x))
+
+
+def test_vqvae_modules_every_ad_mode():
+    x = jnp.asarray(np.random.default_rng(9).uniform(size=(2, 8, 8, 1)), jnp.float32)
+    enc = nn.VQVAEEncoder(latent_dim=3, channels=(4, 4), res_hidden=4)
+    z = enc.apply(_params(enc, x), x)
+    dec = nn.VQVAEDecoder(out_channels=1, channels=(4, 4), res_hidden=4)
+    assert_every_ad_mode_matches_plain(enc.apply, (_params(enc, x), x))
+    assert_every_ad_mode_matches_plain(dec.apply, (_params(dec, z), z))
+
+
+def test_diffusion_modules_every_ad_mode():
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
+    t = jnp.asarray([3.0, 40.0], jnp.float32)
+    unet = nn.UNet(channels=(4, 4), time_dim=4, groups=2)
+    params = _params(unet, x, t)
+    # the output convolution starts at zero; perturb it so that the output depends on the rest
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, v: v + 0.1 if "conv_out" in jax.tree_util.keystr(path) else v, params)
+    assert_every_ad_mode_matches_plain(lambda p, x: unet.apply(p, x, t), (params, x))
+    x2 = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+    mlp = nn.MlpDenoiser(hidden=8, num_layers=2, time_dim=4)
+    assert_every_ad_mode_matches_plain(lambda p, x: mlp.apply(p, x, t[:1].repeat(3)), (_params(mlp, x2, t[:1].repeat(3)), x2))
+    emb = nn.TimeEmbedding(dim=4)
+    assert_every_ad_mode_matches_plain(emb.apply, (_params(emb, t), t))
+
+
+def test_dense_autoencoder_every_ad_mode():
+    x = jnp.asarray(np.random.default_rng(11).uniform(size=(3, 6)), jnp.float32)
+    model = nn.DenseAutoencoder(features=6, hidden=4)
+    assert_every_ad_mode_matches_plain(model.apply, (_params(model, x), x))
+
+
+def test_contractive_penalty_with_a_conv_encoder_on_cpu():
+    """Reference: for a linear VALID convolution f(x) = conv(x, w), J_f is the same for every
+    example and ||J_f||_F^2 = P Q ||w||_F^2 (each of the P x Q output positions sees the whole
+    kernel); a nonlinear conv encoder's penalty and its gradient agree with the plain path."""
+    from genjax import autoencoders
+
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(rng.normal(size=(3, 6, 5, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 2, 2, 4)), jnp.float32)
+    linear = lambda v: nn.conv2d(v[None], w, 1, "VALID")[0]  # noqa: E731, [4, 4, 4]
+    expected = 4 * 4 * float(np.sum(np.asarray(w, np.float64) ** 2))
+    np.testing.assert_allclose(float(autoencoders.contractive_penalty(linear, x)), expected, rtol=1e-5)
+
+    def penalty(w, x):
+        return autoencoders.contractive_penalty(lambda v: jnp.tanh(nn.conv2d(v[None], w, 2, "SAME")[0]), x)
+
+    value, grad = jax.jit(jax.value_and_grad(penalty))(w, x)
+    with _backend.disabled("conv_grad"):
+        value0, grad0 = jax.jit(jax.value_and_grad(penalty))(w, x)
+    np.testing.assert_allclose(value, value0, rtol=1e-5)
+    np.testing.assert_allclose(grad, grad0, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(grad0))))
