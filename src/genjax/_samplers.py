@@ -932,6 +932,7 @@ def min_snr_loss(
         Hang et al. 2023, eq. (9).
     """
     key = _checks.key(key)
+    _callable(model_fn, "model_fn")
     schedule = _check_schedule(schedule)
     prediction = _checks.choice(prediction, "prediction", _PREDICTIONS)
     gamma = _checks.number(gamma, "gamma", 0.0, low_open=True)
@@ -942,8 +943,21 @@ def min_snr_loss(
     return min_snr_weight(schedule, t, gamma, prediction) * loss
 
 
+def _install() -> None:
+    """Makes the public functions genjax.diffusion's own (its namespace, `__all__`, `__module__`)."""
+    import sys
+
+    module = sys.modules["genjax.diffusion"]
+    for name in PUBLIC:
+        fn = globals()[name]
+        fn.__module__ = module.__name__
+        setattr(module, name, fn)
+    module.__all__ = [n for n in module.__all__ if n not in PUBLIC] + list(PUBLIC)
+
+
 PUBLIC = (
     "rescale_zero_terminal_snr", "zero_terminal_snr_schedule", "karras_sigmas", "spaced_timesteps",
     "dpmpp_2m_sample", "euler_sample", "heun_sample", "ddim_spaced_sample", "sample_with",
     "min_snr_weight", "min_snr_loss",
 )
+_install()

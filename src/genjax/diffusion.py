@@ -1037,3 +1037,15 @@ def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, use_clip
     if return_trajectory:
         return x_final, jnp.concatenate([x[None], xs], axis=0)
     return x_final
+
+
+
+# --------------------------------------------------------------------------------------------
+# Fast samplers, zero-terminal-SNR schedules and min-SNR weighting (issue 18) are written in
+# genjax._samplers (which imports the functions above) and public here as this module's own:
+# importing it adds rescale_zero_terminal_snr, zero_terminal_snr_schedule, karras_sigmas,
+# spaced_timesteps, dpmpp_2m_sample, euler_sample, heun_sample, ddim_spaced_sample, sample_with,
+# min_snr_weight and min_snr_loss to this namespace and to __all__ (whichever is imported first).
+# --------------------------------------------------------------------------------------------
+
+from genjax import _samplers  # noqa: E402,F401
