@@ -171,3 +171,46 @@ def test_dcgan_shapes_and_range(norm):
     d = gnn.DcganDiscriminator(width=4, feature_dim=16, minibatch_kernels=2)
     _, (logits, feats) = _init_apply(d, images, with_features=True)
     assert logits.shape == (3,) and feats.shape == (3, 16)
+
+
+# ------------------------------------------------------------------------------ every AD mode
+# jvp, linearize, jacfwd, grad, HVPs of every GAN layer on this CPU host (the kernel-major,
+# comparison-free minibatch layer; conv2d's CPU primitive) against the plain path
+# (genjax._backend.disabled("all"): the [B, B, K, C] reduction with jnp.abs, lax.conv_general_dilated).
+
+
+def test_gan_layers_every_ad_mode():
+    from tests.test_nn import assert_every_ad_mode_matches_plain
+
+    rng = np.random.default_rng(20)
+    x = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+    mb = gnn.MinibatchDiscrimination(num_kernels=2, kernel_dim=3)
+    assert_every_ad_mode_matches_plain(mb.apply, (mb.init(jax.random.key(0), x), x))
+    h = jnp.asarray(rng.normal(size=(6, 2, 2, 3)), jnp.float32)
+    vbn = gnn.VirtualBatchNorm()
+    assert_every_ad_mode_matches_plain(lambda p, h: vbn.apply(p, h, 2), (vbn.init(jax.random.key(0), h, 2), h))
+
+
+@pytest.mark.parametrize("norm", ["batch", "virtual_batch"])
+def test_mlp_gan_every_ad_mode(norm):
+    from tests.test_nn import assert_every_ad_mode_matches_plain
+
+    rng = np.random.default_rng(21)
+    z, ref = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32), jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+    g = gnn.MlpGenerator(hidden=8, depth=2, norm=norm)
+    assert_every_ad_mode_matches_plain(lambda p, z: g.apply(p, z, ref), (g.init(jax.random.key(0), z, ref), z))
+    d = gnn.MlpDiscriminator(hidden=8, depth=2, minibatch_kernels=3, minibatch_dim=2)
+    assert_every_ad_mode_matches_plain(lambda p, x: d.apply(p, x, with_features=True),
+                                       (d.init(jax.random.key(1), z), z))
+
+
+def test_dcgan_every_ad_mode():
+    from tests.test_nn import assert_every_ad_mode_matches_plain
+
+    rng = np.random.default_rng(22)
+    z, ref = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32), jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
+    g = gnn.DcganGenerator(width=2, norm="virtual_batch")
+    assert_every_ad_mode_matches_plain(lambda p, z: g.apply(p, z, ref), (g.init(jax.random.key(0), z, ref), z))
+    x = jnp.asarray(rng.uniform(size=(2, 28, 28, 1)), jnp.float32)
+    d = gnn.DcganDiscriminator(width=2, feature_dim=4, minibatch_kernels=2, minibatch_dim=2)
+    assert_every_ad_mode_matches_plain(d.apply, (d.init(jax.random.key(1), x), x))

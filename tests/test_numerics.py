@@ -64,3 +64,25 @@ def test_second_derivative_is_sigmoid_prime_including_at_zero():
     second = np.asarray(jax.vmap(jax.grad(jax.grad(nm.softplus)))(x))
     np.testing.assert_allclose(second, s * (1 - s), rtol=1e-5, atol=1e-12)
     assert float(jax.grad(jax.grad(nm.softplus))(0.0)) == 0.25
+
+
+def test_every_ad_mode_matches_jax_nn():
+    """jvp, linearize, jacfwd, HVPs (forward over reverse, reverse over forward) of the CPU form
+    against jax.nn.softplus / jax.nn.log_sigmoid (the plain path), including at +-1e4 and 0."""
+    x = jnp.asarray([-1e4, -30.0, -2.0, 0.0, 0.5, 3.0, 40.0, 1e4], jnp.float32)
+    t = jnp.asarray(np.random.default_rng(0).normal(size=x.shape), jnp.float32)
+    pairs = [(nm.softplus, jax.nn.softplus), (nm.log_sigmoid, jax.nn.log_sigmoid),
+             (lambda v: nm.bernoulli_log_prob(0.3, v), lambda v: 0.3 * v - jax.nn.softplus(v))]
+    modes = {
+        "jvp": lambda fn: jax.jvp(fn, (x,), (t,)),
+        "linearize": lambda fn: jax.linearize(fn, x)[1](t),
+        "jacfwd": lambda fn: jax.jacfwd(fn)(x),
+        "forward_over_reverse": lambda fn: jax.jvp(jax.grad(lambda v: jnp.sum(fn(v))), (x,), (t,))[1],
+        "reverse_over_forward": lambda fn: jax.grad(lambda v: jnp.sum(jax.jvp(fn, (v,), (t,))[1] ** 2))(x),
+    }
+    for mine, ref in pairs:
+        for name, mode in modes.items():
+            got, want = jax.jit(lambda: mode(mine))(), jax.jit(lambda: mode(ref))()
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                assert np.all(np.isfinite(a)), name
+                np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7, err_msg=name)
