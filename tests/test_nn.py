@@ -238,12 +238,12 @@ def test_contractive_penalty_with_a_conv_encoder_on_cpu():
     rng = np.random.default_rng(12)
     x = jnp.asarray(rng.normal(size=(3, 6, 5, 2)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 2, 2, 4)), jnp.float32)
-    linear = lambda v: nn.conv2d(v[None], w, 1, "VALID")[0]  # noqa: E731, [4, 4, 4]
+    linear = lambda v: nn.conv2d(v[None], w, 1, "VALID")[0]  # noqa: E731, [4, 4, 4]: jacfwd (64 >= 60)
     expected = 4 * 4 * float(np.sum(np.asarray(w, np.float64) ** 2))
     np.testing.assert_allclose(float(autoencoders.contractive_penalty(linear, x)), expected, rtol=1e-5)
 
-    def penalty(w, x):
-        return autoencoders.contractive_penalty(lambda v: jnp.tanh(nn.conv2d(v[None], w, 2, "SAME")[0]), x)
+    def penalty(w, x):  # a [6, 5, 4] code of a [6, 5, 2] example: the Jacobian is taken forward
+        return autoencoders.contractive_penalty(lambda v: jnp.tanh(nn.conv2d(v[None], w, 1, "SAME")[0]), x)
 
     value, grad = jax.jit(jax.value_and_grad(penalty))(w, x)
     with _backend.disabled("conv_grad"):
