@@ -643,8 +643,16 @@ def test_samplers_run_under_jit_with_traced_schedules_and_give_finite_gradients(
 def test_docstring_examples():
     import doctest
 
-    result = doctest.testmod(S, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted >= 12
+    # the functions are genjax.diffusion's (their __module__), so testmod(genjax._samplers) finds none of them;
+    # tests/test_math_modules.py runs them as genjax.diffusion's, this runs them in genjax._samplers's namespace
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for name in S.PUBLIC:
+        assert getattr(df, name) is getattr(S, name) and getattr(S, name).__module__ == "genjax.diffusion"
+        for test in finder.find(getattr(S, name), name, globs=dict(vars(S))):
+            runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0 and result.attempted >= 12, result
 
 
 # ------------------------------------------------------------------------------ live diffusers
