@@ -250,3 +250,24 @@ def test_contractive_penalty_with_a_conv_encoder_on_cpu():
         value0, grad0 = jax.jit(jax.value_and_grad(penalty))(w, x)
     np.testing.assert_allclose(value, value0, rtol=1e-5)
     np.testing.assert_allclose(grad, grad0, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(grad0))))
+
+
+def test_conv2d_forward_mode_and_input_gradient_under_shard_map():
+    """A varying batch and an invariant kernel under shard_map (one CPU device): the CPU
+    primitive aligns its operands' manual axes as lax.conv_general_dilated does. Reference: the
+    same function outside shard_map."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((1,), ("d",))
+    rng = np.random.default_rng(13)
+    x = jax.device_put(jnp.asarray(rng.normal(size=(2, 5, 5, 2)), jnp.float32), NamedSharding(mesh, PartitionSpec("d")))
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+
+    def body(x, w):
+        return (jax.grad(lambda x: jnp.sum(nn.conv2d(x, w) ** 2))(x),
+                jax.jvp(lambda x: nn.conv2d(x, w), (x,), (x,))[1])
+
+    sharded = jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec("d"), PartitionSpec()),
+                            out_specs=(PartitionSpec("d"), PartitionSpec("d")))
+    for a, b in zip(jax.jit(sharded)(x, w), body(x, w), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

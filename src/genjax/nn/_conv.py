@@ -83,13 +83,34 @@ def _weight_grad(x, dy, w_shape, strides, pads):
 _conv_cpu_p = Primitive("genjax_conv2d_cpu")
 
 
+try:  # what lax.conv_general_dilated does before binding: under shard_map, make an invariant
+    # operand varying over the other's manual axes (private, so optional)
+    from jax._src.core import auto_insert_reshard as _align_operands
+except ImportError:  # pragma: no cover
+    def _align_operands(*args):
+        return args
+
+
 def _conv_cpu(x, w, strides, pads):
+    x, w = _align_operands(x, w)
     return _conv_cpu_p.bind(x, w, strides=tuple(strides), pads=tuple(tuple(p) for p in pads))
 
 
+@functools.lru_cache(maxsize=256)
+def _conv_params(x_shape, x_dtype, w_shape, w_dtype, strides, pads) -> dict:
+    """The parameters with which `_conv` binds `lax.conv_general_dilated_p` for these inputs."""
+    jaxpr = jax.make_jaxpr(functools.partial(_conv, strides=strides, pads=pads))(
+        jax.ShapeDtypeStruct(x_shape, x_dtype), jax.ShapeDtypeStruct(w_shape, w_dtype))
+    (eqn,) = [e for e in jaxpr.eqns if e.primitive is lax.conv_general_dilated_p]
+    return eqn.params
+
+
 def _conv_cpu_abstract_eval(x, w, *, strides, pads):
-    out = jax.eval_shape(functools.partial(_conv, strides=strides, pads=pads), x, w)
-    return jax.core.ShapedArray(out.shape, out.dtype)
+    # XLA's convolution's own rule, so that what avals carry besides shape and dtype (the varying
+    # manual axes under shard_map, shardings) is propagated as for the plain convolution
+    params = _conv_params(x.shape, x.dtype, w.shape, w.dtype, strides, pads)
+    out, _ = lax.conv_general_dilated_p.abstract_eval(x, w, **params)
+    return out
 
 
 def _conv_cpu_jvp(primals, tangents, *, strides, pads):
