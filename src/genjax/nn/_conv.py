@@ -21,7 +21,9 @@ get the plain `lax.conv_general_dilated`; the choice is made at lowering
 (`genjax._backend.select("conv_grad", ...)`, off switch ``conv_grad``), so a program exported for
 GPU/TPU from a CPU host holds only the plain convolution.
 Values and gradients are the same up to float rounding (tests compare with `jax.grad` /
-`jax.jvp` of `lax.conv_general_dilated`).
+`jax.jvp` of `lax.conv_general_dilated`). Under `jax.shard_map` forward mode and input gradients
+work; the weight gradient of a batch-sharded input on the CPU path does not (nor did the
+`custom_vjp`'s): switch ``conv_grad`` off there.
 """
 
 from __future__ import annotations
