@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from genjax import autoencoders as ae
+from tests import _walk as walk
 
 B, D, H = 3, 4, 5  # batch, input features, hidden units
 KEY = jax.random.key(0)
@@ -234,16 +235,7 @@ def test_the_extreme_value_walk_covers_every_function():
 @pytest.mark.parametrize("case", sorted(FINITE))
 def test_extreme_values_give_finite_values_and_gradients(case, dtype):
     fn, args = FINITE[case]
-    args = [jnp.asarray(a, dtype) for a in args]
-
-    def total(*a):
-        return jnp.sum(fn(*a).astype(jnp.float32))
-
-    value, grads = jax.value_and_grad(total, argnums=tuple(range(len(args))))(*args)
-    assert bool(jnp.isfinite(value)), value
-    for i, g in enumerate(grads):
-        assert g.dtype == dtype
-        assert bool(jnp.all(jnp.isfinite(g))), (i, g)
+    walk.assert_finite_value_and_grads(fn, args, dtype)
 
 
 def test_saturated_probabilities_are_infinite_penalties_not_nan():

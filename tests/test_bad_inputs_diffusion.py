@@ -9,14 +9,13 @@ A short schedule (T = 20) keeps the samplers cheap.
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from genjax import diffusion as df
+from tests import _walk as walk
 
 T = 20
 SCHED = df.make_schedule(df.linear_beta_schedule(T))
@@ -161,18 +160,14 @@ NO_EXTREME = set(_FAST_SAMPLERS) | {"min_snr_weight", "min_snr_loss"}
 
 
 def _call(name, **override):
-    fn, kwargs = CALLS[name]
-    return fn(**{**kwargs, **override})
+    return walk.call(CALLS, name, **override)
 
 
 def _raises(exc, arg, name, **override):
-    with pytest.raises(exc, match=f"`{re.escape(arg)}`"):
-        _call(name, **override)
+    walk.raises(CALLS, exc, arg, name, **override)
 
 
-def _finite(tree) -> bool:
-    return all(bool(np.all(np.isfinite(np.asarray(jnp.asarray(leaf, jnp.float32)))))
-               for leaf in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact))
+_finite = walk.finite
 
 
 def test_the_walk_covers_all_public_names():

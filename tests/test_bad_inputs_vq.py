@@ -9,14 +9,13 @@ Reference values are closed forms (stated where used).
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from genjax import vq
+from tests import _walk as walk
 
 K, D = 5, 3
 RNG = np.random.default_rng(0)
@@ -102,18 +101,14 @@ NOT_BATCHED = {"EmaCodebook", "ema_init"}  # no batch argument
 
 
 def _call(name, **override):
-    fn, kwargs = CALLS[name]
-    return fn(**{**kwargs, **override})
+    return walk.call(CALLS, name, **override)
 
 
 def _raises(exc, arg, name, **override):
-    with pytest.raises(exc, match=f"`{re.escape(arg)}`"):
-        _call(name, **override)
+    walk.raises(CALLS, exc, arg, name, **override)
 
 
-def _finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(jnp.asarray(leaf, jnp.float32)))) for leaf in jax.tree.leaves(tree)
-               if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact))
+_finite = walk.finite
 
 
 def test_the_walk_covers_all_public_names():
