@@ -579,6 +579,9 @@ def prerequisite_run(ctx: Context, name: str, needs: Sequence[str], **overrides:
 LOCK_FILE = ".lock"  # holds the pid of the run that has the workdir (flock, released at exit)
 
 
+EMBEDDED_TRAIN_SIZE = 9_000  # genjax.data.split_size('mnist', 'train', 'embedded')
+
+
 def check_data_available(config: Any) -> None:
     """Refuses, before anything is written, a config whose image data cannot be had here:
     `--data-source tfds` (or a dataset other than MNIST) with no prepared TFDS data and no way
@@ -588,15 +591,25 @@ def check_data_available(config: Any) -> None:
     if source is None:
         return
     dataset = getattr(config, "dataset", "mnist")
-    if source == "auto" and dataset == "mnist":
+    batch_size = getattr(config, "batch_size", None)
+    # The smallest training split any source gives (the embedded 9,000 for MNIST): a batch that
+    # fits it fits every source, so the automatic MNIST choice need not be probed for it.
+    if source == "auto" and dataset == "mnist" and (batch_size is None or batch_size <= EMBEDDED_TRAIN_SIZE):
         return
     from genjax import data
 
     for split in ("train", "test"):
         try:
-            data.resolve_source(dataset, split, source=source, data_dir=getattr(config, "data_dir", None))
+            resolved = data.resolve_source(dataset, split, source=source, data_dir=getattr(config, "data_dir", None))
         except (ValueError, data.DatasetUnavailableError) as e:
             raise ConfigError(str(e)) from None
+        if split == "train" and isinstance(batch_size, int):
+            size = data.split_size(dataset, split, resolved)
+            if batch_size > size:
+                raise ConfigError(
+                    f"--batch-size {batch_size} exceeds the {size:,} training images of {dataset} "
+                    f"({resolved} data): an epoch would have no full batch; use at most {size}"
+                )
 
 
 def read_previous_config(experiment: Experiment, workdir: Path, record: Mapping[str, Any]) -> None:

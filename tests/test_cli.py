@@ -53,6 +53,9 @@ def assert_one_error_line(out: subprocess.CompletedProcess, status: int, message
         (["--steps", "1e12"], "--steps: expected an integer in [1, 2147483647], got 1000000000000"),
         (["--step", "5"], "unknown argument(s) --step 5 for experiment 'mnist_classifier'"),  # no abbreviations
         (["--data-source", "tfds"], "TFDS dataset 'mnist' (train split) is unavailable"),
+        # a batch larger than the data (the embedded split has 9,000 training images)
+        (["--data-source", "embedded", "--batch-size", "9001"],
+         "--batch-size 9001 exceeds the 9,000 training images of mnist (embedded data)"),
     ],
 )
 def test_bad_values_are_one_error_line_exit_2_and_nothing_is_written(tmp_path, argv, message):

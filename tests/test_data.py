@@ -646,3 +646,15 @@ def test_to_float_and_binarize():
     np.testing.assert_array_equal(gd.binarize(jax.random.key(1), jnp.array([0.0, 1.0])), [0, 1])
     with pytest.raises(TypeError, match="floating"):
         gd.binarize(jax.random.key(0), jnp.zeros(3, jnp.uint8))
+
+
+def test_split_size_is_the_number_of_examples_load_images_gives():
+    # embedded: genjax's own 9,000 / 1,000 split of the MNIST test set (genjax.data._embedded);
+    # tfds: the TFDS catalog's split sizes (mnist, fashion_mnist 60,000 / 10,000; cifar10 50,000 / 10,000)
+    for split in ("train", "test"):
+        assert gd.split_size("mnist", split, "embedded") == len(
+            gd.load_images("mnist", split, source="embedded").images)
+    assert [gd.split_size(n, s, "tfds") for n in ("mnist", "fashion_mnist", "cifar10")
+            for s in ("train", "test")] == [60_000, 10_000, 60_000, 10_000, 50_000, 10_000]
+    with pytest.raises(ValueError, match="`source`"):
+        gd.split_size("mnist", "train", "auto")

@@ -29,6 +29,7 @@ from genjax.data._images import (
     default_data_dir,
     load_images,
     resolve_source,
+    split_size,
 )
 from genjax.data._loader import ArrayLoader
 from genjax.data._preprocess import binarize, to_float
@@ -70,6 +71,7 @@ __all__ = [
     "sample_moons",
     "sample_ring",
     "sample_swiss_roll",
+    "split_size",
     "to_float",
     "toy_distribution",
 ]

@@ -70,6 +70,8 @@ class DatasetUnavailableError(RuntimeError):
 class _Spec:
     num_classes: int
     image_shape: tuple[int, int, int]
+    # Examples per split in TFDS ("train", "test"): the TFDS catalog's split sizes.
+    split_sizes: tuple[int, int]
     # Where TFDS's builder downloads the raw files from (the host the probe contacts).
     download_url: str
 
@@ -77,11 +79,11 @@ class _Spec:
 # download_url values are those of the TFDS 4.9.10 builders
 # (image_classification/mnist.py and cifar.py).
 _DATASETS: dict[str, _Spec] = {
-    "mnist": _Spec(10, (28, 28, 1), "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    "mnist": _Spec(10, (28, 28, 1), (60_000, 10_000), "https://storage.googleapis.com/cvdf-datasets/mnist/"),
     "fashion_mnist": _Spec(
-        10, (28, 28, 1), "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+        10, (28, 28, 1), (60_000, 10_000), "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
     ),
-    "cifar10": _Spec(10, (32, 32, 3), "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
+    "cifar10": _Spec(10, (32, 32, 3), (50_000, 10_000), "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
 }
 KNOWN_DATASETS: tuple[str, ...] = tuple(_DATASETS)
 _SPLITS = ("train", "test")
@@ -372,6 +374,25 @@ def resolve_source(
     if source == "auto" and name == "mnist":
         return "embedded"
     raise DatasetUnavailableError(_unavailable_message(name, split, plan.reason))
+
+
+def split_size(name: str, split: str, source: str) -> int:
+    """The number of examples of one split from a resolved source (`"tfds"` or `"embedded"`,
+    as `resolve_source` returns it), without reading the data.
+
+    TFDS sizes are the TFDS catalog's (MNIST and Fashion-MNIST 60,000 / 10,000, CIFAR-10
+    50,000 / 10,000); the embedded MNIST split is 9,000 / 1,000.
+
+    Examples:
+      >>> split_size("mnist", "train", "embedded"), split_size("cifar10", "train", "tfds")
+      (9000, 50000)
+    """
+    _check_request(name, split, source)
+    if source not in ("tfds", "embedded"):
+        raise ValueError(f"`source` must be a resolved source, 'tfds' or 'embedded', got {source!r}")
+    if source == "embedded":
+        return int(embedded_split_indices(split).size)
+    return _DATASETS[name].split_sizes[_SPLITS.index(split)]
 
 
 def load_images(
