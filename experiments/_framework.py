@@ -205,7 +205,7 @@ class Experiment:
         try:
             config, workdir, quick, extra = self.parse_args(argv)
             summary = run_experiment(self, config, workdir, quick=quick, extra=extra)
-        except ConfigError as e:
+        except (ConfigError, report_lib.DamagedFileError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             return 2
         except FloatingPointError as e:  # genjax.train.NonFiniteError: the message says it all
@@ -622,8 +622,9 @@ def read_previous_config(experiment: Experiment, workdir: Path, record: Mapping[
         if not isinstance(old, dict):
             raise ValueError(f"expected a JSON object, got {type(old).__name__}")
     except (OSError, ValueError) as e:
+        reason = e.reason if isinstance(e, report_lib.DamagedFileError) else f"{type(e).__name__}: {e}"
         raise ConfigError(
-            f"{path} is unreadable ({type(e).__name__}: {e}); genjax writes it atomically, so it was "
+            f"{path} is unreadable ({reason}); genjax writes it atomically, so it was "
             "damaged or written by something else: remove it (or the whole workdir) or choose another --workdir"
         ) from None
     check_config_compatible(experiment.name, old, record, experiment.evaluation_fields)

@@ -93,6 +93,33 @@ def test_diverged_training_is_one_error_line_exit_1(tmp_path, capsys):
     assert err.startswith("error: non-finite loss = nan at step 7") and "Traceback" not in err
 
 
+def test_a_damaged_saved_model_is_one_error_line_exit_2(tmp_path, capsys):
+    # A prerequisite's saved parameters (e.g. the classifier every FID uses), truncated by a disk
+    # error or written by something else: one line naming the file, exit 2, no traceback.
+    import dataclasses
+
+    from genjax import train
+
+    good = tmp_path / "good.msgpack"
+    train.save_params(good, {"dense": {"kernel": [[1.0, 2.0]]}})
+    damaged = tmp_path / "classifier.msgpack"
+    damaged.write_bytes(good.read_bytes()[:-3])
+    for path in (damaged, tmp_path / "summary.json"):
+        if path.suffix == ".json":
+            path.write_text('{"fid": 1.')
+        with pytest.raises(report.DamagedFileError, match=str(path)):
+            (train.load_params if path.suffix == ".msgpack" else report.read_json)(path)
+
+        def loads(ctx, path=path):
+            (train.load_params if path.suffix == ".msgpack" else report.read_json)(path)
+
+        exp = dataclasses.replace(load("info_theory"), run=loads)
+        assert exp.main(["--quick", "--workdir", str(tmp_path / f"run_{path.suffix[1:]}")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path} is damaged") and "Traceback" not in err, err
+        assert err.count("\n") == 1, err
+
+
 def test_bad_workdirs_are_one_error_line_exit_2(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a directory")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 __all__ = [
+    "DamagedFileError",
     "atomic_write_bytes",
     "atomic_write_text",
     "write_json",
@@ -100,9 +101,26 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
 
 
+class DamagedFileError(ValueError):
+    """A file genjax wrote (atomically) cannot be read back: it was truncated, damaged or written
+    by something else. The message names the file and says how to recover."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(
+            f"{path} is damaged or not a file genjax wrote ({reason}); delete it and run the "
+            "same command again to recreate it"
+        )
+        self.path = Path(path)
+        self.reason = reason
+
+
 def read_json(path: str | os.PathLike) -> Any:
+    """Reads a JSON file; DamagedFileError if it is not valid JSON."""
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DamagedFileError(path, f"{type(err).__name__}: {err}") from None
 
 
 # ----------------------------------------------------------------------------- metrics log

@@ -206,11 +206,24 @@ def save_params(path, params: PyTree) -> None:
 
 
 def load_params(path) -> PyTree:
-    """Reads a parameter pytree written by `save_params` (nested dicts of numpy arrays)."""
+    """Reads a parameter pytree written by `save_params` (nested dicts of numpy arrays).
+
+    Raises:
+      genjax.report.DamagedFileError (a ValueError): the file is truncated or not msgpack.
+    """
     from flax import serialization
 
+    from genjax.report import DamagedFileError
+
     with open(path, "rb") as f:
-        return serialization.msgpack_restore(f.read())
+        raw = f.read()
+    try:
+        tree = serialization.msgpack_restore(raw)
+    except Exception as err:  # msgpack's errors (ExtraData, FormatError, ValueError, ...) share no base
+        raise DamagedFileError(path, f"{type(err).__name__}: {err}") from None
+    if not isinstance(tree, dict):
+        raise DamagedFileError(path, f"expected a parameter tree (a mapping), got {type(tree).__name__}")
+    return tree
 
 
 def ema_update(average: PyTree, value: PyTree, decay: float | jax.Array) -> PyTree:
