@@ -12,6 +12,8 @@ T = 1000 linear betas for `ddpm_loss`. An example is one row.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable
 from typing import Any
 
@@ -235,7 +237,7 @@ def _quantize(exact: bool) -> Builder:
 # -------------------------------------------------------------------------- genjax.diffusion
 
 
-def _ddpm_loss(b, n, key):
+def _ddpm_loss(b, n, key, loss="ddpm_loss", **options):
     import jax
     import jax.numpy as jnp
 
@@ -250,8 +252,8 @@ def _ddpm_loss(b, n, key):
         return jnp.tanh(x @ params["w1"] + params["t"][t]) @ params["w2"]
 
     def f(params, x0, raw_key):
-        return diffusion.ddpm_loss(jax.random.wrap_key_data(raw_key), lambda x, t: eps_fn(params, x, t),
-                                   schedule, x0)  # [B]
+        return getattr(diffusion, loss)(jax.random.wrap_key_data(raw_key), lambda x, t: eps_fn(params, x, t),
+                                        schedule, x0, **options)  # [B]
 
     return f, (params, _normal(k4, (b, n)), jax.random.key_data(k4)), (0,)
 
@@ -282,4 +284,5 @@ LOSSES: dict[str, Builder] = {
     "vq.commitment_loss": _vq("commitment_loss"),
     "vq.vq_loss": _vq("vq_loss"),
     "diffusion.ddpm_loss": _ddpm_loss,
+    "diffusion.min_snr_loss[v]": functools.partial(_ddpm_loss, loss="min_snr_loss", prediction="v"),
 }

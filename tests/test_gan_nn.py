@@ -180,12 +180,12 @@ def test_dcgan_shapes_and_range(norm):
 
 
 def test_gan_layers_every_ad_mode():
-    from tests.test_nn import assert_every_ad_mode_matches_plain
+    from tests.test_nn import ALL_MODES, assert_every_ad_mode_matches_plain
 
     rng = np.random.default_rng(20)
     x = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
     mb = gnn.MinibatchDiscrimination(num_kernels=2, kernel_dim=3)
-    assert_every_ad_mode_matches_plain(mb.apply, (mb.init(jax.random.key(0), x), x))
+    assert_every_ad_mode_matches_plain(mb.apply, (mb.init(jax.random.key(0), x), x), modes=ALL_MODES)
     h = jnp.asarray(rng.normal(size=(6, 2, 2, 3)), jnp.float32)
     vbn = gnn.VirtualBatchNorm()
     assert_every_ad_mode_matches_plain(lambda p, h: vbn.apply(p, h, 2), (vbn.init(jax.random.key(0), h, 2), h))
