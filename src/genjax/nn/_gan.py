@@ -272,12 +272,14 @@ class DcganGenerator(nn.Module):
 
     dense -> [7, 7, 2w] -> norm, ReLU -> upsample x2, conv3x3 (w) -> norm, ReLU -> upsample x2,
     conv3x3 (channels) -> sigmoid, with w = `width`. `norm="virtual_batch"` needs `reference_z`
-    (the fixed reference batch of latents).
+    (the fixed reference batch of latents). `kernel_size` k makes both convolutions kxk (the
+    DCGAN paper's are 5x5).
     """
 
     width: int = 32
     channels: int = 1
     norm: Norm = "batch"
+    kernel_size: int = 3
 
     @nn.compact
     def __call__(self, z: jax.Array, reference_z: jax.Array | None = None) -> jax.Array:
@@ -288,9 +290,10 @@ class DcganGenerator(nn.Module):
         h = nn.Dense(7 * 7 * 2 * w, name="project")(h).reshape(-1, 7, 7, 2 * w)
         h = nn.relu(_normalize(self.norm, h, r, "norm0"))
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # [N, 14, 14, 2w]
-        h = nn.relu(_normalize(self.norm, Conv(w, (3, 3), name="conv1")(h), r, "norm1"))
+        k = (self.kernel_size, self.kernel_size)
+        h = nn.relu(_normalize(self.norm, Conv(w, k, name="conv1")(h), r, "norm1"))
         h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # [N, 28, 28, w]
-        h = Conv(self.channels, (3, 3), name="conv2")(h)
+        h = Conv(self.channels, k, name="conv2")(h)
         return nn.sigmoid(h)[r:]
 
 
