@@ -19,6 +19,13 @@ histogram, perplexity and reconstruction error over training, and a table of hel
 reconstruction error, perplexity and codes used for every variant. Each variant trains in its own
 subdirectory (`<workdir>/<codebook>_beta<beta>/`, with checkpoints and exact resume).
 
+To generate, a prior over the codes: a small causal Transformer (`genjax.nn.CodePrior`) is
+trained on the training digits' 7x7 code grids of the saved variant (subdirectory `prior/`,
+checkpoints and exact resume like the variants), sampled ancestrally (`genjax.nn.sample_codes`,
+temperature 1) and decoded; `fid_samples` samples are scored by MNIST-feature FID/KID
+(`experiments._features`) next to the VQ-VAE's reconstructions, and listed in
+`summary["generators"]` with their training (VQ-VAE + prior) and sampling seconds.
+
 The trained autoencoder (the EMA variant at `main_beta`) is saved for the latent-diffusion
 experiment: `<workdir>/autoencoder.msgpack` (parameters `{"encoder", "decoder", "codebook"}`,
 flax msgpack, no pickle) and `<workdir>/autoencoder.json` (architecture and statistics). The
@@ -57,6 +64,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from experiments._features import generator_record, mnist_evaluator
 from experiments._framework import Built, ConfigError, Context, Experiment
 from experiments._vq_autoencoder import (AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, Autoencoder,  # noqa: F401
                                          load_autoencoder, save_autoencoder)
@@ -82,6 +90,15 @@ class Config:
     decay: float = 0.99  # EMA decay (paper, Appendix A.1)
     epsilon: float = 1e-5  # Laplace smoothing of the EMA counts (dm-haiku/Sonnet)
     restart_threshold: float = 0.0  # EMA codes used < this per batch are restarted (0: off)
+    # The prior over the saved variant's 7x7 codes (`genjax.nn.CodePrior`, a causal Transformer),
+    # trained after the variants on the training digits' codes; its samples are what is scored.
+    prior_steps: int = 10_000
+    prior_batch_size: int = 128
+    prior_width: int = 128
+    prior_layers: int = 2
+    prior_heads: int = 4
+    prior_learning_rate: float = 1e-3  # Adam, linear warm-up then cosine decay to a tenth
+    fid_samples: int = 1000  # prior samples scored by MNIST-feature FID/KID
     checkpoint_every: int = 1_000
     log_every: int = 100
     eval_every: int = 1_000
@@ -93,7 +110,9 @@ class Config:
 
 
 QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16,
-         "checkpoint_every": 400, "eval_every": 400, "log_every": 100}
+         "checkpoint_every": 400, "eval_every": 400, "log_every": 100,
+         "prior_steps": 800, "prior_batch_size": 32, "prior_width": 64, "prior_layers": 2, "prior_heads": 4,
+         "prior_learning_rate": 2e-3}
 
 CODEBOOKS = ("ema", "loss")
 CODEBOOK_LABELS = {"ema": "EMA codebook", "loss": "codebook loss"}
@@ -114,6 +133,13 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"--channels needs two widths (14x14 and 7x7 stages), got {list(cfg.channels)}")
     if not 0.0 <= cfg.decay < 1.0:
         raise ConfigError(f"--decay must be in [0, 1), got {cfg.decay}")
+    for name in ("prior_steps", "prior_batch_size", "prior_width", "prior_layers", "prior_heads"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.prior_width % cfg.prior_heads:
+        raise ConfigError(f"--prior-width ({cfg.prior_width}) must be divisible by --prior-heads ({cfg.prior_heads})")
+    if cfg.fid_samples < 2:
+        raise ConfigError(f"--fid-samples must be >= 2, got {cfg.fid_samples}")
 
 
 # ------------------------------------------------------------------------------ the model
@@ -254,6 +280,151 @@ def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: 
     }
 
 
+# ------------------------------------------------------------------------------ the prior over the codes
+
+
+def code_grids(model: Autoencoder, params, codebook, images, batch_size: int = 500):
+    """The nearest-code indices of every image: uint8 [N, H, W, C] -> int32 [N, h * w] (raster order)."""
+    import jax
+    import jax.numpy as jnp
+
+    from genjax import train, vq
+
+    @jax.jit
+    def codes(x):
+        idx = vq.nearest_code(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)  # [B, h, w]
+        return idx.reshape(idx.shape[0], -1).astype(jnp.int32)
+
+    return train.map_batched(codes, images, batch_size=min(batch_size, len(images)))
+
+
+def reconstruct(model: Autoencoder, params, codebook, images, batch_size: int = 500):
+    """Decoded nearest codes of uint8 images [N, H, W, C]: float32 [N, H, W, C] in [0, 1]."""
+    import jax
+    import jax.numpy as jnp
+
+    from genjax import train, vq
+
+    @jax.jit
+    def run(x):
+        z_q, _ = vq.quantize(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)
+        return jnp.clip(model.decode(params, z_q), 0.0, 1.0)
+
+    return train.map_batched(run, images, batch_size=min(batch_size, len(images)))
+
+
+def build_prior(cfg: Config, num_codes: int, length: int) -> Built:
+    """The code prior (`genjax.nn.CodePrior`, `model`), `init(key) -> TrainState` and its step
+    on batches `{"codes": int [B, L]}`: Adam on the mean next-code cross-entropy (nats per code),
+    the learning rate warmed up linearly over min(200, steps / 10) steps, then cosine-decayed to a
+    tenth. `loss_fn(params, codes) -> [B]` is the negative log-likelihood of each grid (nats)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from genjax import nn, train
+
+    prior = nn.CodePrior(num_codes=num_codes, length=length, width=cfg.prior_width, num_layers=cfg.prior_layers,
+                         num_heads=cfg.prior_heads)
+    warmup = min(200, max(cfg.prior_steps // 10, 1))
+    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.prior_learning_rate, warmup, max(cfg.prior_steps, warmup + 1),
+                                            end_value=0.1 * cfg.prior_learning_rate)
+    tx = optax.adam(lr)
+
+    def nll(params, codes):  # [B, L] -> [B]
+        return jnp.sum(nn.cross_entropy_loss(prior.apply({"params": params}, codes), codes), axis=1)
+
+    def init(key):
+        params = jax.jit(prior.init)(jax.random.fold_in(key, 0), jnp.zeros((1, length), jnp.int32))["params"]
+        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1))
+
+    def loss(params, batch, key, state):
+        return jnp.mean(nll(params, batch["codes"])) / length, ({}, {})
+
+    return Built(model=prior, init=init, step=train.make_train_step(loss), loss_fn=nll)
+
+
+def fit_seconds(fit, metrics_path) -> float:
+    """The training seconds of a fit: `fit.seconds` when this call trained it from the start,
+    else the chunk times of its whole log (`metrics.jsonl`: every call's chunks, those after the
+    checkpoint it resumed from dropped), so that a resumed or finished run still reports them."""
+    from genjax import report
+
+    if fit.resumed_from is None:
+        return float(fit.seconds)
+    records = [r for r in report.read_jsonl(metrics_path) if "steps_per_s" in r] if metrics_path.exists() else []
+    steps = [0] + [r["step"] for r in records]
+    return float(sum((b - a) / r["steps_per_s"] for a, b, r in zip(steps, steps[1:], records)))
+
+
+def train_prior(ctx: Context, cfg: Config, model: Autoencoder, params, codebook, autoencoder_digest: str, train_ds,
+                test_ds, key) -> dict:
+    """Trains the code prior on the training digits' codes (subdirectory `prior/`, checkpoints
+    and exact resume as every variant), evaluates it on the held-out codes and samples it.
+    `prior/autoencoder_digest.txt` names the autoencoder it was trained for: a prior of another
+    one (a run resumed with more `--steps`) is removed and trained again.
+
+    Returns a dict: `state`, `model`, `seconds` (training), the held-out NLL in nats per image
+    of the prior and of the two baselines (uniform codes, code frequencies), `samples` (float32
+    [fid_samples, H, W, C] in [0, 1]), `codes` ([fid_samples, h, w]) and `sample_seconds`
+    (sampling and decoding them, compiled ahead of time)."""
+    import shutil
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from genjax import data, nn, report, train, vq
+
+    stamp = ctx.workdir / "prior" / "autoencoder_digest.txt"
+    if ctx.is_main_process:
+        if stamp.exists() and stamp.read_text().strip() != autoencoder_digest:
+            ctx.log("the saved autoencoder is not the one the code prior was trained for: training the prior again")
+            shutil.rmtree(stamp.parent)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(autoencoder_digest + "\n")
+    codes = code_grids(model, params, codebook, np.concatenate([train_ds.images, test_ds.images]))  # [N, L]
+    train_codes, test_codes = codes[: len(train_ds.images)], codes[len(train_ds.images):]
+    length = train_codes.shape[1]
+    built = build_prior(cfg, cfg.num_codes, length)
+    heldout_nll = jax.jit(built.loss_fn)
+
+    def eval_fn(s):
+        per_image = train.map_batched(lambda c: heldout_nll(s.params, c), test_codes, batch_size=500)
+        return {"heldout_nll": float(np.mean(per_image))}
+
+    loader = data.ArrayLoader({"codes": train_codes}, cfg.prior_batch_size, cfg.seed,
+                              process_index=jax.process_index(), process_count=jax.process_count())
+    ctx.log(f"training the code prior (Transformer, width {cfg.prior_width}, {cfg.prior_layers} block(s)) on "
+            f"{len(train_codes)} code grids")
+    fit = ctx.fit(built.init(jax.random.fold_in(key, 17)), built.step, loader, subdir="prior",
+                  num_steps=cfg.prior_steps, eval_fn=eval_fn, eval_every=cfg.eval_every)
+    log_path = ctx.workdir / "prior" / "metrics.jsonl"
+    last = (report.read_jsonl(log_path) if log_path.exists() else [{}])[-1]  # fit evaluates its last chunk
+    nll = (last["eval/heldout_nll"] if "eval/heldout_nll" in last and last.get("step") == int(fit.state.step)
+           else eval_fn(fit.state)["heldout_nll"])
+    counts = np.bincount(train_codes.reshape(-1), minlength=cfg.num_codes) + 1.0  # Laplace-smoothed
+    log_freq = np.log(counts / counts.sum())
+    h, w = train_ds.image_shape[0] // 4, train_ds.image_shape[1] // 4  # the code grid
+    n = cfg.fid_samples
+
+    def generate(args, key):  # one program: L prior steps, the codebook lookup, the decoder
+        prior_params, ae_params, book = args
+        grid = nn.sample_codes(key, built.model, prior_params, n).reshape(n, h, w)
+        return jnp.clip(model.decode(ae_params, vq.lookup(book, grid)), 0.0, 1.0), grid
+
+    ((samples, grids),), seconds = train.time_compiled(
+        generate, [((fit.state.params, params, codebook), jax.random.fold_in(key, 18))])
+    return {
+        "state": fit.state, "model": built.model, "steps": int(fit.state.step), "resumed_from": fit.resumed_from,
+        "seconds": fit_seconds(fit, log_path),
+        "heldout_nll": nll, "uniform_nll": length * float(np.log(cfg.num_codes)),
+        "frequency_nll": float(-np.mean(log_freq[test_codes].sum(axis=1))),
+        "num_parameters": int(sum(np.size(x) for x in jax.tree.leaves(fit.state.params))),
+        "samples": np.asarray(samples, np.float32), "codes": np.asarray(grids), "sample_seconds": seconds,
+    }
+
+
 # ------------------------------------------------------------------------------ the run
 
 
@@ -304,6 +475,7 @@ def run(ctx: Context) -> dict:
             "steps": int(state.step),
             # from the variant's whole log, so that a resumed run reports the speed of all its chunks
             "steps_per_s": train.steps_per_second(report.read_jsonl(ctx.workdir / name / "metrics.jsonl")),
+            "train_seconds": fit_seconds(fit, ctx.workdir / name / "metrics.jsonl"),
             "resumed_from": fit.resumed_from,
         }
         if fit.history:  # trained in this call (a finished variant that is only re-evaluated logs nothing)
@@ -335,9 +507,34 @@ def run(ctx: Context) -> dict:
     }
     if ctx.is_main_process:
         save_autoencoder(ctx.workdir, model, main_state.params, main_book, info)
-    digest = train.params_digest({n: {"params": s.params, "extras": s.extras} for n, s in states.items()})
+
+    # generation: the code prior's samples, decoded, scored by MNIST-feature FID/KID -----------
+    prior = train_prior(ctx, cfg, model, main_state.params, main_book, info["params_digest"], train_ds, test_ds, key)
+    evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
+    recon = reconstruct(model, main_state.params, main_book, train_ds.images[: cfg.fid_samples])
+    scores = {}
+    for label, images in (("prior", prior["samples"]), ("reconstructions", recon)):
+        kid, kid_std = evaluator.kid(images)
+        scores[label] = {"fid": evaluator.fid(images), "kid": kid, "kid_std": kid_std}
+    n = len(prior["samples"])
+    ae_seconds = results[main]["train_seconds"]
+    generator = generator_record(
+        "VQ-VAE + prior", fid=scores["prior"]["fid"], kid=scores["prior"]["kid"],
+        train_seconds=ae_seconds + prior["seconds"], seconds_per_1000=prior["sample_seconds"] / n * 1000,
+        real_fid=evaluator.real_fid, num_samples=n,
+        note=f"training: the VQ-VAE {main} ({ae_seconds:.0f} s, {results[main]['steps']} steps) + the Transformer "
+             f"code prior ({prior['seconds']:.0f} s, {prior['steps']} steps); sampling: {prior['codes'][0].size} "
+             f"prior steps (key-value cache) then the decoder, {n} at once")
+    ctx.log(f"VQ-VAE + prior: FID {scores['prior']['fid']:.2f} (real digits {evaluator.real_fid:.2f}, "
+            f"reconstructions {scores['reconstructions']['fid']:.2f}), held-out code NLL {prior['heldout_nll']:.1f} "
+            f"nats, {generator['seconds_per_1000']:.2f} s / 1000 samples")
+    if ctx.is_main_process:
+        np.save(ctx.workdir / "samples.npy", prior["samples"][:64])  # [64, H, W, C] in [0, 1]
+    digest = train.params_digest({**{n: {"params": s.params, "extras": s.extras} for n, s in states.items()},
+                                  "prior": prior["state"].params})
 
     write_report(ctx, cfg, model, states, results, main, train_ds, test_ds, data_variance)
+    write_prior_report(ctx, cfg, prior, scores, generator, main)
     return {
         "recon_mse": results[main]["recon_mse"],
         "perplexity": results[main]["perplexity"],
@@ -351,6 +548,16 @@ def run(ctx: Context) -> dict:
         "data_variance": data_variance,
         "dataset": train_ds.as_dict(),
         "test_dataset": test_ds.as_dict(),
+        "prior": {"steps": prior["steps"], "heldout_nll": prior["heldout_nll"], "uniform_nll": prior["uniform_nll"],
+                  "frequency_nll": prior["frequency_nll"], "num_parameters": prior["num_parameters"],
+                  "train_seconds": prior["seconds"], "resumed_from": prior["resumed_from"]},
+        "fid": scores["prior"]["fid"],
+        "kid": scores["prior"]["kid"],
+        "kid_std": scores["prior"]["kid_std"],
+        "reconstruction_fid": scores["reconstructions"]["fid"],
+        "real_fid": evaluator.real_fid,
+        "samples": "samples.npy",
+        "generators": [generator],
     }
 
 
@@ -474,6 +681,55 @@ def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results,
              "`experiments.vqvae.load_autoencoder(workdir)`.")
 
 
+def write_prior_report(ctx: Context, cfg: Config, prior: dict, scores: dict, generator: dict, main: str) -> None:
+    """The report's generation section: the code prior's likelihood, the FID/KID table, the samples."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from genjax import report
+
+    rep = ctx.report
+    length = prior["codes"][0].size
+    rep.heading("Generating: an autoregressive prior over the codes")
+    rep.text(
+        f"A VQ-VAE generates through a prior over its codes (van den Oord et al. 2017, section 3.2, with a "
+        f"PixelCNN). Here: a causal Transformer (`genjax.nn.CodePrior`: {cfg.prior_layers} pre-LN blocks, width "
+        f"{cfg.prior_width}, {cfg.prior_heads} heads, {prior['num_parameters']:,} parameters) over the {length} "
+        f"codes of the {main} variant in raster order, trained for {prior['steps']:,} steps of batch "
+        f"{cfg.prior_batch_size} (Adam {cfg.prior_learning_rate:g}, warm-up and cosine decay) on the training "
+        f"digits' codes, then sampled ancestrally at temperature 1 (`genjax.nn.sample_codes`: one `lax.scan` over "
+        f"the {length} positions with a key-value cache) and decoded.")
+    rep.table(
+        ["model of the held-out codes", "NLL (nats per image)", "bits per code"],
+        [(label, v, v / length / np.log(2)) for label, v in (
+            (f"uniform over the K = {cfg.num_codes} codes", prior["uniform_nll"]),
+            ("code frequencies of the training grids (positions independent)", prior["frequency_nll"]),
+            ("Transformer prior", prior["heldout_nll"]))],
+        caption="negative log-likelihood of the held-out digits' code grids, lower is better",
+    )
+    rep.table(
+        ["images", "MNIST-feature FID", "KID", "KID std", "training seconds", "seconds / 1000 samples"],
+        [(f"VQ-VAE + prior: {len(prior['samples'])} samples", scores["prior"]["fid"], scores["prior"]["kid"],
+          scores["prior"]["kid_std"], generator["train_seconds"], generator["seconds_per_1000"]),
+         ("VQ-VAE reconstructions of training digits (a perfect prior)", scores["reconstructions"]["fid"],
+          scores["reconstructions"]["kid"], scores["reconstructions"]["kid_std"], "-", "-"),
+         ("real training digits (the floor)", generator["real_fid"], "-", "-", "-", "-")],
+        caption="Frechet distance and KID between classifier features of these images and of the held-out "
+                "digits (the classifier of `mnist_classifier`; comparable between the experiments of this suite, "
+                "not with Inception FIDs). " + generator["note"][:1].upper() + generator["note"][1:] + ".",
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
+    axes[0].imshow(report.image_grid(prior["samples"][:64], cols=8, pad=1, fill=0.0), cmap="gray_r", vmin=0, vmax=1)
+    axes[0].set_title("samples: prior codes, decoded", fontsize=9)
+    code_grid = report.image_grid(prior["codes"][:64], cols=8, pad=1, fill=-1.0)
+    axes[1].imshow(np.ma.masked_less(code_grid, 0), cmap="tab20", vmin=0, vmax=cfg.num_codes - 1)
+    axes[1].set_title("their 7x7 code grids", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    rep.figure(fig, "prior_samples", caption=f"64 of the {len(prior['samples'])} scored samples (temperature 1) "
+                                             "and the code grids the prior drew for them")
+
+
 EXPERIMENT = Experiment(
     name="vqvae",
     title="VQ-VAE on MNIST: straight-through quantization, EMA codebook vs codebook loss, beta sweep",
@@ -482,6 +738,7 @@ EXPERIMENT = Experiment(
     quick=QUICK,
     run=run,
     trains=True,
+    evaluation_fields=frozenset({"fid_samples"}),
 )
 
 if __name__ == "__main__":

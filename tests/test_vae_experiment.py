@@ -14,11 +14,28 @@ from genjax import report
 TINY = dict(
     steps=20, checkpoint_every=10, log_every=10, eval_every=10, models=("mlp2",), hidden_dims=(32,),
     num_seeds=2, batch_size=16, lr_schedule="constant", iwae_samples=20, iwae_chunk=10, eval_examples=40,
-    eval_batch_size=20, grad_var_draws=4, grad_var_examples=8, data_source="embedded",
+    eval_batch_size=20, grad_var_draws=4, grad_var_examples=8, data_source="embedded", fid_samples=64,
 )
 
 
+def beside_a_random_classifier(root, name):
+    """`root/name`, with an untrained MnistClassifier in `root/mnist_classifier`, where the run looks
+    for the FID features' classifier (so that the smoke run trains none). Parameters from NumPy:
+    a JAX init would compile."""
+    import jax
+    import jax.numpy as jnp
+
+    from genjax import nn, train
+
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(nn.MnistClassifier(features_dim=16).init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(np.float32), shapes["params"])
+    train.save_params(root / "mnist_classifier" / "classifier.msgpack", params)
+    return root / name
+
+
 def test_tiny_run_writes_the_report_and_resumes_exactly(tmp_path):
+    tmp_path = beside_a_random_classifier(tmp_path, "vae")
     exp = vae_experiment.EXPERIMENT
     config = exp.make_config(**TINY)
     summary = run_experiment(exp, config, tmp_path)
@@ -39,6 +56,11 @@ def test_tiny_run_writes_the_report_and_resumes_exactly(tmp_path):
     bounds = summary["mlp2/heldout_bounds"]
     assert list(bounds) == ["1", "10", "20"] and bounds["1"] <= bounds["20"]
     assert summary["mlp2/active_units"] <= 2 and summary["params_digest"]
+    # its samples' MNIST-feature FID/KID, in the record the tour plots
+    (generator,) = summary["generators"]
+    assert generator["label"] == "VAE mlp2" and generator["num_samples"] == 64
+    assert all(np.isfinite(generator[k]) for k in ("fid", "kid", "train_seconds", "seconds_per_1000", "real_fid"))
+    assert generator["fid"] >= 0 and generator["train_seconds"] > 0 and "MNIST-feature FID" in md
     # The gradient-variance monitor ran at every evaluation: the score function is the noisier.
     history = report.read_jsonl(tmp_path / "mlp2" / "metrics.jsonl")
     evals = [r for r in history if "eval/grad_var_score" in r]
@@ -53,6 +75,7 @@ def test_tiny_run_writes_the_report_and_resumes_exactly(tmp_path):
     resumed = run_experiment(exp, config, tmp_path)
     assert resumed["params_digest"] == summary["params_digest"]
     assert resumed["mlp2/heldout_nll"] == pytest.approx(summary["mlp2/heldout_nll"], rel=1e-6)
+    assert resumed["generators"][0]["train_seconds"] > 0  # from the log: this call trained 10 steps of 20
     steps = [r["step"] for r in report.read_jsonl(tmp_path / "mlp2" / "metrics.jsonl")]
     assert steps == [10, 20]
 

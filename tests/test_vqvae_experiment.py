@@ -13,7 +13,8 @@ from genjax import data, nn, report
 from genjax.nn import _vqvae
 
 TINY = dict(steps=4, batch_size=8, channels=(4, 8), res_hidden=4, latent_dim=4, num_codes=16, betas=(0.25, 1.0),
-            checkpoint_every=2, log_every=2, eval_every=4, data_source="embedded")
+            checkpoint_every=2, log_every=2, eval_every=4, data_source="embedded", prior_steps=2, prior_batch_size=8,
+            prior_width=8, prior_layers=1, prior_heads=2, fid_samples=16)
 
 
 @pytest.mark.parametrize("strides,kernel,in_shape", [(1, (3, 3), (2, 7, 7, 5)), (2, (4, 4), (2, 14, 14, 3)),
@@ -43,6 +44,9 @@ def test_encoder_and_decoder_shapes():
 
 
 def test_tiny_run_writes_the_report_and_a_loadable_autoencoder(tmp_path):
+    from tests.test_vae_experiment import beside_a_random_classifier
+
+    tmp_path = beside_a_random_classifier(tmp_path, "vqvae")
     exp = vqvae.EXPERIMENT
     config = exp.make_config(**TINY)
     summary = run_experiment(exp, config, tmp_path)
@@ -55,10 +59,16 @@ def test_tiny_run_writes_the_report_and_a_loadable_autoencoder(tmp_path):
         assert [r["step"] for r in report.read_jsonl(tmp_path / name / "metrics.jsonl")] == [2, 4]
     assert summary["main_variant"] == "ema_beta0.25" and summary["params_digest"]
     for f in ("reconstructions.png", "codebook_usage.png", "training_curves.png", "beta_sweep.png", "report.md",
-              "summary.json", "autoencoder.msgpack", "autoencoder.json"):
+              "summary.json", "autoencoder.msgpack", "autoencoder.json", "prior_samples.png", "samples.npy"):
         assert (tmp_path / f).is_file(), f
     md = (tmp_path / "report.md").read_text()
     assert "| EMA codebook | 0.25 |" in md and "| codebook loss | 1 |" in md
+    # the code prior's samples, decoded and scored, in the record the tour plots
+    (generator,) = summary["generators"]
+    assert generator["label"] == "VQ-VAE + prior" and generator["num_samples"] == 16
+    assert all(np.isfinite(generator[k]) for k in ("fid", "kid", "train_seconds", "seconds_per_1000", "real_fid"))
+    assert generator["fid"] >= 0 and generator["train_seconds"] > summary["prior"]["train_seconds"] > 0
+    assert summary["prior"]["steps"] == 2 and np.isfinite(summary["prior"]["heldout_nll"])
 
     # the loader the latent-diffusion experiment uses
     encode, decode, info = vqvae.load_autoencoder(tmp_path)

@@ -12,9 +12,10 @@ from genjax.nn._gan import (
     VirtualBatchNorm,
 )
 from genjax.nn._diffusion import MlpDenoiser, TimeEmbedding, UNet, sinusoidal_embedding
+from genjax.nn._prior import CodePrior, sample_codes
 from genjax.nn._vae import VaeConv, VaeMlp
 from genjax.nn._vqvae import VQVAEDecoder, VQVAEEncoder, upsample_nearest
 
-__all__ = ["Conv", "DcganDiscriminator", "DcganGenerator", "DenseAutoencoder", "MinibatchDiscrimination",
+__all__ = ["CodePrior", "Conv", "DcganDiscriminator", "DcganGenerator", "DenseAutoencoder", "MinibatchDiscrimination",
            "MlpDiscriminator", "MlpGenerator", "VirtualBatchNorm", "MnistClassifier", "MlpDenoiser", "TimeEmbedding", "UNet", "VQVAEDecoder", "VQVAEEncoder", "VaeConv", "VaeMlp",
-           "conv2d", "cross_entropy_loss", "sinusoidal_embedding", "upsample_nearest"]
+           "conv2d", "cross_entropy_loss", "sample_codes", "sinusoidal_embedding", "upsample_nearest"]
