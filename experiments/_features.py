@@ -61,12 +61,15 @@ def mnist_evaluator(ctx: Context, data_source: str = "auto", data_dir: str | Non
 
 
 def generator_record(label: str, *, fid: float, kid: float, train_seconds: float, seconds_per_1000: float,
-                     real_fid: float, num_samples: int, note: str = "") -> dict:
+                     real_fid: float, num_samples: int, note: str = "", samples: str = "") -> dict:
     """One image generator's entry in its experiment's summary (`summary["generators"]`, a list of
     these): the tour's closing figure plots every generator's MNIST-feature FID against the CPU
     seconds it cost, `train_seconds` (training, including any model it builds on, e.g. the
     autoencoder of a latent model) plus `seconds_per_1000` (sampling 1,000 images, decoding
-    included). `real_fid` is the floor of the same classifier and sample count."""
+    included). `real_fid` is the floor of the same classifier and sample count. `samples`, if
+    given, is the file (relative to the experiment's run directory) of its scored samples, a
+    float [N, 28, 28, 1] array in [0, 1] saved with `np.save`: the closing comparison shows them
+    side by side."""
     return {"label": label, "fid": float(fid), "kid": float(kid), "train_seconds": float(train_seconds),
             "seconds_per_1000": float(seconds_per_1000), "real_fid": float(real_fid),
-            "num_samples": int(num_samples), "note": note}
+            "num_samples": int(num_samples), "note": note, "samples": samples}

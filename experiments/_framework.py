@@ -311,7 +311,7 @@ def _float_domain(name: str) -> tuple[float, float, bool, bool, str]:
     """`(low, high, low_open, high_open, words)` of a float field, from its name."""
     inf = float("inf")
     if "learning_rate" in name or name.endswith(("_lr", "_eps", "_std", "_lambdas")) or name in (
-            "epsilon", "clip", "grad_clip"):
+            "epsilon", "clip", "grad_clip", "min_snr_gamma"):
         return 0.0, inf, True, True, "> 0"
     if name.endswith("_fraction"):
         return 0.0, 1.0, True, False, "in (0, 1]"

@@ -246,6 +246,7 @@ VARIANT_SWITCHES = {
     "vbn": "virtual batch norm in the generator",
     "noise": "annealed instance noise",
     "r1": "zero-centred R1 gradient penalty on real data",
+    "ema": "samples from an exponential moving average of the generator's weights",
 }
 
 

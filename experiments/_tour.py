@@ -128,6 +128,11 @@ def write_tour_report(workdir: Path, results: list[dict], quick: bool) -> None:
             err = report_lib.html.escape(r["traceback"])
             body = f'<h2>{name}</h2><p class="failed">failed: {report_lib.html.escape(r["error"])}</p><pre>{err}</pre>'
         sections.append(f'<section id="{name}">{body}</section>')
+    closing = closing_comparison(workdir, results)
+    if closing is not None:
+        index.append(f"| closing comparison | ok | - | [closing/report.md](closing/report.md) |")
+        nav.append('<li><a href="#closing">closing comparison: FID against CPU seconds</a></li>')
+        sections.append(f'<section id="closing">{closing.to_html(heading_offset=1)}</section>')
     index.append("")
     report_lib.atomic_write_text(workdir / "index.md", "\n".join(index))
     body = f"<h1>{title}</h1><nav><ul>{''.join(nav)}</ul></nav>" + "\n<hr>\n".join(sections)
@@ -136,3 +141,81 @@ def write_tour_report(workdir: Path, results: list[dict], quick: bool) -> None:
         "quick": quick,
         "experiments": [{k: v for k, v in r.items() if k != "traceback"} for r in results],
     })
+
+
+def generator_records(results: list[dict]) -> list[dict]:
+    """Every image generator's record (`experiments._features.generator_record`) in the summaries
+    of the experiments that succeeded, each with its experiment's name, in tour order."""
+    records = []
+    for r in results:
+        if r["ok"]:
+            for g in r["summary"].get("generators", ()):
+                records.append({"experiment": r["name"], **g})
+    return records
+
+
+def closing_comparison(workdir: Path, results: list[dict]):
+    """The course's closing comparison, `<workdir>/closing/`: every image generator's
+    MNIST-feature FID against its CPU seconds (training plus sampling 1,000 images), one labelled
+    point each, and the same as a table. None when no experiment reported a generator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = generator_records(results)
+    if not records:
+        return None
+    rep = report_lib.Report("Closing comparison: every image generator on one scale", workdir / "closing")
+    floors = sorted({round(g["real_fid"], 3) for g in records})
+    rep.text("Each point is one image generator of the course, trained in this tour: its MNIST-feature FID "
+             "(1,000 samples against the 1,000 held-out digits, features of the tour's classifier) against the "
+             "CPU seconds it cost here: training (including the autoencoder a latent model builds on) plus "
+             "sampling 1,000 images. Lower left is better; the dotted line is the floor, 1,000 real training "
+             f"digits scored the same way (FID {', '.join(f'{f:.2f}' for f in floors)}).")
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    families = sorted({g["experiment"] for g in records}, key=[g["experiment"] for g in records].index)
+    for g in records:
+        seconds = g["train_seconds"] + g["seconds_per_1000"]
+        color = f"C{families.index(g['experiment']) % 10}"
+        ax.scatter(seconds, g["fid"], color=color, s=30, zorder=3)
+        ax.annotate(g["label"], (seconds, g["fid"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for k, f in enumerate(floors):
+        ax.axhline(f, color="k", ls=":", lw=1, label="floor (real digits)" if k == 0 else None)
+        ax.axhline(10 * f, color="0.5", ls="--", lw=0.8, label="10x the floor" if k == 0 else None)
+    for k, fam in enumerate(families):
+        ax.scatter([], [], color=f"C{k % 10}", label=fam)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("CPU seconds: training + sampling 1,000 images")
+    ax.set_ylabel("MNIST-feature FID (lower is better)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    rep.figure(fig, "fid_vs_seconds", caption="FID against CPU seconds, every image generator of the tour")
+    plt.close(fig)
+    shown = [g for g in records if g.get("samples") and (workdir / g["experiment"] / g["samples"]).exists()]
+    if shown:
+        import numpy as np
+
+        cols = min(len(shown), 4)
+        rows_ = -(-len(shown) // cols)
+        fig, axes = plt.subplots(rows_, cols, figsize=(2.9 * cols, 3.2 * rows_), squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, g in zip(axes.ravel(), shown):
+            images = np.load(workdir / g["experiment"] / g["samples"])[:36]
+            ax.imshow(report_lib.image_grid(images, rows=6, cols=6), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{g['label']}\nFID {g['fid']:.1f} ({g['fid'] / g['real_fid']:.1f}x floor)", fontsize=8)
+        fig.tight_layout()
+        rep.figure(fig, "samples", caption="the first 36 scored samples of every image generator, side by side")
+        plt.close(fig)
+    rows = sorted(records, key=lambda g: g["fid"])
+    rep.table(["generator", "experiment", "MNIST-feature FID", "x floor", "KID", "train s", "sample s / 1,000",
+               "total s", "note"],
+              [(g["label"], g["experiment"], g["fid"], g["fid"] / g["real_fid"], g["kid"], g["train_seconds"],
+                g["seconds_per_1000"], g["train_seconds"] + g["seconds_per_1000"], g["note"]) for g in rows],
+              caption="sorted by FID; 'x floor' is FID over the floor of the same classifier and sample count")
+    rep.save()
+    report_lib.write_json(workdir / "closing" / "generators.json", {"generators": records})
+    return rep

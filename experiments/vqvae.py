@@ -109,7 +109,7 @@ class Config:
         check_config(self)
 
 
-QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16,
+QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16, "latent_dim": 4, "betas": (0.25, 1.0),
          "checkpoint_every": 400, "eval_every": 400, "log_every": 100,
          "prior_steps": 800, "prior_batch_size": 32, "prior_width": 64, "prior_layers": 2, "prior_heads": 4,
          "prior_learning_rate": 2e-3}

@@ -133,8 +133,9 @@ def runs_root(tmp_path_factory):
     return root
 
 
-TINY_MNIST = dict(channels=(4,), num_res_blocks=0, attention=False, num_timesteps=20, ddim_steps=(5,), steps=2,
-                  batch_size=8, num_samples=8, sample_batch=8, checkpoint_every=2, log_every=2)
+TINY_MNIST = dict(channels=(4,), num_res_blocks=0, attention=False, num_timesteps=20, ddim_steps=(5,), dpm_steps=(3,),
+                  ddpm_sampler=True, steps=2, batch_size=8, num_samples=8, sample_batch=8, checkpoint_every=2,
+                  log_every=2)
 
 
 @pytest.mark.slow
@@ -144,8 +145,13 @@ def test_ddpm_mnist_smoke(runs_root):
     samples = np.load(d / "samples.npy")
     assert samples.shape == (8, 28, 28, 1) and samples.dtype == np.float32
     assert samples.min() >= 0.0 and samples.max() <= 1.0
-    for key in ("fid/ddpm_20", "fid/ddim_5", "kid/ddim_5", "seconds_per_1000/ddpm_20", "real_fid"):
+    for key in ("fid/ddpm_20", "fid/ddim_5", "kid/ddim_5", "fid/dpm++_3", "seconds_per_1000/ddpm_20", "real_fid"):
         assert np.isfinite(summary[key])
+    # the quick config's U-Net sees 2x2 patches; the closing comparison's record is the best sampler's
+    (record,) = summary["generators"]
+    best = min(("ddpm_20", "ddim_5", "dpm++_3"), key=lambda tag: summary[f"fid/{tag}"])
+    assert summary["best_sampler"].lower().replace(" ", "_") == best and record["fid"] == summary[f"fid/{best}"]
+    assert record["samples"] == "samples.npy" and record["train_seconds"] > 0
     assert len(summary["params_digest"]) == 64
     for fig in ("forward_process", "training_loss", "samples", "quality_vs_speed", "reverse_process"):
         assert (d / f"{fig}.png").exists()
@@ -159,8 +165,10 @@ def test_latent_diffusion_smoke(runs_root):
     d = runs_root / "latent_diffusion"
     samples = np.load(d / "samples.npy")
     assert samples.shape == (8, 28, 28, 1) and samples.min() >= 0.0 and samples.max() <= 1.0
-    for key in ("fid/ddpm_20", "fid/ddim_5", "seconds_per_1000/ddpm_20", "reconstruction_fid"):
+    for key in ("fid/ddpm_20", "fid/ddim_5", "fid/dpm++_3", "seconds_per_1000/ddpm_20", "reconstruction_fid"):
         assert np.isfinite(summary[key])
+    (record,) = summary["generators"]
+    assert record["label"].startswith("latent diffusion (") and np.isfinite(record["fid"])
     report = (d / "report.md").read_text()
     assert "VQ-VAE reconstructions" in report
     if (runs_root / "ddpm_mnist" / "summary.json").exists():  # the pixel-space rows, when that run exists

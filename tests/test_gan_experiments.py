@@ -154,11 +154,13 @@ def test_gan_mnist_smoke_with_every_switch(tmp_path):
     from experiments import gan_mnist
 
     _tiny_classifier(tmp_path / "mnist_classifier")
-    s = _run(gan_mnist, tmp_path / "gan_mnist", variants=("gan+ls+fm+mbd+ha+vbn+noise+r1", "wgan"), steps=2,
+    s = _run(gan_mnist, tmp_path / "gan_mnist", variants=("gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan"), steps=2,
              batch_size=8, width=4, feature_dim=8, minibatch_kernels=2, minibatch_dim=2, vbn_reference_size=4,
              noise_anneal_steps=2, num_eval_samples=32, eval_every=2, log_every=2, checkpoint_every=2,
              data_source="embedded")
-    assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise+r1", "wgan")
+    assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan")
+    assert [g["label"] for g in s["generators"]] == ["DCGAN gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan"]
+    assert all(np.isfinite(g["fid"]) and g["seconds_per_1000"] > 0 for g in s["generators"])
     samples = np.load(tmp_path / "gan_mnist" / "samples.npy")
     assert samples.shape == (32, 28, 28, 1) and 0.0 <= samples.min() and samples.max() <= 1.0
     history = report.read_jsonl(tmp_path / "gan_mnist" / "wgan" / "metrics.jsonl")
@@ -188,3 +190,29 @@ def test_gan_vanishing_gradients_smoke(tmp_path):
     resumed = _run(gvg, tmp_path, **tiny)
     assert resumed["params_digest"] == s["params_digest"]
     assert resumed["arjovsky_bottou"] == s["arjovsky_bottou"]
+
+
+def test_the_ema_switch_averages_the_generator_alone_with_the_warm_up_rule():
+    """`gan+ema`: after one step extras["ema_params"]["generator"] = d g_0 + (1 - d) g_1 with
+    d = min(decay, 2 / 11) (genjax.train.with_ema's warm-up at n = 1), the discriminator is not
+    averaged, and training itself is the plain variant's, bit for bit."""
+    import jax
+
+    from experiments import gan_mnist
+
+    cfg = gan_mnist.EXPERIMENT.make_config(quick=True, variants=("gan+ema",), width=4, feature_dim=8, batch_size=4)
+    built, plain = gan_mnist.build(cfg, "gan+ema"), gan_mnist.build(cfg, "gan")
+    state, plain_state = built.init(jax.random.key(0)), plain.init(jax.random.key(0))
+    assert set(state.extras["ema_params"]) == {"generator"}
+    # one critic draw of 4 images (experiments._gan_common.ImageSource's layout)
+    batch = {"image": np.random.default_rng(0).integers(0, 256, (1, 4, 28, 28, 1), dtype=np.uint8)}
+    g0 = state.params["generator"]
+    new, _ = jax.jit(built.step)(state, batch)
+    new_plain, _ = jax.jit(plain.step)(plain_state, batch)
+    d = min(cfg.generator_ema_decay, 2.0 / 11.0)
+    expected = jax.tree.map(lambda a, b: d * a + (1 - d) * b, g0, new.params["generator"])
+    for got, want in zip(jax.tree.leaves(new.extras["ema_params"]["generator"]), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(new_plain.params)):
+        np.testing.assert_array_equal(a, b)
+    assert built.apply_fn(new) is new.extras["ema_params"]["generator"]
