@@ -149,7 +149,7 @@ def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], ddim_steps
     """`{label: (fn(params, key) -> samples of `shape`, number of denoiser calls)}`: "DDPM T" with
     all T steps (if `ddpm`), "DDIM n" (eta = 0) for each n in `ddim_steps` and "DPM++ n"
     (DPM-Solver++(2M), `genjax.diffusion.dpmpp_2m_sample`) for each n in `dpm_steps`. The network
-    predicts `prediction`. With `clip_x0`, DDPM and DDIM clip x0_hat and DDIM recomputes the noise
+    predicts `prediction`. With `clip_x0`, every sampler clips x0_hat and DDIM recomputes the noise
     from the clipped x0_hat (`use_clipped_model_output`, as guided-diffusion's DDIM does; on
     ddpm_mnist's quick model it lowered DDIM's FID from about 270 to 190)."""
     from genjax import diffusion
@@ -171,7 +171,8 @@ def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], ddim_steps
         fns[f"DDIM {n}"] = (ddim, n)
     for n in dpm_steps:
         def dpm(params, key, n=n):
-            return diffusion.dpmpp_2m_sample(key, lambda x, t: apply_fn(params, x, t), schedule, shape, n, prediction)
+            return diffusion.dpmpp_2m_sample(key, lambda x, t: apply_fn(params, x, t), schedule, shape, n, prediction,
+                                             clip_x0=clip_x0)
 
         fns[f"DPM++ {n}"] = (dpm, n)
     return fns

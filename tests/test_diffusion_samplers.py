@@ -799,3 +799,22 @@ def test_live_diffusers_compute_snr_and_min_snr_weights():
            rtol=1e-3, atol=1e-6)
     _close(S.min_snr_weight(LINEAR, jnp.asarray(t.numpy(), jnp.int32), 5.0, "v"), np.minimum(snr, 5.0) / (snr + 1),
            rtol=1e-3, atol=1e-6)
+
+
+def test_dpmpp_clip_x0_clips_every_data_prediction():
+    """`clip_x0`: a model whose data prediction is 5 everywhere (outside [-1, 1]) ends exactly at
+    the clipped value, since DPM-Solver++'s last step returns x0_hat (Lu et al. 2022, final step
+    to sigma = 0); without clipping it ends at 5. None is the unclipped sampler, bit for bit."""
+    from genjax.diffusion import dpmpp_2m_sample, linear_beta_schedule, make_schedule
+
+    s = make_schedule(linear_beta_schedule(50))
+    five = lambda x, t: jnp.full_like(x, 5.0)  # noqa: E731
+    key = jax.random.key(3)
+    clipped = dpmpp_2m_sample(key, five, s, (4, 3), 7, "x0", clip_x0=(-1.0, 1.0))
+    np.testing.assert_array_equal(clipped, np.ones((4, 3), np.float32))
+    np.testing.assert_allclose(dpmpp_2m_sample(key, five, s, (4, 3), 7, "x0"), 5.0, rtol=1e-6)
+    eps = lambda x, t: 0.1 * x  # noqa: E731
+    np.testing.assert_array_equal(dpmpp_2m_sample(key, eps, s, (4, 3), 7, clip_x0=None),
+                                  dpmpp_2m_sample(key, eps, s, (4, 3), 7))
+    with pytest.raises(ValueError, match="clip_x0"):
+        dpmpp_2m_sample(key, eps, s, (4, 3), 7, clip_x0=(1.0, -1.0))

@@ -59,7 +59,9 @@ from genjax.diffusion import (
     _PREDICTIONS,
     Schedule,
     _callable,
+    _check_clip,
     _check_sample_args,
+    _clip,
     _check_schedule,
     _flag,
     _float_array,
@@ -403,6 +405,7 @@ def dpmpp_2m_sample(
     *,
     sde: bool = False,
     spacing: str = "linspace",
+    clip_x0: tuple[float, float] | None = None,
     return_trajectory: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """DPM-Solver++(2M) (Lu et al. 2022) in `num_steps` model evaluations; `sde=True`: SDE-DPM-Solver++(2M).
@@ -430,6 +433,10 @@ def dpmpp_2m_sample(
         prediction: "epsilon", "x0" or "v".
         sde: the stochastic variant.
         spacing: "linspace", "leading" or "trailing" (diffusers' DPM ladders).
+        clip_x0: `(low, high)`: each data prediction x0_i is clipped to it before it enters the
+            update (the static thresholding of Lu et al. for bounded data such as images in
+            [-1, 1]; diffusers' DPMSolverMultistepScheduler thresholds dynamically instead); None
+            (the default) leaves it as is.
         return_trajectory: also return the start noise and every state, `[num_steps + 1, B, ...]`.
 
     Returns:
@@ -437,7 +444,7 @@ def dpmpp_2m_sample(
 
     Raises:
         ValueError: `num_steps` outside 1 .. T, unknown `prediction`/`spacing`, an empty `shape`,
-            a model output of another shape.
+            a model output of another shape, `clip_x0` not None or a pair low < high.
         TypeError: a bad key, model, schedule, shape or flag.
 
     Examples:
@@ -452,7 +459,7 @@ def dpmpp_2m_sample(
     shape, n, prediction = _check_common(key, model_fn, schedule, shape, num_steps, prediction)
     spacing = _checks.choice(spacing, "spacing", SPACINGS)
     return _dpmpp(key, schedule, model_fn, shape, n, prediction, _flag(sde, "sde"), spacing,
-                  _flag(return_trajectory, "return_trajectory"))
+                  _check_clip(clip_x0), _flag(return_trajectory, "return_trajectory"))
 
 
 def _dpm_coefficients(schedule: Schedule, ts, sde: bool):
@@ -483,8 +490,8 @@ def _dpm_coefficients(schedule: Schedule, ts, sde: bool):
     return (alpha, sv), (c_x, c_d, c_1, c_z)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8))
-def _dpmpp(key, schedule, model_fn, shape, n, prediction, sde, spacing, return_trajectory):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8, 9))
+def _dpmpp(key, schedule, model_fn, shape, n, prediction, sde, spacing, clip_x0, return_trajectory):
     init_key, step_key = jax.random.split(key)
     x = jax.random.normal(init_key, shape, jnp.float32)
     ts = _dpm_timesteps(schedule.num_timesteps, n, spacing)
@@ -494,7 +501,7 @@ def _dpmpp(key, schedule, model_fn, shape, n, prediction, sde, spacing, return_t
     def body(carry, step):
         x, x0_prev = carry
         t, a, s, c_x, c_d, c_1, c_z, i = step
-        x0 = _x0_vp(_call(model_fn, x, t), x, a, s, prediction)
+        x0 = _clip(_x0_vp(_call(model_fn, x, t), x, a, s, prediction), clip_x0)
         x_new = c_x * x + c_d * x0 + c_1 * (x0 - x0_prev)
         if sde:
             x_new = x_new + c_z * jax.random.normal(jax.random.fold_in(step_key, i), shape, jnp.float32)
