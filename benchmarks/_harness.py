@@ -83,7 +83,8 @@ class Case:
             `extra["vs_baseline"]` is the median over repetition pairs of (this case's steps/s) /
             (the baseline's steps/s), and `extra["baseline_steps_per_s"]` the baseline's median.
             Use it where a ratio is the point: on a shared VM the speed of the same program
-            drifts by up to 30 % over minutes, more than the effects being compared.
+            drifts by up to 30 % over minutes, more than the effects being compared. On CPU,
+            `extra["vs_baseline_cpu"]` is the same median ratio of steps per CPU-second.
     """
 
     fn: Callable[..., Any]
@@ -295,19 +296,22 @@ def run_benchmark(
         if timer is not None:
             timer.first_call()
             timer.warm_up(warmup, min_rep_s)
-    times, cpu_times, ratios, base_times = [], [], [], []
+    times, cpu_times, ratios, base_times, cpu_ratios = [], [], [], [], []
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
             if base is not None:
-                base_times.append(base.repetition()[0])
+                base_wall, base_cpu = base.repetition()
+                base_times.append(base_wall)
             wall, cpu = subject.repetition()
             times.append(wall)
             cpu_times.append(cpu)
             if base is not None:  # steps/s of the subject over the baseline's, this pair
-                ratios.append((base_times[-1] / case.baseline.steps_per_call) / (wall / case.steps_per_call))
+                ratios.append((base_wall / case.baseline.steps_per_call) / (wall / case.steps_per_call))
+                if cpu > 0 and base_cpu > 0:  # the same per CPU-second
+                    cpu_ratios.append((base_cpu / case.baseline.steps_per_call) / (cpu / case.steps_per_call))
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -315,6 +319,8 @@ def run_benchmark(
     if base is not None:
         extra["vs_baseline"] = statistics.median(ratios)
         extra["baseline_steps_per_s"] = case.baseline.steps_per_call / statistics.median(base_times)
+        if cpu_ratios and jax.default_backend() == "cpu":
+            extra["vs_baseline_cpu"] = statistics.median(cpu_ratios)
     case = dataclasses.replace(case, calls_per_rep=subject.calls, extra=extra)
     subject.close()
     if base is not None:

@@ -151,7 +151,10 @@ def compare(results: Sequence[Result]) -> list[dict[str, Any]]:
       one after another; the ideal for vmap on an idle accelerator is R);
     - `pmap_vs_one_device/<family>/d<D>`: steps/s on D devices / on one;
     - `sampling_scan_vs_loop`: samples/s of the scan / the Python loop;
-    - `jax_vs_torch/vae_mlp/<mode>`: steps/s of the JAX step / PyTorch's eager step.
+    - `jax_vs_torch/vae_mlp/<mode>`: steps/s of the JAX step / PyTorch's eager step;
+    - `jax_vs_torch/<family>/fused` (dcgan, vqvae, ddpm_unet): steps/s of the JAX fused step /
+      PyTorch's eager twin, from repetitions paired in the same run, against PyTorch at its best
+      thread count; `jax_vs_torch_cpu/<family>/fused`: the same per CPU-second (on CPU).
     """
     by_name = {r.name: r for r in results}
     out = []
@@ -186,6 +189,24 @@ def compare(results: Sequence[Result]) -> list[dict[str, Any]]:
     if "sampling/ddpm/scan" in by_name and "sampling/ddpm/loop" in by_name:
         add("sampling_scan_vs_loop", by_name["sampling/ddpm/scan"], by_name["sampling/ddpm/loop"],
             "samples/s of diffusion.sample (scan) / a Python loop over a jitted step", "examples_per_s")
+    twins: dict[str, list[Result]] = {}
+    for r in results:
+        parts = r.name.split("/")
+        if parts[0] == "torch" and parts[1] != "vae_mlp" and r.extra.get("vs_baseline"):
+            twins.setdefault(parts[1], []).append(r)
+    for family, rows in twins.items():
+        best = min(rows, key=lambda r: 1.0 / r.extra["vs_baseline"])  # PyTorch at its fastest: the lowest ratio
+        meaning = (f"steps/s of train_step/{family}/fused / PyTorch's eager twin ({best.name}, "
+                   f"{best.extra.get('torch_threads')} thread(s)), repetitions paired in the same run")
+        out.append({"name": f"jax_vs_torch/{family}/fused", "ratio": 1.0 / best.extra["vs_baseline"],
+                    "numerator": f"train_step/{family}/fused (paired)", "denominator": best.name,
+                    "meaning": meaning})
+        cpu_rows = [r for r in rows if r.extra.get("vs_baseline_cpu")]
+        if cpu_rows:
+            best_cpu = min(cpu_rows, key=lambda r: 1.0 / r.extra["vs_baseline_cpu"])
+            out.append({"name": f"jax_vs_torch_cpu/{family}/fused", "ratio": 1.0 / best_cpu.extra["vs_baseline_cpu"],
+                        "numerator": f"train_step/{family}/fused (paired)", "denominator": best_cpu.name,
+                        "meaning": f"the same per CPU-second of each process ({best_cpu.name})"})
     torches = [r for r in results if r.name.startswith("torch/vae_mlp/eager") and r.steps_per_s]
     torch = max(torches, key=lambda r: r.steps_per_s, default=None)  # PyTorch at its best thread count
     if torch:

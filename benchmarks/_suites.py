@@ -31,6 +31,11 @@ Names are `<suite>/<subject>/<variant>`, so that `--only` selects by any part of
   is examples/s.
 - `torch/vae_mlp/eager`: PyTorch's own example step (eager, CPU threads as PyTorch sets them),
   when `torch` is importable; FLOPs are the JAX step's count.
+- `torch/<dcgan|vqvae|ddpm_unet>/eager[_1thread]`: the convolutional families' PyTorch twins
+  (`benchmarks._torch_convnets`: same layers, batch, optimizer and update; as many threads as
+  the machine has cores, or one), each repetition paired with one of the JAX fused step, so that
+  the ratio (`extra["vs_baseline"]`, and `vs_baseline_cpu` in CPU time) compares the two on the
+  same machine state.
 - `import/genjax`: `import genjax` in a fresh interpreter (median of `repeats` processes).
 """
 
@@ -516,6 +521,78 @@ def _torch_benchmark(config: Config, threads: int | None) -> Benchmark:
     )
 
 
+# torch/<family>/eager for the convolutional families: the family's argument of its PyTorch twin
+# (benchmarks._torch_convnets), so that both run the same model at the same size
+def _torch_twin_kwargs(config: Config, family: str) -> dict[str, Any]:
+    if family == "dcgan":
+        from experiments import gan_mnist as exp
+
+        c = exp.Config()
+        return dict(batch_size=c.batch_size, latent_dim=c.latent_dim, width=c.width, feature_dim=c.feature_dim,
+                    kernel_size=c.generator_kernel, learning_rate=c.learning_rate)
+    if family == "vqvae":
+        from experiments import vqvae as exp
+
+        c = exp.Config()
+        return dict(batch_size=c.batch_size, channels=tuple(c.channels), latent_dim=c.latent_dim,
+                    num_codes=c.num_codes, res_hidden=c.res_hidden, beta=c.main_beta, data_variance=0.1,
+                    learning_rate=c.learning_rate, decay=c.decay, epsilon=c.epsilon)
+    from experiments import ddpm_mnist as exp
+
+    model = {k: exp.QUICK[k] for k in ("channels", "num_res_blocks", "attention")} if config.ddpm_model == "quick" else {}
+    c = exp.Config(**model)
+    return dict(batch_size=config.ddpm_batch_size, channels=tuple(c.channels), num_res_blocks=c.num_res_blocks,
+                time_dim=c.time_dim, attention=c.attention, num_timesteps=c.num_timesteps,
+                learning_rate=c.learning_rate, grad_clip=c.grad_clip, ema_decay=c.ema_decay)
+
+
+TORCH_CONV_FAMILIES = ("dcgan", "vqvae", "ddpm_unet")
+
+
+def _torch_conv_benchmark(config: Config, family: str, one_thread: bool) -> Benchmark:
+    k = _steps_per_call(config, family)
+
+    def setup() -> Case:
+        try:
+            import torch
+        except ImportError:
+            raise Skip("torch is not importable (optional: pip install torch to compare)") from None
+        import os
+
+        import jax
+
+        from benchmarks._torch_convnets import STEPS
+        from genjax import train
+
+        torch.set_num_threads(1 if one_thread else (os.cpu_count() or 1))
+        kwargs = _torch_twin_kwargs(config, family)
+        fam = _family(config, family)
+        if fam.batch_size != kwargs["batch_size"]:
+            raise RuntimeError(f"{family}: the PyTorch twin's batch {kwargs['batch_size']} is not the JAX "
+                               f"step's {fam.batch_size}")
+        step, args = STEPS[family](seed=config.seed, **kwargs)
+        state = _fresh_state(fam, config.seed)
+        batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)
+        one = jax.tree.map(lambda x: x[0], batches)
+        jax_fused = Case(fn=train.compile_fused(fam.step), args=(_fresh_state(fam, config.seed), batches),
+                         donate_argnums=(0,), carry=True, steps_per_call=k, examples_per_call=k * fam.batch_size)
+        return Case(fn=step, args=args, jit=False, steps_per_call=1, examples_per_call=fam.batch_size,
+                    sync=lambda out: out, analysis=(fam.step, (state, one)), baseline=jax_fused,
+                    extra={"torch_version": torch.__version__, "torch_threads": torch.get_num_threads()})
+
+    return Benchmark(
+        name=f"torch/{family}/eager" + ("_1thread" if one_thread else ""),
+        setup=setup,
+        config={"suite": "torch", "family": family, "mode": "eager", "fused_steps": k,
+                "threads": 1 if one_thread else "the machine's cores",
+                "model": f"benchmarks._torch_convnets: the {family} family's networks, batch, optimizer and "
+                         "update in PyTorch (channels first)",
+                "timing": "one eager step per call (CPU, synchronous), repetitions alternating with the JAX "
+                          "fused step's (train_step/<family>/fused; extra.vs_baseline = torch steps/s / JAX's, "
+                          "extra.vs_baseline_cpu the same in CPU time); compile and FLOPs: the JAX step's"},
+    )
+
+
 # ------------------------------------------------------------------------------------- import
 
 
@@ -549,4 +626,5 @@ def all_benchmarks(config: Config) -> list[Benchmark]:
     """Every benchmark, in run order (cheap: inputs are built only when one runs)."""
     return ([_import_benchmark(config)] + divergence_benchmarks(config) + loss_benchmarks(config)
             + train_step_benchmarks(config) + scaling_benchmarks(config) + sampling_benchmarks(config)
-            + [_torch_benchmark(config, None), _torch_benchmark(config, 1)])
+            + [_torch_benchmark(config, None), _torch_benchmark(config, 1)]
+            + [_torch_conv_benchmark(config, f, one) for f in TORCH_CONV_FAMILIES for one in (False, True)])

@@ -36,6 +36,20 @@ needed / the plain path.
     without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_grad``; if the fused steps/s no longer drop
     with the switch off, the workaround can go.
     Plain path: `lax.conv_general_dilated` and XLA's autodiff of it.
+``conv_wgrad_split`` (the weight gradient of `genjax.nn.conv2d`'s CPU path, nn/_conv.py)
+    Works around: XLA:CPU gives every float32 NHWC convolution with more than 16 input or
+    output features to YNNPACK, which runs the weight gradient's convolution (its window is
+    the whole output grid) 2-5x slower than XLA's own convolution once that grid has 100
+    positions or more (at 7x7 YNNPACK is faster). The CPU path cuts that convolution into
+    blocks of at most 16 examples and 16 output channels (XLA's own kernel) and sums the batch
+    blocks: the same sum in another order, equal up to float32 rounding.
+    Measured: jax 0.10.2, 2-core AMD EPYC VM under load; weight gradient inside a `lax.scan`,
+    [64, 28, 28, 32] -> 1 channel: 48 vs 9 ms; [64, 14, 14, 64] -> 32: 22 vs 11.5 ms;
+    [32, 28, 28, 32] -> 32: 26 vs 14 ms; whole fused steps in the ``train_step`` rows.
+    Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
+    without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_wgrad_split``, or the per-op profile
+    (`jax.profiler`): weight-gradient ``ynn_fusion`` ops with a 14x14 or 28x28 window.
+    Plain path: the single convolution of ``conv_grad``'s CPU path (off with ``conv_grad``).
 ``softplus`` (`genjax._numerics.softplus`, `log_sigmoid`, and so every GAN, VAE and
 autoencoder loss)
     Works around: `jax.nn.softplus` is `logaddexp(x, 0)` with extra infinity handling, ~4x
@@ -100,7 +114,7 @@ import jax
 __all__ = ["ENV_VAR", "WORKAROUNDS", "auto_replica_mode", "cpu_collectives", "disabled", "enabled", "select"]
 
 ENV_VAR = "GENJAX_DISABLE_CPU_WORKAROUNDS"
-WORKAROUNDS = ("conv_grad", "softplus", "abs_grad", "minibatch_layout", "replica_loop")
+WORKAROUNDS = ("conv_grad", "conv_wgrad_split", "softplus", "abs_grad", "minibatch_layout", "replica_loop")
 
 _F = TypeVar("_F", bound=Callable)
 _disabled_here: list[frozenset[str]] = []  # the stack of `disabled(...)` contexts

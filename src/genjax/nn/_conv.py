@@ -69,14 +69,39 @@ def _input_grad(w, dy, x_shape, strides, pads):
     return lax.conv_general_dilated(dy, w_t, (1, 1), dx_pads, lhs_dilation=strides, dimension_numbers=_DN)
 
 
-def _weight_grad(x, dy, w_shape, strides, pads):
+# `_weight_grad`'s split form: XLA:CPU hands a float32 NHWC convolution to YNNPACK unless both its
+# input and its output features number <= 16 (`IsConvolutionOpSupportedByYnn`, jax 0.10.2), and
+# YNNPACK runs the weight gradient's convolution, whose window is the whole output grid, far
+# slower than XLA's own (Eigen) convolution once that window is large: 2-5x at 14x14 and 28x28.
+_EIGEN_MAX_FEATURES = 16
+_SPLIT_MIN_WINDOW = 100  # P * Q from which the split pays (7x7: YNNPACK is faster; 14x14: not)
+
+
+def _weight_grad(x, dy, w_shape, strides, pads, split=False):
     """dW[i, j, c, o] = sum_{n, p, q} xpad[n, p*s + i, q*s + j, c] * dy[n, p, q, o]: a VALID
-    convolution of xpad^T [C, Hp, Wp, N] with dy^T [P, Q, N, O] dilated by the stride."""
+    convolution of xpad^T [C, Hp, Wp, N] with dy^T [P, Q, N, O] dilated by the stride.
+
+    With `split` and an output grid of at least `_SPLIT_MIN_WINDOW` positions, the convolution
+    is cut into blocks of at most 16 examples (its input features) and 16 output channels, each
+    one XLA's own convolution rather than YNNPACK's, and the batch blocks are summed (the same
+    sum in another order; genjax._backend workaround ``conv_wgrad_split``)."""
     kh, kw = w_shape[:2]
     xpad = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     lhs = jnp.transpose(xpad, (3, 1, 2, 0))  # [C, Hp, Wp, N]
     rhs = jnp.transpose(dy, (1, 2, 0, 3))  # [P, Q, N, O]
-    dw = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", rhs_dilation=strides, dimension_numbers=_DN)
+
+    def conv(lhs, rhs):
+        return lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", rhs_dilation=strides, dimension_numbers=_DN)
+
+    n, o = rhs.shape[2:]
+    g = _EIGEN_MAX_FEATURES
+    if split and rhs.shape[0] * rhs.shape[1] >= _SPLIT_MIN_WINDOW and max(n, o) > g:
+        blocks = [functools.reduce(lax.add, [conv(lhs[..., b:b + g], rhs[:, :, b:b + g, c:c + g])
+                                             for b in range(0, n, g)])
+                  for c in range(0, o, g)]
+        dw = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=-1)
+    else:
+        dw = conv(lhs, rhs)
     return jnp.transpose(dw[:, :kh, :kw, :], (1, 2, 0, 3))  # [kh, kw, C, O]
 
 
@@ -134,7 +159,8 @@ def _conv_cpu_transpose(ct, x, w, *, strides, pads):
         return None, None
     if ad.is_undefined_primal(x):
         return _input_grad(w, ct, x.aval.shape, strides, pads).astype(x.aval.dtype), None
-    return None, _weight_grad(x, ct, w.aval.shape, strides, pads).astype(w.aval.dtype)
+    split = _backend.enabled("conv_wgrad_split")  # this rule only runs on the CPU path
+    return None, _weight_grad(x, ct, w.aval.shape, strides, pads, split).astype(w.aval.dtype)
 
 
 def _conv_cpu_batch(args, dims, *, strides, pads):
