@@ -312,6 +312,37 @@ def test_comparisons_pair_fused_with_dispatch_and_replicas_with_one_seed():
                       "loop_vs_sequential/x/r1": pytest.approx(0.8), "loop_vs_sequential/x/r4": pytest.approx(1.07)}
 
 
+def test_torch_twins_of_the_conv_families_are_benchmarked_and_compared_per_family():
+    from benchmarks._report import compare
+
+    names = {b.name for b in all_benchmarks(Config(batch_sizes=(8,)))}
+    for family in ("dcgan", "vqvae", "ddpm_unet"):
+        assert {f"torch/{family}/eager", f"torch/{family}/eager_1thread"} <= names
+
+    def result(name, extra):
+        r = run_benchmark(_matmul_benchmark(8), repeats=5, warmup=0)
+        return dataclasses.replace(r, name=name, steps_per_s=1.0, extra=extra)
+
+    # vs_baseline = torch steps/s / JAX's: the ratio reported is JAX / PyTorch at its fastest
+    rs = [result("torch/dcgan/eager", {"vs_baseline": 0.25, "vs_baseline_cpu": 0.5, "torch_threads": 2}),
+          result("torch/dcgan/eager_1thread", {"vs_baseline": 0.5, "vs_baseline_cpu": 0.4, "torch_threads": 1})]
+    ratios = {c["name"]: c for c in compare(rs)}
+    assert ratios["jax_vs_torch/dcgan/fused"]["ratio"] == pytest.approx(2.0)
+    assert ratios["jax_vs_torch/dcgan/fused"]["denominator"] == "torch/dcgan/eager_1thread"
+    assert ratios["jax_vs_torch_cpu/dcgan/fused"]["ratio"] == pytest.approx(2.0)
+    assert ratios["jax_vs_torch_cpu/dcgan/fused"]["denominator"] == "torch/dcgan/eager"
+
+
+def test_a_paired_baseline_also_gives_the_cpu_time_ratio():
+    def setup():
+        a = jnp.ones((32, 32))
+        base = Case(fn=jnp.matmul, args=(a, a), steps_per_call=1)
+        return Case(fn=jnp.matmul, args=(a, a), steps_per_call=2, baseline=base)
+
+    r = run_benchmark(Benchmark("tiny/paired", setup), repeats=5, warmup=0)
+    assert r.extra["vs_baseline"] > 0 and r.extra["vs_baseline_cpu"] > 0
+
+
 def test_the_vae_mlp_family_is_pytorchs_example():
     from benchmarks._families import vae_mlp
 
