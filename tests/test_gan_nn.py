@@ -162,14 +162,17 @@ def test_generators_with_virtual_batch_norm_need_and_use_the_reference_batch():
 
 @pytest.mark.parametrize("norm", ["none", "batch", "virtual_batch"])
 def test_dcgan_shapes_and_range(norm):
+    from tests.test_nn import _params  # from NumPy: a JAX init of the 4-D kernels compiles for seconds
+
     g = gnn.DcganGenerator(width=4, norm=norm)
-    z = jax.random.normal(jax.random.key(0), (3, 8))
-    ref = jax.random.normal(jax.random.key(1), (4, 8)) if norm == "virtual_batch" else None
-    _, images = _init_apply(g, z, ref)
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.standard_normal((3, 8)), jnp.float32)
+    ref = jnp.asarray(rng.standard_normal((4, 8)), jnp.float32) if norm == "virtual_batch" else None
+    images = g.apply(_params(g, z, ref), z, ref)
     assert images.shape == (3, 28, 28, 1)
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
     d = gnn.DcganDiscriminator(width=4, feature_dim=16, minibatch_kernels=2)
-    _, (logits, feats) = _init_apply(d, images, with_features=True)
+    logits, feats = d.apply(_params(d, images, with_features=True), images, with_features=True)
     assert logits.shape == (3,) and feats.shape == (3, 16)
 
 
@@ -180,37 +183,37 @@ def test_dcgan_shapes_and_range(norm):
 
 
 def test_gan_layers_every_ad_mode():
-    from tests.test_nn import ALL_MODES, assert_every_ad_mode_matches_plain
+    from tests.test_nn import ALL_MODES, _params, assert_every_ad_mode_matches_plain
 
     rng = np.random.default_rng(20)
     x = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
     mb = gnn.MinibatchDiscrimination(num_kernels=2, kernel_dim=3)
-    assert_every_ad_mode_matches_plain(mb.apply, (mb.init(jax.random.key(0), x), x), modes=ALL_MODES)
+    assert_every_ad_mode_matches_plain(mb.apply, (_params(mb, x), x), modes=ALL_MODES)
     h = jnp.asarray(rng.normal(size=(6, 2, 2, 3)), jnp.float32)
     vbn = gnn.VirtualBatchNorm()
-    assert_every_ad_mode_matches_plain(lambda p, h: vbn.apply(p, h, 2), (vbn.init(jax.random.key(0), h, 2), h))
+    assert_every_ad_mode_matches_plain(lambda p, h: vbn.apply(p, h, 2), (_params(vbn, h, 2), h))
 
 
 @pytest.mark.parametrize("norm", ["batch", "virtual_batch"])
 def test_mlp_gan_every_ad_mode(norm):
-    from tests.test_nn import assert_every_ad_mode_matches_plain
+    from tests.test_nn import _params, assert_every_ad_mode_matches_plain
 
     rng = np.random.default_rng(21)
     z, ref = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32), jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
     g = gnn.MlpGenerator(hidden=8, depth=2, norm=norm)
-    assert_every_ad_mode_matches_plain(lambda p, z: g.apply(p, z, ref), (g.init(jax.random.key(0), z, ref), z))
+    assert_every_ad_mode_matches_plain(lambda p, z: g.apply(p, z, ref), (_params(g, z, ref), z))
     d = gnn.MlpDiscriminator(hidden=8, depth=2, minibatch_kernels=3, minibatch_dim=2)
     assert_every_ad_mode_matches_plain(lambda p, x: d.apply(p, x, with_features=True),
-                                       (d.init(jax.random.key(1), z), z))
+                                       (_params(d, z), z))
 
 
 def test_dcgan_every_ad_mode():
-    from tests.test_nn import assert_every_ad_mode_matches_plain
+    from tests.test_nn import _params, assert_every_ad_mode_matches_plain
 
     rng = np.random.default_rng(22)
     z, ref = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32), jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
     g = gnn.DcganGenerator(width=2, norm="virtual_batch")
-    assert_every_ad_mode_matches_plain(lambda p, z: g.apply(p, z, ref), (g.init(jax.random.key(0), z, ref), z))
+    assert_every_ad_mode_matches_plain(lambda p, z: g.apply(p, z, ref), (_params(g, z, ref), z))
     x = jnp.asarray(rng.uniform(size=(2, 28, 28, 1)), jnp.float32)
     d = gnn.DcganDiscriminator(width=2, feature_dim=4, minibatch_kernels=2, minibatch_dim=2)
-    assert_every_ad_mode_matches_plain(d.apply, (d.init(jax.random.key(1), x), x))
+    assert_every_ad_mode_matches_plain(d.apply, (_params(d, x), x))

@@ -18,6 +18,29 @@ def _reference_conv(x, w, strides, padding):
     return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _random_like(tree, seed):
+    """Standard normal arrays shaped as `tree`'s leaves, from NumPy: `jax.random.normal` would
+    compile one RNG program per shape (seconds each for a 4-D kernel on XLA:CPU), and again after
+    every `_backend.disabled` block (which clears JAX's caches)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda v: jnp.asarray(rng.standard_normal(jnp.shape(v)).astype(jnp.result_type(v))), tree)
+
+
+def _params(module, *args, **kwargs):
+    """Random variables for `module` on these inputs, shaped by `module.init` (traced, not run) and
+    drawn with NumPy as in `_random_like`: kernels N(0, 1 / fan_in), the rest N(0, 0.5^2). (Any
+    values do for comparing two paths; a real init compiles an RNG program per parameter shape,
+    which took most of these tests' time.)"""
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
+    rng = np.random.default_rng(0)
+
+    def draw(s):
+        scale = float(np.prod(s.shape[:-1])) ** -0.5 if len(s.shape) >= 2 else 0.5
+        return jnp.asarray((scale * rng.standard_normal(s.shape)).astype(s.dtype))
+
+    return jax.tree.map(draw, shapes)
+
+
 CASES = [
     (1, "SAME", (4, 9, 9, 3), (3, 3)),
     (2, "SAME", (4, 9, 9, 3), (3, 3)),
@@ -68,15 +91,15 @@ def test_conv_layer_has_flax_conv_parameter_layout_and_output():
     x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 7, 7, 3)), jnp.float32)
     mine = nn.Conv(8, (3, 3), strides=2)
     theirs = fnn.Conv(8, (3, 3), strides=2)
-    params = mine.init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, theirs.init(jax.random.key(0), x))
+    params = _params(mine, x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, jax.eval_shape(theirs.init, jax.random.key(0), x))
     np.testing.assert_allclose(mine.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
 def test_classifier_shapes_and_features():
     model = nn.MnistClassifier(features_dim=16)
     x = jnp.zeros((5, 28, 28, 1))
-    params = model.init(jax.random.key(0), x)["params"]
+    params = _params(model, x)["params"]
     assert model.apply({"params": params}, x).shape == (5, 10)
     assert model.apply({"params": params}, x, method=model.features).shape == (5, 16)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
@@ -97,13 +120,6 @@ def test_cross_entropy_loss_matches_log_softmax_and_checks_shapes():
 # softplus, the kernel-major minibatch layer). The reference is the same math on the plain path
 # (`_backend.disabled("all")`: lax.conv_general_dilated with XLA's autodiff, jax.nn.softplus,
 # jnp.abs), and, for the convolution itself, lax.conv_general_dilated and flax.linen.Conv.
-
-
-def _random_like(tree, seed):
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(v), jnp.result_type(v))
-                                        for k, v in zip(keys, leaves)])
 
 
 ALL_MODES = ("jvp", "linearize", "jacfwd", "grad", "hvp", "grad_of_jvp")
@@ -184,16 +200,12 @@ def test_conv_layer_matches_flax_conv_in_every_mode():
 
     x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 7, 7, 3)), jnp.float32)
     mine, theirs = nn.Conv(4, (3, 3), strides=2), fnn.Conv(4, (3, 3), strides=2)
-    params = mine.init(jax.random.key(0), x)
+    params = _params(mine, x)
     a = _every_mode(mine.apply, (params, x))
     b = _every_mode(theirs.apply, (params, x))
     for mode in a:
         for u, v in zip(jax.tree.leaves(a[mode]), jax.tree.leaves(b[mode])):
             np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5, err_msg=mode)
-
-
-def _params(module, *args, **kwargs):
-    return module.init(jax.random.key(0), *args, **kwargs)
 
 
 def test_classifier_every_ad_mode():
@@ -223,12 +235,10 @@ def test_diffusion_modules_every_ad_mode():
     rng = np.random.default_rng(10)
     x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)), jnp.float32)
     t = jnp.asarray([3.0, 40.0], jnp.float32)
-    unet = nn.UNet(channels=(4, 4), time_dim=4, groups=2)
-    params = _params(unet, x, t)
-    # the output convolution starts at zero; perturb it so that the output depends on the rest
-    params = jax.tree_util.tree_map_with_path(
-        lambda path, v: v + 0.1 if "conv_out" in jax.tree_util.keystr(path) else v, params)
-    assert_every_ad_mode_matches_plain(lambda p, x: unet.apply(p, x, t), (params, x))
+    unet = nn.UNet(channels=(4, 4), num_res_blocks=0, time_dim=4, groups=2)  # every kind of block, once
+    # random parameters: the output convolution is not the zero of a real init, so that the
+    # output depends on the rest of the network
+    assert_every_ad_mode_matches_plain(lambda p, x: unet.apply(p, x, t), (_params(unet, x, t), x))
     x2 = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
     mlp = nn.MlpDenoiser(hidden=8, num_layers=2, time_dim=4)
     assert_every_ad_mode_matches_plain(lambda p, x: mlp.apply(p, x, t[:1].repeat(3)), (_params(mlp, x2, t[:1].repeat(3)), x2))
