@@ -2,8 +2,9 @@
 checkpoints, two runs on one workdir, and no network with `--data-source embedded`.
 
 The command-line cases run `python -m experiments` in a subprocess; the runs that train use the
-smallest training experiment (mnist_classifier, --quick, 120 steps of batch 64 on the embedded
-MNIST) and share one uninterrupted reference run.
+smallest training experiment (mnist_classifier, --quick, 120 steps of batch 16 on the embedded
+MNIST), share one uninterrupted reference run, and share one persistent compilation cache (they
+compile the same programs, which took most of each run's time).
 """
 
 from __future__ import annotations
@@ -285,15 +286,27 @@ def test_embedded_data_opens_no_socket(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- runs that train
 
-TRAIN_ARGS = ("mnist_classifier", "--quick", "--steps", "120", "--checkpoint-every", "20", "--log-every", "10",
-              "--eval-every", "60", "--data-source", "embedded")
+TRAIN_ARGS = ("mnist_classifier", "--quick", "--steps", "120", "--batch-size", "16", "--checkpoint-every", "20",
+              "--log-every", "10", "--eval-every", "60", "--data-source", "embedded")
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> tuple[Path, dict]:
+def train_env(tmp_path_factory) -> dict:
+    """The training runs' environment: one JAX persistent compilation cache for all of them (this
+    worker's). The reference run, which every other run follows, writes the entries, so a killed
+    run only reads them and leaves none half-written."""
+    return {**ENV, "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}
+
+
+def run_training(workdir: Path, env: dict) -> subprocess.CompletedProcess:
+    return run_cli(*TRAIN_ARGS, "--workdir", str(workdir), env=env)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, train_env) -> tuple[Path, dict]:
     """One uninterrupted run: its workdir and summary."""
     workdir = tmp_path_factory.mktemp("straight")
-    out = run_cli(*TRAIN_ARGS, "--workdir", str(workdir))
+    out = run_training(workdir, train_env)
     assert out.returncode == 0, out.stderr[-3000:]
     return workdir, report.read_json(workdir / "summary.json")
 
@@ -303,10 +316,10 @@ def _checkpoints(workdir: Path) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
-def _start_and_signal(workdir: Path, sig: int) -> subprocess.CompletedProcess:
+def _start_and_signal(workdir: Path, sig: int, env: dict) -> subprocess.CompletedProcess:
     """Starts the training run, sends `sig` once its first checkpoint exists, waits for it."""
     proc = subprocess.Popen([sys.executable, "-m", "experiments", *TRAIN_ARGS, "--workdir", str(workdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not _checkpoints(workdir):
         time.sleep(0.1)
@@ -315,15 +328,15 @@ def _start_and_signal(workdir: Path, sig: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def test_mnist_classifier_resumes_after_sigkill_with_the_same_digest(tmp_path, straight):
+def test_mnist_classifier_resumes_after_sigkill_with_the_same_digest(tmp_path, straight, train_env):
     _, s1 = straight
     assert s1["params_digest"] and s1["dataset"]["source"] == "embedded" and s1["device_kind"]
     assert s1["wall_time_s"] > 0 and s1["steps"] == 120
     assert any((straight[0] / "tensorboard").iterdir())
     workdir = tmp_path / "killed"
-    _start_and_signal(workdir, signal.SIGKILL)
+    _start_and_signal(workdir, signal.SIGKILL, train_env)
     assert not (workdir / "summary.json").exists(), "the run finished before it was killed"
-    resumed = run_cli(*TRAIN_ARGS, "--workdir", str(workdir))
+    resumed = run_training(workdir, train_env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     s2 = report.read_json(workdir / "summary.json")
     assert s2["resumed_from"] is not None and s2["resumed_from"] < 120
@@ -332,9 +345,9 @@ def test_mnist_classifier_resumes_after_sigkill_with_the_same_digest(tmp_path, s
     assert steps == sorted(set(steps)) and steps[-1] == 120
 
 
-def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path, straight):
+def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path, straight, train_env):
     workdir = tmp_path / "interrupted"
-    out = _start_and_signal(workdir, signal.SIGINT)
+    out = _start_and_signal(workdir, signal.SIGINT, train_env)
     assert out.returncode == 130, out.stderr[-3000:]
     assert "Traceback" not in out.stderr and "Event loop is closed" not in out.stderr, out.stderr[-3000:]
     lines = [ln for ln in out.stderr.splitlines() if "interrupted" in ln]
@@ -343,7 +356,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path,
     assert f"interrupted at step {step}; the same command resumes from checkpoint {step}" in lines[0]
     assert 0 < step < 120 and not (workdir / "summary.json").exists()
     assert not list((workdir / "checkpoints").glob("*tmp*"))  # nothing half-written
-    resumed = run_cli(*TRAIN_ARGS, "--workdir", str(workdir))
+    resumed = run_training(workdir, train_env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from checkpoint at step {step}" in resumed.stderr
     summary = report.read_json(workdir / "summary.json")
@@ -352,7 +365,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_same_command_resumes(tmp_path,
     assert steps == list(range(10, 121, 10))
 
 
-def test_a_damaged_latest_checkpoint_is_reported_once_and_rewritten(tmp_path, straight):
+def test_a_damaged_latest_checkpoint_is_reported_once_and_rewritten(tmp_path, straight, train_env):
     workdir = tmp_path / "damaged"
     shutil.copytree(straight[0], workdir)
     (workdir / ".lock").unlink(missing_ok=True)
@@ -362,14 +375,14 @@ def test_a_damaged_latest_checkpoint_is_reported_once_and_rewritten(tmp_path, st
         if target.is_file() and target.parent.name == "d":  # the array data (Orbax's OCDBT store)
             data = target.read_bytes()
             target.write_bytes(data[: len(data) // 2])
-    second = run_cli(*TRAIN_ARGS, "--workdir", str(workdir))
+    second = run_training(workdir, train_env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stderr.count("checkpoints/120 is unreadable or corrupted") == 1, second.stderr[-3000:]
     assert "Traceback" not in second.stderr and "Event loop is closed" not in second.stderr, second.stderr[-3000:]
     assert "resumed from checkpoint at step 100" in second.stderr
     assert _checkpoints(workdir)[-1] == 120  # written again
     assert report.read_json(workdir / "summary.json")["params_digest"] == straight[1]["params_digest"]
-    third = run_cli(*TRAIN_ARGS, "--workdir", str(workdir))
+    third = run_training(workdir, train_env)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "WARNING" not in third.stderr and "Traceback" not in third.stderr, third.stderr[-3000:]
     assert "resumed from checkpoint at step 120" in third.stderr
