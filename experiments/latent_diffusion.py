@@ -27,6 +27,12 @@ MSE 0.0047 vs 0.0045, all 128 codes used) the same latent model got FID 148, sam
 1,000 samples against 1006 s for the pixel-space U-Net of `ddpm_mnist`'s medium run (FID 49.9
 after 4,000 steps). Compress before diffusing: the gain of latent diffusion is a smaller space.
 
+Before or after quantization (`--latent continuous|quantized`), measured with the quick config on
+the quick VQ-VAE with latent_dim 4 (recon MSE 0.0097, all 128 codes used; its reconstructions'
+FID 16.2 against a floor of 4.8, the best a latent model can reach): continuous latents (the
+encoder's output, snapped to the codebook by the decoder) FID 71.7 / 73.2 with DPM++ 20 / 10,
+quantized latents (the codes' vectors) 80.1 / 79.3. So the default is continuous.
+
     python -m experiments.latent_diffusion [--quick] [--steps N] [--workdir DIR] [--seed N]
 
 References:
