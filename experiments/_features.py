@@ -73,3 +73,16 @@ def generator_record(label: str, *, fid: float, kid: float, train_seconds: float
     return {"label": label, "fid": float(fid), "kid": float(kid), "train_seconds": float(train_seconds),
             "seconds_per_1000": float(seconds_per_1000), "real_fid": float(real_fid),
             "num_samples": int(num_samples), "note": note, "samples": samples}
+
+
+def fit_seconds(fit, metrics_path) -> float:
+    """The training seconds of a fit: `fit.seconds` when this call trained it from the start,
+    else the chunk times of its whole log (`metrics.jsonl`: every call's chunks, those after the
+    checkpoint it resumed from dropped), so that a resumed or finished run still reports them."""
+    from genjax import report
+
+    if fit.resumed_from is None:
+        return float(fit.seconds)
+    records = [r for r in report.read_jsonl(metrics_path) if "steps_per_s" in r] if metrics_path.exists() else []
+    steps = [0] + [r["step"] for r in records]
+    return float(sum((b - a) / r["steps_per_s"] for a, b, r in zip(steps, steps[1:], records)))

@@ -154,7 +154,7 @@ def run(ctx: Context) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from experiments._features import generator_record, mnist_evaluator
+    from experiments._features import fit_seconds, generator_record, mnist_evaluator
     from genjax import data, diffusion, report, train
 
     cfg: Config = ctx.config
@@ -235,7 +235,8 @@ def run(ctx: Context) -> dict:
     summary = run_summary(fit, history, results, num_parameters=n_params, num_samples=cfg.num_samples,
                           evaluator=evaluator, params="ddpm_params.msgpack", best_sampler=best)
     summary["generators"] = [generator_record(
-        f"pixel DDPM ({best})", fid=results[best]["fid"], kid=results[best]["kid"], train_seconds=fit.seconds,
+        f"pixel DDPM ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
+        train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl"),
         seconds_per_1000=results[best]["seconds_per_1000"], real_fid=evaluator.real_fid,
         num_samples=cfg.num_samples, samples="samples.npy", note=f"U-Net {tuple(cfg.channels)}, patch {cfg.patch_size}, {cfg.prediction}")]
     return summary

@@ -195,7 +195,7 @@ def run(ctx: Context) -> dict:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from experiments._features import generator_record, mnist_evaluator
+    from experiments._features import fit_seconds, generator_record, mnist_evaluator
     from experiments._gan_common import ImageSource, parse_variant
     from genjax import data, report, train
 
@@ -236,7 +236,8 @@ def run(ctx: Context) -> dict:
         kid, kid_std = evaluator.kid(images)
         results[variant] = {
             "fid": evaluator.fid(images), "kid": kid, "kid_std": kid_std,
-            "steps_per_s": train.steps_per_second(result.history), "train_seconds": result.seconds,
+            "steps_per_s": train.steps_per_second(result.history),
+            "train_seconds": fit_seconds(result, ctx.workdir / sub / "metrics.jsonl"),
             "seconds_per_1000": sample_seconds / cfg.num_eval_samples * 1000,
             "params_digest": train.digest(result.state),
         }

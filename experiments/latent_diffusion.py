@@ -119,7 +119,7 @@ def run(ctx: Context) -> dict:
     import jax
     import numpy as np
 
-    from experiments._features import generator_record, mnist_evaluator
+    from experiments._features import fit_seconds, generator_record, mnist_evaluator
     from genjax import data, report, train
 
     cfg: Config = ctx.config
@@ -207,7 +207,8 @@ def run(ctx: Context) -> dict:
     autoencoder_seconds = float(info.get("train_seconds", 0.0))
     summary["generators"] = [generator_record(
         f"latent diffusion ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
-        train_seconds=fit.seconds + autoencoder_seconds, seconds_per_1000=results[best]["seconds_per_1000"],
+        train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl") + autoencoder_seconds,
+        seconds_per_1000=results[best]["seconds_per_1000"],
         real_fid=evaluator.real_fid, num_samples=cfg.num_samples, samples="samples.npy",
         note=f"{cfg.latent} {'x'.join(map(str, latent_shape))} latents; training includes the VQ-VAE's "
              f"{autoencoder_seconds:.0f} s")]

@@ -41,7 +41,7 @@ import math
 import re
 from typing import Any, Literal
 
-from experiments._features import generator_record, mnist_evaluator
+from experiments._features import fit_seconds, generator_record, mnist_evaluator
 from experiments._framework import ConfigError, Context, Experiment
 
 # The published reference: Burda, Grosse & Salakhutdinov (2016), Table 1, MNIST, one stochastic
@@ -377,19 +377,6 @@ def sample_images(model, params, latent_dim: int, key, num: int):
 
     (x,), seconds = train.time_compiled(fn, [(params, key)])
     return np.asarray(x, np.float32), seconds
-
-
-def fit_seconds(fit, metrics_path) -> float:
-    """The training seconds of a fit: `fit.seconds` when this call trained it from the start,
-    else the chunk times of its whole log (`metrics.jsonl`: every call's chunks, those after the
-    checkpoint it resumed from dropped), so that a resumed or finished run still reports them."""
-    from genjax import report
-
-    if fit.resumed_from is None:
-        return float(fit.seconds)
-    records = [r for r in report.read_jsonl(metrics_path) if "steps_per_s" in r] if metrics_path.exists() else []
-    steps = [0] + [r["step"] for r in records]
-    return float(sum((b - a) / r["steps_per_s"] for a, b, r in zip(steps, steps[1:], records)))
 
 
 # ------------------------------------------------------------------------------ run

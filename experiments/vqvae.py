@@ -64,7 +64,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from experiments._features import generator_record, mnist_evaluator
+from experiments._features import fit_seconds, generator_record, mnist_evaluator
 from experiments._framework import Built, ConfigError, Context, Experiment
 from experiments._vq_autoencoder import (AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, Autoencoder,  # noqa: F401
                                          load_autoencoder, save_autoencoder)
@@ -344,19 +344,6 @@ def build_prior(cfg: Config, num_codes: int, length: int) -> Built:
     return Built(model=prior, init=init, step=train.make_train_step(loss), loss_fn=nll)
 
 
-def fit_seconds(fit, metrics_path) -> float:
-    """The training seconds of a fit: `fit.seconds` when this call trained it from the start,
-    else the chunk times of its whole log (`metrics.jsonl`: every call's chunks, those after the
-    checkpoint it resumed from dropped), so that a resumed or finished run still reports them."""
-    from genjax import report
-
-    if fit.resumed_from is None:
-        return float(fit.seconds)
-    records = [r for r in report.read_jsonl(metrics_path) if "steps_per_s" in r] if metrics_path.exists() else []
-    steps = [0] + [r["step"] for r in records]
-    return float(sum((b - a) / r["steps_per_s"] for a, b, r in zip(steps, steps[1:], records)))
-
-
 def train_prior(ctx: Context, cfg: Config, model: Autoencoder, params, codebook, autoencoder_digest: str, train_ds,
                 test_ds, key) -> dict:
     """Trains the code prior on the training digits' codes (subdirectory `prior/`, checkpoints
@@ -504,6 +491,7 @@ def run(ctx: Context) -> dict:
         **stats,
         "held_out": {k: results[main][k] for k in ("recon_mse", "perplexity", "codes_used")},
         "params_digest": train.params_digest({"params": main_state.params, "codebook": main_book}),
+        "train_seconds": results[main]["train_seconds"],  # the latent models' closing-comparison cost
     }
     if ctx.is_main_process:
         save_autoencoder(ctx.workdir, model, main_state.params, main_book, info)
