@@ -170,7 +170,7 @@ def closing_comparison(workdir: Path, results: list[dict]):
     floors = sorted({round(g["real_fid"], 3) for g in records})
     rep.text("Each point is one image generator of the course, trained in this tour: its MNIST-feature FID "
              "(1,000 samples against the 1,000 held-out digits, features of the tour's classifier) against the "
-             "CPU seconds it cost here: training (including the autoencoder a latent model builds on) plus "
+             "wall-clock seconds it cost on this machine: training (including the autoencoder a latent model builds on) plus "
              "sampling 1,000 images. Lower left is better; the dotted line is the floor, 1,000 real training "
              f"digits scored the same way (FID {', '.join(f'{f:.2f}' for f in floors)}).")
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -187,9 +187,9 @@ def closing_comparison(workdir: Path, results: list[dict]):
         ax.scatter([], [], color=f"C{k % 10}", label=fam)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("CPU seconds: training + sampling 1,000 images")
+    ax.set_xlabel("seconds on this machine (wall clock): training + sampling 1,000 images")
     ax.set_ylabel("MNIST-feature FID (lower is better)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="lower left")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     rep.figure(fig, "fid_vs_seconds", caption="FID against CPU seconds, every image generator of the tour")

@@ -472,11 +472,13 @@ def run(ctx: Context) -> dict:
         generators.append(generator_record(
             f"VAE {spec.name}", fid=scores[spec.name]["fid"], kid=kid,
             train_seconds=scores[spec.name]["train_seconds"], seconds_per_1000=scores[spec.name]["seconds_per_1000"],
-            real_fid=evaluator.real_fid, num_samples=cfg.fid_samples,
+            real_fid=evaluator.real_fid, num_samples=cfg.fid_samples, samples=f"samples_{spec.name}.npy",
             note=f"training: {cfg.num_seeds} seeds trained as one program in {train_seconds[spec.name]:.0f} s "
                  f"(seed after seed on CPU, vmapped on accelerators), divided by {cfg.num_seeds} for one model "
                  f"({cfg.steps:,} steps); "
                  "samples: seed 0's decoder means sigmoid(logits) for z ~ N(0, I)"))
+        if ctx.is_main_process:  # the closing comparison shows them
+            np.save(ctx.workdir / f"samples_{spec.name}.npy", np.asarray(scores[spec.name]["samples"][:64], np.float32))
         ctx.log(f"{spec.name}: sample FID {scores[spec.name]['fid']:.2f} (real digits {evaluator.real_fid:.2f}), "
                 f"{scores[spec.name]['seconds_per_1000']:.3f} s / 1000 samples")
 

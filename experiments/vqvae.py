@@ -509,7 +509,7 @@ def run(ctx: Context) -> dict:
     generator = generator_record(
         "VQ-VAE + prior", fid=scores["prior"]["fid"], kid=scores["prior"]["kid"],
         train_seconds=ae_seconds + prior["seconds"], seconds_per_1000=prior["sample_seconds"] / n * 1000,
-        real_fid=evaluator.real_fid, num_samples=n,
+        real_fid=evaluator.real_fid, num_samples=n, samples="samples.npy",
         note=f"training: the VQ-VAE {main} ({ae_seconds:.0f} s, {results[main]['steps']} steps) + the Transformer "
              f"code prior ({prior['seconds']:.0f} s, {prior['steps']} steps); sampling: {prior['codes'][0].size} "
              f"prior steps (key-value cache) then the decoder, {n} at once")
