@@ -216,3 +216,16 @@ def test_a_prerequisite_run_beside_is_used_or_trained_there_first(tmp_path, monk
     assert "training it there first" in logged[0]
     assert _framework.prerequisite_run(ctx, "vqvae", ["autoencoder.json"]) == directory
     assert len(calls) == 1  # found: not trained again
+
+
+def test_patches_are_pixel_unshuffle_and_invert_exactly():
+    """`to_patches(x, 2)[b, i, j]` holds pixels (2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1)
+    with their channels, in that order; `from_patches` inverts it bit for bit; p = 1 is the identity."""
+    from experiments._diffusion_common import from_patches, to_patches
+
+    x = np.random.default_rng(0).normal(size=(2, 6, 4, 3)).astype(np.float32)
+    y = np.asarray(to_patches(x, 2))
+    assert y.shape == (2, 3, 2, 12)
+    np.testing.assert_array_equal(y[1, 2, 1], np.concatenate([x[1, 4, 2], x[1, 4, 3], x[1, 5, 2], x[1, 5, 3]]))
+    np.testing.assert_array_equal(np.asarray(from_patches(y, 2)), x)
+    assert to_patches(x, 1) is x and from_patches(x, 1) is x
