@@ -189,8 +189,8 @@ def test_mnist_classifier_on_two_processes(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["mnist_classifier", "--quick", "--steps", "40", "--checkpoint-every", "20", "--log-every", "10",
-            "--eval-every", "40", "--data-source", "embedded", "--workdir", str(tmp_path),
+    args = ["mnist_classifier", "--quick", "--steps", "40", "--batch-size", "16", "--checkpoint-every", "20",
+            "--log-every", "10", "--eval-every", "40", "--data-source", "embedded", "--workdir", str(tmp_path),
             "--distributed", "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2"]
     procs = [subprocess.Popen([sys.executable, "-m", "experiments", *args, "--process-id", str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV)

@@ -140,30 +140,22 @@ def test_gan_mode_collapse_smoke_and_exact_resume(tmp_path):
     assert np.array_equal(np.load(tmp_path / "samples_grid_wgan_gp.npy"), samples)
 
 
-def _tiny_classifier(directory):
-    """An untrained MnistClassifier saved where the GAN experiments look for the trained one."""
-    from genjax import nn, train
-
-    params = nn.MnistClassifier(features_dim=16).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    directory.mkdir(parents=True)
-    train.save_params(directory / "classifier.msgpack", params)
-
-
 @pytest.mark.slow
 def test_gan_mnist_smoke_with_every_switch(tmp_path):
     from experiments import gan_mnist
+    from tests.test_vae_experiment import beside_a_random_classifier  # the FID features' classifier
 
-    _tiny_classifier(tmp_path / "mnist_classifier")
-    s = _run(gan_mnist, tmp_path / "gan_mnist", variants=("gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan"), steps=2,
+    workdir = beside_a_random_classifier(tmp_path, "gan_mnist")
+    s = _run(gan_mnist, workdir, variants=("gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan"), steps=2,
              batch_size=8, width=4, feature_dim=8, minibatch_kernels=2, minibatch_dim=2, vbn_reference_size=4,
              noise_anneal_steps=2, num_eval_samples=32, eval_every=2, log_every=2, checkpoint_every=2,
              data_source="embedded")
     assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan")
     assert [g["label"] for g in s["generators"]] == ["DCGAN gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan"]
     assert all(np.isfinite(g["fid"]) and g["seconds_per_1000"] > 0 for g in s["generators"])
-    samples = np.load(tmp_path / "gan_mnist" / "samples.npy")
+    samples = np.load(workdir / "samples.npy")
     assert samples.shape == (32, 28, 28, 1) and 0.0 <= samples.min() and samples.max() <= 1.0
-    history = report.read_jsonl(tmp_path / "gan_mnist" / "wgan" / "metrics.jsonl")
+    history = report.read_jsonl(workdir / "wgan" / "metrics.jsonl")
     assert "wasserstein" in history[-1] and "eval/fid" in history[-1]
 
 

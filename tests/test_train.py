@@ -402,9 +402,14 @@ def test_nonfinite_loss_stops_with_step_and_metric_and_keeps_last_good_checkpoin
 # ---------------------------------------------------------------------------- devices, processes
 
 
+@pytest.fixture(scope="module")
+def single() -> dict:
+    """The reference run on one device: 40 steps of the worker's default batch (16)."""
+    return run_worker("--mode", "single", "--steps", "40", "--batch-size", "16")
+
+
 @pytest.mark.parametrize("mode", ["pmap", "sharded"])
-def test_four_virtual_devices_equal_one_device_on_the_whole_batch(mode):
-    single = run_worker("--mode", "single", "--steps", "40")
+def test_four_virtual_devices_equal_one_device_on_the_whole_batch(mode, single):
     multi = run_worker("--mode", mode, "--steps", "40",
                        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert multi["devices"] == 4 and single["devices"] == 1
@@ -412,8 +417,7 @@ def test_four_virtual_devices_equal_one_device_on_the_whole_batch(mode):
     assert_trees_close(multi["ema"], single["ema"], rtol=1e-5, atol=1e-6)  # non-gradient state too
 
 
-def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
-    single = run_worker("--mode", "single", "--steps", "40", "--batch-size", "16")
+def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path, single):
     port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     procs = [
