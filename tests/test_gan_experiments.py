@@ -163,8 +163,10 @@ def test_gan_mnist_smoke_with_every_switch(tmp_path):
 def test_gan_vanishing_gradients_smoke(tmp_path):
     from experiments import gan_vanishing_gradients as gvg
 
+    # batch 128: one epoch is 70 DCGAN steps, and the programs stay small (on CPU the convolutions'
+    # weight gradients run in blocks of 16 examples: batch 1024 compiled for about twice as long)
     tiny = dict(manifold_dims=(1,), ambient_dim=8, supports_steps=30, generator_epochs=(1,), steps=4, log_every=2,
-                checkpoint_every=2, measure_every=2, width=4, batch_size=1024, data_source="embedded",
+                checkpoint_every=2, measure_every=2, width=4, batch_size=128, data_source="embedded",
                 keep_checkpoints=2)
     s = _run(gvg, tmp_path, **tiny)
     assert set(s["supports"]) == {"k = 1 in R^8", "full-dimensional control (R^8)"}
