@@ -1,4 +1,4 @@
-"""genjax experiments: `python -m experiments` lists them, `python -m experiments tour` runs all.
+"""genjax experiments: `python -m experiments` lists them, `python -m experiments tour` runs them.
 
 Each experiment is a module `experiments.<name>` defining `EXPERIMENT`; see `_framework.py`.
 """
@@ -22,7 +22,11 @@ REGISTRY: dict[str, str] = {
     "diffusion_2d": "DDPM on the swiss roll, ring and grid: forward and reverse processes, trajectories, mode coverage beside the GANs",
     "ddpm_mnist": "a DDPM U-Net on MNIST: the forward process of a digit, samples, DDPM 1000 steps vs DDIM 100/50/20/10 (FID, time)",
     "latent_diffusion": "DDPM in the VQ-VAE's 7x7 latent space, decoded: FID and time per sample against pixel-space DDPM",
+    "diffusion_objectives": "epsilon, x0 and v prediction, each with and without min-SNR weighting: FID against training steps (not in the tour)",
 }
+
+# Experiments the tour runs only when `--only` names them (an hour or more on a CPU even quick).
+NOT_IN_TOUR: frozenset[str] = frozenset({"diffusion_objectives"})
 
 
 def load(name: str):

@@ -8,7 +8,8 @@
   the state it trains;
 - `build_unet(cfg, preprocess, data_key, sample_shape)`: a `genjax.nn.UNet` denoiser, its state
   and step, as a `Built`;
-- `sampler_fns(...)`: DDPM with all T steps and DDIM with a few, `fn(params, key) -> samples`;
+- `sampler_fns(...)`: DDPM with all T steps and each fast sampler (DDIM, DPM++, DPM++SDE, Euler,
+  Heun) at a few budgets of denoiser calls, `fn(params, key) -> samples`; `check_samplers`;
   `generate(...)`: many samples from one, compiled ahead of time and timed
   (`genjax.train.time_compiled`);
 - `sample_and_score(...)`: every sampler run, timed and scored by MNIST-feature FID/KID;
@@ -85,6 +86,13 @@ def init_with_ema(key, params, tx):
                                    extras={"ema_params": jax.tree.map(jnp.copy, params)})
 
 
+def to_unit(x):
+    """[-1, 1] model space -> [0, 1] data space, clipped, as float32 NumPy."""
+    import numpy as np
+
+    return np.clip((np.asarray(x, np.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
 def to_patches(x, patch: int):
     """[B, H, W, C] -> [B, H/p, W/p, p*p*C]: each p x p patch of pixels as the channels of one
     position (pixel unshuffle, "space to depth"); the identity for p = 1."""
@@ -144,14 +152,39 @@ def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int
     return Built(model=model, init=init, step=step, schedule=schedule, apply_fn=apply_fn)
 
 
-def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], ddim_steps, clip_x0=None, *,
-                prediction: str = "epsilon", dpm_steps=(), ddpm: bool = True) -> dict:
+SAMPLER_LABELS = {"ddim": "DDIM", "dpmpp_2m": "DPM++", "dpmpp_2m_sde": "DPM++SDE", "euler": "Euler", "heun": "Heun"}
+
+
+def check_samplers(samplers, nfe, num_timesteps: int) -> None:
+    """The domain checks of the `samplers` and `nfe` config fields (ValueError naming the flag)."""
+    bad = [s for s in samplers if s not in SAMPLER_LABELS]
+    if bad:
+        raise ValueError(f"--samplers: expected names from {list(SAMPLER_LABELS)}, got {bad}")
+    too_many = [n for n in nfe if not 1 <= n <= num_timesteps]
+    if too_many:
+        raise ValueError(f"--nfe: each must be in [1, --num-timesteps ({num_timesteps})], got {too_many}")
+
+
+def sampler_steps(sampler: str, nfe: int) -> tuple[int, int]:
+    """(steps, denoiser calls) of `sampler` for a budget of `nfe` calls: one call per step, but
+    Heun's N steps take 2N - 1 (its last step is Euler's), so Heun gets (nfe + 1) // 2 steps."""
+    if sampler == "heun":
+        steps = max((nfe + 1) // 2, 1)
+        return steps, 2 * steps - 1
+    return nfe, nfe
+
+
+def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], *, samplers=("ddim", "dpmpp_2m"),
+                nfe=(20,), ddpm: bool = True, clip_x0=None, prediction: str = "epsilon") -> dict:
     """`{label: (fn(params, key) -> samples of `shape`, number of denoiser calls)}`: "DDPM T" with
-    all T steps (if `ddpm`), "DDIM n" (eta = 0) for each n in `ddim_steps` and "DPM++ n"
-    (DPM-Solver++(2M), `genjax.diffusion.dpmpp_2m_sample`) for each n in `dpm_steps`. The network
-    predicts `prediction`. With `clip_x0`, every sampler clips x0_hat and DDIM recomputes the noise
-    from the clipped x0_hat (`use_clipped_model_output`, as guided-diffusion's DDIM does; on
-    ddpm_mnist's quick model it lowered DDIM's FID from about 270 to 190)."""
+    all T steps (if `ddpm`), then each sampler of `samplers` at each budget of `nfe` denoiser calls
+    per sample: "DDIM n" (eta = 0, leading spacing; `genjax.diffusion.ddim_sample`), "DPM++ n"
+    (DPM-Solver++(2M)) and "DPM++SDE n" (its SDE variant; `dpmpp_2m_sample`), "Euler n" and
+    "Heun n" (Karras sigmas; `euler_sample`, `heun_sample`, where n = 2 * steps - 1, see
+    `sampler_steps`). The network predicts `prediction`. With `clip_x0`, every sampler clips its
+    x0 predictions and DDIM recomputes the noise from the clipped x0_hat
+    (`use_clipped_model_output`, as guided-diffusion's DDIM does; on ddpm_mnist's quick model it
+    lowered DDIM's FID from about 270 to 190)."""
     from genjax import diffusion
 
     T = schedule.num_timesteps
@@ -163,18 +196,18 @@ def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], ddim_steps
         return diffusion.sample(key, eps_fn(params), schedule, shape, clip_x0=clip_x0)
 
     fns = {f"DDPM {T}": (ddpm_fn, T)} if ddpm else {}
-    for n in ddim_steps:
-        def ddim(params, key, n=n):
-            return diffusion.ddim_sample(key, eps_fn(params), schedule, shape, n,
-                                         clip_x0=clip_x0, use_clipped_model_output=clip_x0 is not None)
-
-        fns[f"DDIM {n}"] = (ddim, n)
-    for n in dpm_steps:
-        def dpm(params, key, n=n):
-            return diffusion.dpmpp_2m_sample(key, lambda x, t: apply_fn(params, x, t), schedule, shape, n, prediction,
-                                             clip_x0=clip_x0)
-
-        fns[f"DPM++ {n}"] = (dpm, n)
+    for name in samplers:
+        for budget in nfe:
+            steps, calls = sampler_steps(name, budget)
+            if name == "ddim":
+                def fn(params, key, n=steps):
+                    return diffusion.ddim_sample(key, eps_fn(params), schedule, shape, n,
+                                                 clip_x0=clip_x0, use_clipped_model_output=clip_x0 is not None)
+            else:
+                def fn(params, key, n=steps, name=name):
+                    return diffusion.sample_with(key, lambda x, t: apply_fn(params, x, t), schedule, shape, name, n,
+                                                 prediction, clip_x0=clip_x0)
+            fns[f"{SAMPLER_LABELS[name]} {calls}"] = (fn, calls)
     return fns
 
 

@@ -381,13 +381,6 @@ def check_domains(config_cls: type, values: Mapping[str, Any]) -> None:
             if not lo < hi:
                 raise ConfigError(f"--{name.replace('_', '-')} ({lo}) must be below "
                                   f"--{name[:-4].replace('_', '-')}-max ({hi})")
-    if "num_timesteps" in fields and "ddim_steps" in fields:
-        ddim_steps = values["ddim_steps"]  # a tuple (ddpm_mnist) or one int (diffusion_2d)
-        too_many = [n for n in (ddim_steps if isinstance(ddim_steps, tuple) else (ddim_steps,))
-                    if n > values["num_timesteps"]]
-        if too_many:
-            raise ConfigError(f"--ddim-steps: each must be <= --num-timesteps ({values['num_timesteps']}), "
-                              f"got {too_many}")
 
 
 def check_config(experiment: "Experiment", config: Any) -> None:

@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from experiments import REGISTRY, load
+from experiments import NOT_IN_TOUR, REGISTRY, load
 from experiments._framework import (
     DEFAULT_RUNS_DIR,
     SEED_MAX,
@@ -33,14 +33,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="each experiment's small config (minutes on a CPU)")
     p.add_argument("--workdir", type=Path, default=DEFAULT_RUNS_DIR / "tour")
     p.add_argument("--seed", type=int, default=0, help=f"every experiment's seed, in [0, {SEED_MAX}]")
-    p.add_argument("--only", default=None, help="comma-separated experiment names (default: all)")
+    p.add_argument("--only", default=None, help="comma-separated experiment names (default: all but "
+                                                 f"{', '.join(sorted(NOT_IN_TOUR))})")
     return p.parse_args(argv)
 
 
 def selected(only: str | None) -> list[str]:
-    """The experiments `--only` names, in the order given (all of them without `--only`)."""
+    """The experiments `--only` names, in the order given (without `--only`: all of them but
+    `NOT_IN_TOUR`)."""
     if only is None:
-        return list(REGISTRY)
+        return [n for n in REGISTRY if n not in NOT_IN_TOUR]
     names = [n.strip() for n in only.split(",") if n.strip()]
     if not names:
         raise ConfigError(f"--only: expected comma-separated experiment names, got {only!r}; "

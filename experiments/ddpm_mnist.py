@@ -35,7 +35,7 @@ trades quality for a 10-110x shorter chain, and its quality falls slowly down to
 `--quick` is sized for the tour on a CPU: the U-Net sees 2x2 pixel patches (`--patch-size 2`: a
 14x14 grid of 4-channel positions, so its 32/64 channels cost about a fifth of what the same
 widths cost at 28x28: 0.44 against 2.19 CPU-seconds per step of batch 64), 1,500 steps, 1,000
-samples per sampler, DDIM 20/10 and DPM-Solver++(2M) 20 (`--dpm-steps`; `--ddpm-sampler true`
+samples per sampler, DDIM and DPM-Solver++(2M) at 20 and 10 denoiser calls (`--samplers`, `--nfe`; `--ddpm-sampler true`
 adds the 1000-step ancestral chain, 50x the cost of 20 steps). Measured with 1,000 steps of it
 (1,000 samples, quick classifier, floor 4.8): DDIM 20 FID 55.7, DPM++ 20 67.5 and DPM++ 10 69.5
 before DPM++ clipped its x0 predictions (the unclipped solver leaves speckled backgrounds).
@@ -48,8 +48,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._diffusion_common import (best_sampler, build_unet, loss_figure, make_schedule, quality_vs_nfe_figure,
-                                          run_summary, sample_and_score, sampler_fns, samples_figure)
+from experiments._diffusion_common import (best_sampler, build_unet, check_samplers, loss_figure, make_schedule,
+                                          quality_vs_nfe_figure, run_summary, sample_and_score, sampler_fns,
+                                          samples_figure, to_unit)
 from experiments._framework import Built, Context, Experiment
 
 
@@ -77,8 +78,11 @@ class Config:
     num_samples: int = 1_000  # scored per sampler (the held-out reference has 1,000 digits)
     sample_batch: int = 500  # samples per compiled sampler call
     ddpm_sampler: bool = True  # ancestral DDPM with all T steps (T denoiser calls per sample)
-    ddim_steps: tuple[int, ...] = (50, 20, 10, 5)
-    dpm_steps: tuple[int, ...] = (50, 20, 10, 5)  # DPM-Solver++(2M) (Lu et al. 2022)
+    # the fast samplers (`sampler_fns`): ddim, dpmpp_2m (DPM-Solver++(2M), Lu et al. 2022), its SDE
+    # variant dpmpp_2m_sde, euler and heun (Karras et al. 2022), each at every budget of `nfe`
+    # denoiser calls per sample
+    samplers: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "euler", "heun")
+    nfe: tuple[int, ...] = (50, 20, 10, 5)
     checkpoint_every: int = 2_000
     log_every: int = 200
     keep_checkpoints: int = 2
@@ -87,6 +91,7 @@ class Config:
     def __post_init__(self):  # checked before the workdir is written
         if self.num_samples < 2:
             raise ValueError(f"--num-samples: expected >= 2 (FID needs two samples), got {self.num_samples}")
+        check_samplers(self.samplers, self.nfe, self.num_timesteps)
 
 
 # The tour's pixel-space model on a CPU: the U-Net sees 2x2 pixel patches (14x14x4 positions, so
@@ -95,17 +100,10 @@ class Config:
 # config runs it). 1,000 samples per sampler, so the FIDs compare with the floor and the GANs'.
 QUICK = {"channels": (32, 64), "patch_size": 2, "num_res_blocks": 1, "attention": False, "steps": 1500,
          "batch_size": 64, "learning_rate": 2e-3, "warmup_steps": 100, "ema_decay": 0.995, "num_samples": 1000,
-         "sample_batch": 500, "ddpm_sampler": False, "ddim_steps": (20, 10), "dpm_steps": (20,),
+         "sample_batch": 500, "ddpm_sampler": False, "samplers": ("ddim", "dpmpp_2m"), "nfe": (20, 10),
          "checkpoint_every": 500, "log_every": 50}
 
 STRIP_TIMES = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)
-
-
-def to_unit(x):
-    """[-1, 1] model space -> [0, 1] data space, clipped."""
-    import numpy as np
-
-    return np.clip((np.asarray(x, np.float32) + 1.0) / 2.0, 0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------ the experiment
@@ -187,8 +185,8 @@ def run(ctx: Context) -> dict:
 
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
     batch = min(cfg.sample_batch, cfg.num_samples)
-    fns = sampler_fns(apply_fn, schedule, (batch, *train_ds.image_shape), cfg.ddim_steps, clip_x0=(-1.0, 1.0),
-                      prediction=cfg.prediction, dpm_steps=cfg.dpm_steps, ddpm=cfg.ddpm_sampler)
+    fns = sampler_fns(apply_fn, schedule, (batch, *train_ds.image_shape), samplers=cfg.samplers, nfe=cfg.nfe,
+                      ddpm=cfg.ddpm_sampler, clip_x0=(-1.0, 1.0), prediction=cfg.prediction)
     results = sample_and_score(ctx, fns, ema, jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples,
                                batch=batch, evaluator=evaluator, postprocess=to_unit)
     if ctx.is_main_process:  # the DDPM samples
@@ -250,7 +248,7 @@ EXPERIMENT = Experiment(
     quick=QUICK,
     run=run,
     trains=True,
-    evaluation_fields=frozenset({"num_samples", "sample_batch", "ddim_steps", "dpm_steps", "ddpm_sampler"}),
+    evaluation_fields=frozenset({"num_samples", "sample_batch", "samplers", "nfe", "ddpm_sampler"}),
 )
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 For the swiss roll, the 8-Gaussian ring and the 25-Gaussian grid (`genjax.data`), one MLP
 denoiser (`genjax.nn.MlpDenoiser`) per dataset is trained with the simple loss of Ho et al.
 (2020) (`genjax.diffusion.ddpm_loss`; T = 1000, linear betas 1e-4 .. 0.02), then sampled with
-ancestral DDPM sampling (1000 steps) and DDIM (`ddim_steps`, eta = 0). The report shows
+ancestral DDPM sampling (1000 steps) and the fast samplers of `genjax.diffusion` (`samplers`: DDIM,
+DPM-Solver++(2M) and its SDE variant, Euler and Heun on Karras sigmas), each at every budget of
+`nfe` denoiser calls per sample. The report shows
 
 1. the forward process: snapshots X_0, X_t, ..., X_T of data pushed through q(x_t | x_0): the
    structure dissolves into N(0, I);
@@ -13,7 +15,10 @@ ancestral DDPM sampling (1000 steps) and DDIM (`ddim_steps`, eta = 0). The repor
    reverse KL; 2,500 samples as in PacGAN), in one table with the GANs: the `gan_mode_collapse`
    run beside this run directory (`<workdir>/../gan_mode_collapse/summary.json`) when there is
    one, and the published numbers it quotes; and a sliced Wasserstein-1 distance to fresh data
-   for all three datasets.
+   for all three datasets;
+4. quality against denoiser calls: for every sampler and budget, the sliced W1 and (ring, grid)
+   the high-quality fraction and modes captured, as a table and a log-log figure, against DDPM's
+   1000 steps and the floor of exact samples (two data samples of the same size).
 
 Data are divided by their overall standard deviation before diffusion (so the noise level
 matches the data's scale) and samples are scaled back: all numbers and figures are in data
@@ -31,7 +36,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._diffusion_common import init_with_ema, make_ddpm_step, make_schedule, sampler_fns, warmup_cosine
+from experiments._diffusion_common import (check_samplers, init_with_ema, make_ddpm_step, make_schedule, sampler_fns,
+                                          warmup_cosine)
 from experiments._framework import Built, Context, Experiment
 
 
@@ -51,11 +57,15 @@ class Config:
     fourier_levels: int = 6  # positional encoding of the coordinates (0: off)
     ema_decay: float = 0.999
     num_samples: int = 2_500  # samples scored per dataset and sampler (PacGAN uses 2,500)
-    ddim_steps: int = 50
+    samplers: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "euler", "heun")
+    nfe: tuple[int, ...] = (5, 10, 20, 50)  # denoiser calls per sample, for each sampler
     checkpoint_every: int = 5_000
     log_every: int = 500
     keep_checkpoints: int = 2
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
+
+    def __post_init__(self):  # checked before the workdir is written
+        check_samplers(self.samplers, self.nfe, self.num_timesteps)
 
 
 QUICK = {"steps": 3_000, "batch_size": 256, "hidden": 128, "num_layers": 3, "checkpoint_every": 1_500,
@@ -120,11 +130,10 @@ def build(cfg: Config) -> Built:
 
 
 def make_samplers(model, schedule, cfg: Config, num: int) -> dict:
-    """`{name: fn(params, key) -> samples [num, 2]}`: DDPM with all T steps and DDIM (eta = 0)
-    with `cfg.ddim_steps`."""
+    """`{label: (fn(params, key) -> samples [num, 2], denoiser calls)}`: "DDPM T" with all T steps,
+    then every sampler of `cfg.samplers` at every budget of `cfg.nfe` (`sampler_fns`; unclipped)."""
     apply_fn = lambda params, x, t: model.apply({"params": params}, x, t)
-    (ddpm, T), (ddim, n) = sampler_fns(apply_fn, schedule, (num, 2), (cfg.ddim_steps,)).values()
-    return {f"DDPM ({T} steps)": ddpm, f"DDIM ({n} steps, eta=0)": ddim}
+    return sampler_fns(apply_fn, schedule, (num, 2), samplers=cfg.samplers, nfe=cfg.nfe)
 
 
 def sliced_w1(key, x, y, num_directions: int = 32) -> float:
@@ -163,6 +172,52 @@ def gan_rows(ctx: Context, dataset: str) -> list[tuple]:
     return rows
 
 
+def quality_vs_nfe_2d_figure(rep, cfg: Config, results: dict, families: dict, ddpm_name: str, summary: dict):
+    """"quality_vs_nfe": per dataset (columns), the sliced W1 against denoiser calls (log-log), one
+    line per sampler family, DDPM as a star and the exact-sample floor dotted; for datasets with
+    modes a second row with the high-quality fraction."""
+    import matplotlib.pyplot as plt
+
+    from genjax import data
+
+    with_modes = any(data.toy_distribution(n).modes is not None for n in cfg.datasets)
+    n_rows = 2 if with_modes else 1
+    fig, axes = plt.subplots(n_rows, len(cfg.datasets), figsize=(4.2 * len(cfg.datasets), 3.3 * n_rows),
+                             squeeze=False)
+    for c, name in enumerate(cfg.datasets):
+        metrics = results[name]["metrics"]
+        has_modes = data.toy_distribution(name).modes is not None
+        for k, (family, labels) in enumerate(families.items()):
+            nfe = [metrics[lb]["nfe"] for lb in labels]
+            axes[0, c].plot(nfe, [metrics[lb]["sliced_w1"] for lb in labels], "o-", color=f"C{k}", label=family, ms=3)
+            if has_modes:
+                axes[1, c].plot(nfe, [metrics[lb]["high_quality"] for lb in labels], "o-", color=f"C{k}",
+                                label=family, ms=3)
+        ddpm = metrics[ddpm_name]
+        axes[0, c].plot([ddpm["nfe"]], [ddpm["sliced_w1"]], "*", color="k", ms=9, label=ddpm_name)
+        axes[0, c].axhline(summary[f"{name}/sliced_w1_data_vs_data"], color="0.5", ls=":", label="exact samples")
+        axes[0, c].set_xscale("log")
+        axes[0, c].set_yscale("log")
+        axes[0, c].set_title(name, fontsize=10)
+        axes[0, c].set_ylabel("sliced W1 to data")
+        if has_modes:
+            axes[1, c].plot([ddpm["nfe"]], [ddpm["high_quality"]], "*", color="k", ms=9, label=ddpm_name)
+            axes[1, c].axhline(0.989, color="0.5", ls=":", label="exact samples (98.9%)")
+            axes[1, c].set_xscale("log")
+            axes[1, c].set_ylim(0, 1.02)
+            axes[1, c].set_ylabel("high-quality fraction")
+        elif n_rows == 2:
+            axes[1, c].axis("off")
+        axes[-1, c].set_xlabel("denoiser calls per sample (NFE)")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    rep.figure(fig, "quality_vs_nfe", caption="sample quality against denoiser calls per sample, per sampler, from "
+                                              "the same EMA weights: sliced W1 to fresh data (log-log; lower is "
+                                              "better; the dotted line is two exact samples' distance) and, for "
+                                              "the ring and grid, the fraction within 3 std of a mode")
+    plt.close(fig)
+
+
 def run(ctx: Context) -> dict:
     import jax
     import jax.numpy as jnp
@@ -179,6 +234,7 @@ def run(ctx: Context) -> dict:
     T = schedule.num_timesteps
     snapshot_times = sorted({min(t, T - 1) for t in SNAPSHOT_TIMES})
     samplers = make_samplers(model, schedule, cfg, cfg.num_samples)
+    traj_steps = max(cfg.nfe)  # the DDIM paths of the trajectory figure
     key = jax.random.key(cfg.seed)
     summary: dict = {"datasets": list(cfg.datasets)}
     results = {}
@@ -190,7 +246,7 @@ def run(ctx: Context) -> dict:
         ema = fit.state.extras["ema_params"]
         res = {"scale": scale, "fit": fit, "samples": {}, "seconds": {}}
         sample_key = jax.random.fold_in(jax.random.fold_in(key, i), 7)
-        for sampler_name, fn in samplers.items():
+        for sampler_name, (fn, _) in samplers.items():
             (x,), seconds = train.time_compiled(fn, [(ema, sample_key)])  # compiled ahead, then timed
             res["samples"][sampler_name] = np.asarray(x) * scale
             res["seconds"][sampler_name] = seconds
@@ -200,14 +256,20 @@ def run(ctx: Context) -> dict:
             ema, jax.random.fold_in(sample_key, 1))
         res["trajectory"] = np.asarray(traj) * scale  # [T + 1, 1000, 2]
         _, traj = jax.jit(lambda p, k: diffusion.ddim_sample(
-            k, lambda x, t: model.apply({"params": p}, x, t), schedule, (100, 2), cfg.ddim_steps,
+            k, lambda x, t: model.apply({"params": p}, x, t), schedule, (100, 2), traj_steps,
             return_trajectory=True))(ema, jax.random.fold_in(sample_key, 3))
-        res["ddim_trajectory"] = np.asarray(traj) * scale  # [ddim_steps + 1, 100, 2]
+        res["ddim_trajectory"] = np.asarray(traj) * scale  # [traj_steps + 1, 100, 2]
         res["data"] = np.asarray(data.toy_distribution(name).sample(jax.random.fold_in(sample_key, 2), cfg.num_samples))
         res["digest"] = train.params_digest(ema)
         results[name] = res
 
-    ddpm_name, ddim_name = list(samplers)
+    ddpm_name = f"DDPM {T}"
+    families: dict[str, list[str]] = {}  # "DDIM" -> its labels, by denoiser calls
+    for label in samplers:
+        if label != ddpm_name:
+            families.setdefault(label.split()[0], []).append(label)
+    largest = [labels[-1] for labels in families.values()]  # each fast sampler at its largest budget
+    near_10 = [min(labels, key=lambda lb: (abs(samplers[lb][1] - 10), samplers[lb][1])) for labels in families.values()]
     samples_array = np.stack([results[n]["samples"][ddpm_name] for n in cfg.datasets]).astype(np.float32)
     if ctx.is_main_process:
         np.save(ctx.workdir / "samples.npy", samples_array)
@@ -220,7 +282,7 @@ def run(ctx: Context) -> dict:
         f"{cfg.steps} steps of batch {cfg.batch_size} with `genjax.diffusion.ddpm_loss` "
         f"(T = {T}, {cfg.schedule} betas), Adam with warm-up and cosine decay, EMA {cfg.ema_decay} of the weights "
         "(the EMA weights are sampled). Data are divided by their standard deviation for diffusion and scaled back.")
-    quality_rows, w1_rows = [], []
+    quality_rows, nfe_rows = [], []
     for name in cfg.datasets:
         res = results[name]
         dist = data.toy_distribution(name)
@@ -228,24 +290,33 @@ def run(ctx: Context) -> dict:
         floor = sliced_w1(w_key, jnp.asarray(res["data"]),
                           dist.sample(jax.random.fold_in(w_key, 1), cfg.num_samples))
         summary[f"{name}/sliced_w1_data_vs_data"] = floor
-        for sampler_name in samplers:
+        res["metrics"] = {}
+        for sampler_name, (_, nfe) in samplers.items():
             x = res["samples"][sampler_name]
-            short = "ddpm" if sampler_name == ddpm_name else "ddim"
-            w1 = sliced_w1(w_key, jnp.asarray(x), jnp.asarray(res["data"]))
-            sec_per_1000 = res["seconds"][sampler_name] / cfg.num_samples * 1000
-            summary[f"{name}/{short}/sliced_w1"] = w1
-            summary[f"{name}/{short}/seconds_per_1000"] = sec_per_1000
-            w1_rows.append((name, sampler_name, w1, floor, sec_per_1000))
+            tag = "ddpm" if sampler_name == ddpm_name else sampler_name.lower().replace(" ", "_")
+            m = {"nfe": nfe, "sliced_w1": sliced_w1(w_key, jnp.asarray(x), jnp.asarray(res["data"])),
+                 "seconds_per_1000": res["seconds"][sampler_name] / cfg.num_samples * 1000}
             if dist.modes is not None:
-                m = jax.device_get(gan.mode_metrics(x, dist.modes, dist.std))
-                for k in ("high_quality", "modes_captured", "reverse_kl"):
-                    summary[f"{name}/{short}/{k}"] = float(m[k]) if k != "modes_captured" else int(m[k])
-                quality_rows.append((name, f"diffusion: {sampler_name}", float(m["high_quality"]),
-                                     int(m["modes_captured"]), float(m["reverse_kl"])))
+                mm = jax.device_get(gan.mode_metrics(x, dist.modes, dist.std))
+                m.update(high_quality=float(mm["high_quality"]), modes_captured=int(mm["modes_captured"]),
+                         reverse_kl=float(mm["reverse_kl"]))
+                if sampler_name == ddpm_name or sampler_name in largest:
+                    quality_rows.append((name, f"diffusion: {sampler_name}", m["high_quality"], m["modes_captured"],
+                                         m["reverse_kl"]))
+            res["metrics"][sampler_name] = m
+            for k, v in m.items():
+                if k != "nfe":
+                    summary[f"{name}/{tag}/{k}"] = v
+            nfe_rows.append((name, sampler_name, nfe, m["sliced_w1"], m.get("high_quality", "-"),
+                             m.get("modes_captured", "-"), m["seconds_per_1000"]))
+        nfe_rows.append((name, "exact samples (floor)", "-", floor, "-", "-", "-"))
         if dist.modes is not None:
             m = jax.device_get(gan.mode_metrics(res["data"], dist.modes, dist.std))
             quality_rows.append((name, "exact samples (reference)", float(m["high_quality"]),
                                  int(m["modes_captured"]), float(m["reverse_kl"])))
+            for i, row in enumerate(nfe_rows):
+                if row[0] == name and row[1] == "exact samples (floor)":
+                    nfe_rows[i] = (*row[:4], float(m["high_quality"]), int(m["modes_captured"]), "-")
             quality_rows += [(name, *row) for row in gan_rows(ctx, name)]
         summary[f"{name}/params_digest"] = res["digest"]
         summary[f"{name}/final_loss"] = res["fit"].history[-1]["loss"] if res["fit"].history else None
@@ -256,13 +327,18 @@ def run(ctx: Context) -> dict:
                   quality_rows,
                   caption=f"{cfg.num_samples} samples each; `genjax.gan.mode_metrics` (within 3 std of a mode; "
                           "ring: 8 modes, std 0.01; grid: 25 modes, std 0.05). For exact samples the high-quality "
-                          "fraction is 1 - exp(-9/2) = 98.9%. GAN rows: the gan_mode_collapse run beside this "
-                          "one (when it exists; its own steps and seeds) and the published numbers it quotes.")
-    rep.table(["dataset", "sampler", "sliced W1 to data", "sliced W1 data vs data", "s per 1,000 samples"], w1_rows,
-              caption="sliced Wasserstein-1 (mean over 32 random directions of the exact 1-D W1) between "
-                      f"{cfg.num_samples} samples and as many fresh data points, with the same distance between two "
-                      "data samples as the floor; sampling time of one compiled call (compiled ahead, "
-                      "block_until_ready), per 1,000 samples")
+                          "fraction is 1 - exp(-9/2) = 98.9%. Diffusion rows: DDPM and each fast sampler at its "
+                          "largest budget (all budgets: the next table). GAN rows: the gan_mode_collapse run beside "
+                          "this one (when it exists; its own steps and seeds) and the published numbers it quotes.")
+    rep.heading("Quality against denoiser calls")
+    rep.table(["dataset", "sampler", "denoiser calls", "sliced W1 to data", "high-quality fraction",
+               "modes captured", "s per 1,000 samples"], nfe_rows,
+              caption="every sampler from the same EMA weights and start key; sliced Wasserstein-1 (mean over 32 "
+                      f"random directions of the exact 1-D W1) between {cfg.num_samples} samples and as many fresh "
+                      "data points; the floor row is the same distance between two data samples. DDIM: eta = 0, "
+                      "leading spacing; DPM++: DPM-Solver++(2M), linspace spacing (SDE: its stochastic variant); "
+                      "Euler and Heun on the Karras sigmas (Heun's N steps take 2N - 1 calls). Sampling time of one "
+                      "compiled call (compiled ahead, block_until_ready), per 1,000 samples.")
 
     # ---------------------------------------------------------------- figures
     n_rows = len(cfg.datasets)
@@ -318,7 +394,7 @@ def run(ctx: Context) -> dict:
     for c, name in enumerate(cfg.datasets):
         for r, (label, traj, num, every) in enumerate((
                 (f"DDPM ({T} steps)", results[name]["trajectory"], 6, max(T // 100, 1)),
-                (f"DDIM ({cfg.ddim_steps} steps, eta=0)", results[name]["ddim_trajectory"], 30, 1))):
+                (f"DDIM ({traj_steps} steps, eta=0)", results[name]["ddim_trajectory"], 30, 1))):
             ax = axes[r, c]
             scatter(ax, results[name]["data"], name, color="0.75", s=1, alpha=0.6)
             n_states = traj.shape[0]
@@ -337,8 +413,9 @@ def run(ctx: Context) -> dict:
                                             f"drawn every {max(T // 100, 1)} steps")
     plt.close(fig)
 
-    fig, axes = plt.subplots(len(samplers), n_rows, figsize=(4.2 * n_rows, 4.2 * len(samplers)), squeeze=False)
-    for r, sampler_name in enumerate(samplers):
+    shown = [ddpm_name, *near_10]  # DDPM and each fast sampler at the budget nearest 10 calls
+    fig, axes = plt.subplots(len(shown), n_rows, figsize=(4.2 * n_rows, 4.2 * len(shown)), squeeze=False)
+    for r, sampler_name in enumerate(shown):
         for c, name in enumerate(cfg.datasets):
             ax = axes[r, c]
             dist = data.toy_distribution(name)
@@ -348,10 +425,14 @@ def run(ctx: Context) -> dict:
                 ax.plot(dist.modes[:, 0], dist.modes[:, 1], "x", color="C3", ms=5)
             ax.set_xlim(-lim[name], lim[name])
             ax.set_ylim(-lim[name], lim[name])
-            ax.set_title(f"{name}: {sampler_name}", fontsize=9)
+            ax.set_title(f"{name}: {sampler_name} (W1 {results[name]['metrics'][sampler_name]['sliced_w1']:.3f})",
+                         fontsize=9)
     rep.figure(fig, "samples", caption=f"{cfg.num_samples} samples (blue) over as many data points (grey); "
-                                       "modes marked x")
+                                       "modes marked x; DDPM and each fast sampler at the budget nearest 10 "
+                                       "denoiser calls")
     plt.close(fig)
+
+    quality_vs_nfe_2d_figure(rep, cfg, results, families, ddpm_name, summary)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name in cfg.datasets:
@@ -378,7 +459,7 @@ EXPERIMENT = Experiment(
     quick=QUICK,
     run=run,
     trains=True,
-    evaluation_fields=frozenset({"num_samples", "ddim_steps"}),
+    evaluation_fields=frozenset({"num_samples", "samplers", "nfe"}),
 )
 
 if __name__ == "__main__":

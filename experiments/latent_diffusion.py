@@ -11,8 +11,8 @@ codebook first, as it was trained): found beside this run directory (`<workdir>/
    statistics the VQ-VAE saved; Rombach et al., section 4.3.2 and appendix G), and train a
    single-resolution `genjax.nn.UNet` at 7x7 with `genjax.diffusion.ddpm_loss` (T = 1000, linear
    betas), EMA of the weights.
-2. Sample with DDPM (1000 steps) and DDIM (`ddim_steps`), decode, and score with the MNIST-feature
-   FID/KID (`experiments/_features.py`); time per sample includes the decoder.
+2. Sample with DDPM (1000 steps) and the fast samplers (`samplers`, each at `nfe` denoiser calls),
+   decode, and score with the MNIST-feature FID/KID (`experiments/_features.py`); time per sample includes the decoder.
 3. Compare with pixel-space DDPM: the numbers of the `ddpm_mnist` run beside this one
    (`<workdir>/../ddpm_mnist/summary.json`) when it exists. The autoencoder's own reconstructions
    of the held-out digits give the FID a perfect latent model would reach.
@@ -45,8 +45,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._diffusion_common import (best_sampler, build_unet, loss_figure, run_summary, sample_and_score,
-                                          sampler_fns, samples_figure)
+from experiments._diffusion_common import (best_sampler, build_unet, check_samplers, loss_figure, run_summary,
+                                          sample_and_score, sampler_fns, samples_figure)
 from experiments._framework import Built, Context, Experiment, prerequisite_run
 from experiments._vq_autoencoder import AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, load_autoencoder
 
@@ -75,19 +75,22 @@ class Config:
     num_samples: int = 1_000
     sample_batch: int = 500
     ddpm_sampler: bool = True  # ancestral DDPM with all T steps (T denoiser calls per sample)
-    ddim_steps: tuple[int, ...] = (50, 20, 10, 5)
-    dpm_steps: tuple[int, ...] = (50, 20, 10, 5)  # DPM-Solver++(2M) (Lu et al. 2022)
+    samplers: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "euler", "heun")  # as ddpm_mnist's
+    nfe: tuple[int, ...] = (50, 20, 10, 5)  # denoiser calls per sample, for each sampler
     checkpoint_every: int = 2_000
     log_every: int = 200
     keep_checkpoints: int = 2
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
+
+    def __post_init__(self):  # checked before the workdir is written
+        check_samplers(self.samplers, self.nfe, self.num_timesteps)
 
 
 # The 7x7 denoiser trains ~6x faster per step than the pixel U-Net of ddpm_mnist's quick config,
 # so the quick run affords 2,000 steps in about the time that one spends on 400.
 QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 2_000, "batch_size": 64,
          "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "num_samples": 1_000, "sample_batch": 500,
-         "ddpm_sampler": False, "ddim_steps": (20,), "dpm_steps": (20,), "checkpoint_every": 1_000, "log_every": 100}
+         "ddpm_sampler": False, "samplers": ("ddim", "dpmpp_2m"), "nfe": (20,), "checkpoint_every": 1_000, "log_every": 100}
 
 
 def build(cfg: Config, latent_shape: tuple[int, ...]) -> Built:
@@ -154,9 +157,9 @@ def run(ctx: Context) -> dict:
     batch = min(cfg.sample_batch, cfg.num_samples)
     # the decoder is part of the timed, compiled sampler: latents -> images
     fns = {label: (lambda p, k, fn=fn: decode(fn(p, k) * std + mean), nfe)
-           for label, (fn, nfe) in sampler_fns(apply_fn, schedule, (batch, *latent_shape), cfg.ddim_steps,
-                                                    prediction=cfg.prediction, dpm_steps=cfg.dpm_steps,
-                                                    ddpm=cfg.ddpm_sampler).items()}
+           for label, (fn, nfe) in sampler_fns(apply_fn, schedule, (batch, *latent_shape), samplers=cfg.samplers,
+                                                    nfe=cfg.nfe, ddpm=cfg.ddpm_sampler,
+                                                    prediction=cfg.prediction).items()}
     results = sample_and_score(ctx, fns, ema, jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples,
                                batch=batch, evaluator=evaluator, log_prefix="latent ")
     if ctx.is_main_process:  # the DDPM samples
@@ -226,7 +229,7 @@ EXPERIMENT = Experiment(
     quick=QUICK,
     run=run,
     trains=True,
-    evaluation_fields=frozenset({"num_samples", "sample_batch", "ddim_steps", "dpm_steps", "ddpm_sampler"}),
+    evaluation_fields=frozenset({"num_samples", "sample_batch", "samplers", "nfe", "ddpm_sampler"}),
 )
 
 if __name__ == "__main__":

@@ -192,7 +192,8 @@ def test_domains_of_every_experiment_are_checked_in_process():
         ("gan_nash", {"table_learning_rates": "0.1,-1"}, r"--table-learning-rates: expected a finite number > 0"),
         ("gan_mode_collapse", {"methods": ""}, r"--methods: expected at least one value"),
         ("diffusion_2d", {"ema_decay": 1.0}, r"--ema-decay: expected a finite number in \[0, 1\)"),
-        ("ddpm_mnist", {"ddim_steps": "100,2000"}, r"--ddim-steps: each must be <= --num-timesteps \(1000\), got \[2000\]"),
+        ("ddpm_mnist", {"nfe": "100,2000"}, r"--nfe: each must be in \[1, --num-timesteps \(1000\)\], got \[2000\]"),
+        ("diffusion_2d", {"samplers": "ddim,plms"}, r"--samplers: expected names from \['ddim', .*got \['plms'\]"),
         ("vae", {"models": "mlp0"}, r"--models: expected names like mlp50"),  # the config's own __post_init__
     ]
     for name, overrides, message in cases:

@@ -12,7 +12,7 @@ import pytest
 from jax import lax
 
 from experiments import ddpm_mnist, diffusion_2d, latent_diffusion
-from experiments._framework import run_experiment
+from experiments._framework import ConfigError, run_experiment
 from genjax import nn as genjax_nn
 from genjax.nn import _diffusion as dnn
 
@@ -63,7 +63,7 @@ def test_denoisers_shapes_and_outputs():
 # ------------------------------------------------------------------------------ diffusion_2d
 
 TINY_2D = dict(datasets=("ring",), num_timesteps=20, steps=4, batch_size=16, hidden=16, num_layers=1, time_dim=8,
-               num_samples=40, ddim_steps=5, checkpoint_every=2, log_every=2)
+               num_samples=40, samplers=("ddim", "dpmpp_2m", "heun"), nfe=(2, 5), checkpoint_every=2, log_every=2)
 
 
 def _run(module, workdir, **overrides):
@@ -76,14 +76,16 @@ def test_diffusion_2d_smoke(tmp_path):
     summary = _run(diffusion_2d, tmp_path, **TINY_2D)
     samples = np.load(tmp_path / "samples.npy")
     assert samples.shape == (1, 40, 2) and np.all(np.isfinite(samples))
-    for key in ("ring/ddpm/high_quality", "ring/ddpm/modes_captured", "ring/ddpm/reverse_kl", "ring/ddim/sliced_w1",
-                "ring/ddpm/seconds_per_1000", "params_digest"):
-        assert key in summary
+    # every sampler at every budget; Heun's budget of 2 calls is 1 step (1 call: 2N - 1), of 5 calls 3 steps
+    for tag in ("ddpm", "ddim_2", "ddim_5", "dpm++_2", "dpm++_5", "heun_1", "heun_5"):
+        for metric in ("high_quality", "modes_captured", "reverse_kl", "sliced_w1", "seconds_per_1000"):
+            assert f"ring/{tag}/{metric}" in summary, (tag, metric)
+    assert "params_digest" in summary
     assert 0.0 <= summary["ring/ddpm/high_quality"] <= 1.0
-    for fig in ("forward_process", "reverse_process", "trajectories", "samples", "training_loss"):
+    for fig in ("forward_process", "reverse_process", "trajectories", "samples", "training_loss", "quality_vs_nfe"):
         assert (tmp_path / f"{fig}.png").exists()
     report = (tmp_path / "report.md").read_text()
-    assert "Mode coverage" in report and "exact samples (reference)" in report
+    assert "Mode coverage" in report and "exact samples (reference)" in report and "Quality against denoiser" in report
 
 
 def test_diffusion_training_resumes_exactly(tmp_path):
@@ -133,7 +135,8 @@ def runs_root(tmp_path_factory):
     return root
 
 
-TINY_MNIST = dict(channels=(4,), num_res_blocks=0, attention=False, num_timesteps=20, ddim_steps=(5,), dpm_steps=(3,),
+TINY_MNIST = dict(channels=(4,), num_res_blocks=0, attention=False, num_timesteps=20, samplers=("ddim", "dpmpp_2m"),
+                  nfe=(5, 3),
                   ddpm_sampler=True, steps=2, batch_size=8, num_samples=8, sample_batch=8, checkpoint_every=2,
                   log_every=2)
 
@@ -145,11 +148,12 @@ def test_ddpm_mnist_smoke(runs_root):
     samples = np.load(d / "samples.npy")
     assert samples.shape == (8, 28, 28, 1) and samples.dtype == np.float32
     assert samples.min() >= 0.0 and samples.max() <= 1.0
-    for key in ("fid/ddpm_20", "fid/ddim_5", "kid/ddim_5", "fid/dpm++_3", "seconds_per_1000/ddpm_20", "real_fid"):
+    for key in ("fid/ddpm_20", "fid/ddim_5", "kid/ddim_5", "fid/dpm++_3", "fid/ddim_3", "fid/dpm++_5",
+                "seconds_per_1000/ddpm_20", "real_fid"):
         assert np.isfinite(summary[key])
     # the quick config's U-Net sees 2x2 patches; the closing comparison's record is the best sampler's
     (record,) = summary["generators"]
-    best = min(("ddpm_20", "ddim_5", "dpm++_3"), key=lambda tag: summary[f"fid/{tag}"])
+    best = min(("ddpm_20", "ddim_5", "ddim_3", "dpm++_5", "dpm++_3"), key=lambda tag: summary[f"fid/{tag}"])
     assert summary["best_sampler"].lower().replace(" ", "_") == best and record["fid"] == summary[f"fid/{best}"]
     assert record["samples"] == "samples.npy" and record["train_seconds"] > 0
     assert len(summary["params_digest"]) == 64
@@ -173,6 +177,41 @@ def test_latent_diffusion_smoke(runs_root):
     assert "VQ-VAE reconstructions" in report
     if (runs_root / "ddpm_mnist" / "summary.json").exists():  # the pixel-space rows, when that run exists
         assert "pixel space: DDPM 20" in report and summary["pixel_fid/ddpm"] is not None
+
+
+@pytest.mark.slow
+def test_diffusion_objectives_smoke(runs_root):
+    """Two objectives from the same initial weights, FID at every evaluation point, the baseline's
+    final FID as the target the table measures against, resumable from the run's records."""
+    from experiments import diffusion_objectives as obj
+
+    d = runs_root / "diffusion_objectives"
+    tiny = dict(objectives=("epsilon/simple", "v/min_snr"), channels=(4,), patch_size=1, num_res_blocks=0,
+                num_timesteps=20, steps=4, eval_every=2, batch_size=8, num_samples=8, sample_batch=8, nfe=3,
+                checkpoint_every=2, log_every=2)
+    summary = _run(obj, d, **tiny)
+    for o in ("epsilon/simple", "v/min_snr"):
+        assert sorted(summary[f"{o}/fid"]) == ["2", "4"] and all(np.isfinite(list(summary[f"{o}/fid"].values())))
+        assert summary[f"{o}/train_seconds"] > 0
+    assert summary["epsilon/simple/steps_to_baseline_final"] in (2, 4)  # the baseline reaches itself
+    assert obj.steps_to_reach([(2, 9.0), (4, 5.0)], 5.0) == 4 and obj.steps_to_reach([(2, 9.0)], 5.0) is None
+    for fig in ("fid_vs_steps", "samples"):
+        assert (d / f"{fig}.png").exists()
+    again = _run(obj, d, **tiny)  # finished: resumes every objective at its end, same FIDs
+    assert again["v/min_snr/fid"] == summary["v/min_snr/fid"]
+    with pytest.raises(ConfigError, match=r"--objectives: expected <prediction>/<weighting>"):
+        obj.EXPERIMENT.make_config(objectives=("eps/simple",))
+    with pytest.raises(ConfigError, match=r"--steps \(5\) must be a multiple of --eval-every \(2\)"):
+        obj.EXPERIMENT.make_config(steps=5, eval_every=2)
+
+
+def test_the_tour_leaves_out_what_it_does_not_run_unless_named():
+    from experiments import NOT_IN_TOUR, REGISTRY
+    from experiments._tour import selected
+
+    assert "diffusion_objectives" in NOT_IN_TOUR <= set(REGISTRY)
+    assert selected(None) == [n for n in REGISTRY if n not in NOT_IN_TOUR]
+    assert selected("diffusion_objectives") == ["diffusion_objectives"]
 
 
 def test_gan_rows_read_the_gan_chapter_beside_the_run(tmp_path):

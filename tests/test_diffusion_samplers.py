@@ -818,3 +818,23 @@ def test_dpmpp_clip_x0_clips_every_data_prediction():
                                   dpmpp_2m_sample(key, eps, s, (4, 3), 7))
     with pytest.raises(ValueError, match="clip_x0"):
         dpmpp_2m_sample(key, eps, s, (4, 3), 7, clip_x0=(1.0, -1.0))
+
+
+@pytest.mark.parametrize("sampler", ["euler_sample", "heun_sample"])
+def test_karras_samplers_clip_x0_clip_every_data_prediction(sampler):
+    """`clip_x0` in Euler and Heun: their last step (to sigma = 0) returns the data prediction D
+    (Karras et al. 2022, Algorithm 1), so a model predicting x0 = 5 everywhere ends exactly at
+    the clipped 1, and at 5 without clipping; None is the unclipped sampler, bit for bit."""
+    from genjax import diffusion
+    from genjax.diffusion import linear_beta_schedule, make_schedule
+
+    fn = getattr(diffusion, sampler)
+    s = make_schedule(linear_beta_schedule(50))
+    five = lambda x, t: jnp.full_like(x, 5.0)  # noqa: E731
+    key = jax.random.key(3)
+    np.testing.assert_array_equal(fn(key, five, s, (4, 3), 4, "x0", clip_x0=(-1.0, 1.0)), np.ones((4, 3), np.float32))
+    np.testing.assert_allclose(fn(key, five, s, (4, 3), 4, "x0"), 5.0, rtol=1e-5)
+    eps = lambda x, t: 0.1 * x  # noqa: E731
+    np.testing.assert_array_equal(fn(key, eps, s, (4, 3), 4, clip_x0=None), fn(key, eps, s, (4, 3), 4))
+    with pytest.raises(ValueError, match="clip_x0"):
+        fn(key, eps, s, (4, 3), 4, clip_x0=(1.0, -1.0))

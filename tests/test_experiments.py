@@ -100,7 +100,7 @@ def test_evaluation_fields_may_change_on_resume_and_nothing_else():
         check_config_compatible("x", old, {"experiment": "x", "config": {"steps": 10, "num_samples": 64, "width": 9}},
                                 fields)
     # the sampling-only fields of the diffusion experiments are declared as such
-    for name, field in (("ddpm_mnist", "num_samples"), ("latent_diffusion", "ddim_steps"),
+    for name, field in (("ddpm_mnist", "num_samples"), ("latent_diffusion", "nfe"),
                         ("diffusion_2d", "num_samples")):
         assert field in load(name).evaluation_fields
     with pytest.raises(TypeError, match=r"evaluation_fields \['nope'\] are not config fields"):

@@ -526,6 +526,7 @@ def euler_sample(
     *,
     rho: float = 7.0,
     fractional_timesteps: bool = False,
+    clip_x0: tuple[float, float] | None = None,
     return_trajectory: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Euler's method on the probability-flow ODE over the Karras sigma ladder (N evaluations).
@@ -552,6 +553,8 @@ def euler_sample(
         prediction: "epsilon", "x0" or "v".
         rho: the Karras warp, > 0.
         fractional_timesteps: give the model float32 timesteps (see above).
+        clip_x0: `(low, high)`: each data prediction D_i is clipped to it before it enters the
+            step (static thresholding, as `dpmpp_2m_sample`); None: unclipped.
         return_trajectory: also return the start and every state, in the VP scaling
             (x / sqrt(1 + sigma^2)), `[N + 1, B, ...]`.
 
@@ -573,7 +576,7 @@ def euler_sample(
     shape, n, prediction = _check_common(key, model_fn, schedule, shape, num_steps, prediction, max_steps=False)
     rho = _static_number(rho, "rho", 0.0, low_open=True)
     return _karras(key, schedule, model_fn, shape, n, prediction, rho, _flag(fractional_timesteps,
-                   "fractional_timesteps"), False, _flag(return_trajectory, "return_trajectory"))
+                   "fractional_timesteps"), False, _check_clip(clip_x0), _flag(return_trajectory, "return_trajectory"))
 
 
 def heun_sample(
@@ -586,6 +589,7 @@ def heun_sample(
     *,
     rho: float = 7.0,
     fractional_timesteps: bool = False,
+    clip_x0: tuple[float, float] | None = None,
     return_trajectory: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Heun's second-order method (Karras et al. 2022, Algorithm 1) over the Karras ladder.
@@ -607,6 +611,7 @@ def heun_sample(
         prediction: "epsilon", "x0" or "v".
         rho: the Karras warp, > 0.
         fractional_timesteps: give the model float32 timesteps (see `euler_sample`).
+        clip_x0: `(low, high)` or None, as `euler_sample`.
         return_trajectory: also return the start and the state after each step, `[N + 1, B, ...]`.
 
     Returns:
@@ -627,18 +632,18 @@ def heun_sample(
     shape, n, prediction = _check_common(key, model_fn, schedule, shape, num_steps, prediction, max_steps=False)
     rho = _static_number(rho, "rho", 0.0, low_open=True)
     return _karras(key, schedule, model_fn, shape, n, prediction, rho, _flag(fractional_timesteps,
-                   "fractional_timesteps"), True, _flag(return_trajectory, "return_trajectory"))
+                   "fractional_timesteps"), True, _check_clip(clip_x0), _flag(return_trajectory, "return_trajectory"))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8, 9))
-def _karras(key, schedule, model_fn, shape, n, prediction, rho, fractional, heun, return_trajectory):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8, 9, 10))
+def _karras(key, schedule, model_fn, shape, n, prediction, rho, fractional, heun, clip_x0, return_trajectory):
     init_key, _ = jax.random.split(key)
     z = jax.random.normal(init_key, shape, jnp.float32)
     ts, sig = _karras_ladder(schedule, n, rho, fractional)
     x = z * jnp.sqrt(1.0 + sig[0] ** 2)
 
     def denoise(x, t, s):
-        return _x0_ve(_call(model_fn, x / jnp.sqrt(1.0 + s**2), t), x, s, prediction)
+        return _clip(_x0_ve(_call(model_fn, x / jnp.sqrt(1.0 + s**2), t), x, s, prediction), clip_x0)
 
     def vp(x, s):
         return x / jnp.sqrt(1.0 + s**2)
