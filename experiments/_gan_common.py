@@ -32,6 +32,11 @@ class GanOptions:
       n_critic: discriminator updates per generator update (each on a fresh real batch).
       clip: the WGAN weight-clipping bound c.
       gp_weight: the WGAN-GP lambda.
+      gp_examples: the penalty's expectation over interpolates is estimated on the first
+        `gp_examples` pairs of each batch (an unbiased Monte Carlo estimate of the same
+        E[(||grad critic(x_hat)|| - 1)^2], with more variance); 0: the whole batch, as Gulrajani
+        et al. On a CPU the penalty's double backpropagation costs several critic steps, so a
+        quarter of the batch makes a WGAN-GP step about 2x cheaper.
       label_smoothing: one-sided label smoothing a (real target 1 - a).
       feature_matching: the generator minimizes ||E f(x) - E f(G(z))||^2 on the discriminator's
         feature layer instead of its adversarial loss.
@@ -48,6 +53,7 @@ class GanOptions:
     n_critic: int = 1
     clip: float = 0.01
     gp_weight: float = 10.0
+    gp_examples: int = 0
     label_smoothing: float = 0.0
     feature_matching: bool = False
     historical_averaging: float = 0.0
@@ -61,6 +67,8 @@ class GanOptions:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.n_critic < 1 or self.pack < 1:
             raise ValueError(f"n_critic and pack must be >= 1, got {self.n_critic}, {self.pack}")
+        if self.gp_examples < 0:
+            raise ValueError(f"gp_examples must be >= 0 (0: the whole batch), got {self.gp_examples}")
 
     @property
     def wasserstein(self) -> bool:
@@ -128,7 +136,8 @@ def make_gan_step(
             loss = gan.wasserstein_critic_loss(real_logits, fake_logits)
             metrics = {"wasserstein": -loss}
             if o.loss == "wgan_gp":
-                penalty = gan.gradient_penalty(kgp, lambda b: disc_fn(d_params, b), real, fake)
+                k = o.gp_examples or real.shape[0]
+                penalty = gan.gradient_penalty(kgp, lambda b: disc_fn(d_params, b), real[:k], fake[:k])
                 loss = loss + o.gp_weight * penalty
                 metrics["gradient_penalty"] = penalty
         else:

@@ -66,6 +66,7 @@ class Config:
     n_critic: int = 5  # critic updates per generator update for the WGANs
     clip: float = 0.01
     gp_weight: float = 10.0
+    gp_examples: int = 0  # WGAN-GP: the penalty on the first k pairs of each batch (GanOptions); 0: all
     label_smoothing: float = 0.1  # real target 0.9 (Salimans et al. 2016)
     historical_averaging: float = 1e-2
     instance_noise: float = 0.1
@@ -114,6 +115,7 @@ def build(cfg: Config, variant: str) -> Built:
         n_critic=cfg.n_critic if wasserstein else 1,
         clip=cfg.clip,
         gp_weight=cfg.gp_weight,
+        gp_examples=cfg.gp_examples,
         label_smoothing=cfg.label_smoothing if "ls" in switches else 0.0,
         feature_matching="fm" in switches,
         historical_averaging=cfg.historical_averaging if "ha" in switches else 0.0,

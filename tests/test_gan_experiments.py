@@ -80,6 +80,35 @@ def test_gan_step_runs_and_updates_both_players(options):
     assert step._cache_size() == 1  # the second step does not recompile
 
 
+def test_gp_examples_penalises_the_first_pairs_of_the_batch_alone():
+    """`GanOptions(gp_examples=k)`: the gradient penalty is estimated on the first k (real, fake)
+    pairs only: changing the batch's other real examples leaves it unchanged (and changes the
+    whole-batch penalty of k = 0, Gulrajani et al.'s estimate); k >= the batch is the whole batch."""
+    import optax
+
+    from genjax import nn, train
+
+    g, d = nn.MlpGenerator(hidden=8, depth=1), nn.MlpDiscriminator(hidden=8, depth=1)
+    params = {"generator": g.init(jax.random.key(0), jnp.zeros((1, 2)))["params"],
+              "discriminator": d.init(jax.random.key(1), jnp.zeros((1, 2)))["params"]}
+    state = train.TrainState.create(params=params, tx={"generator": optax.adam(1e-2), "discriminator": optax.adam(1e-2)},
+                                    key=jax.random.key(2), extras={})
+    real = jnp.asarray(common.ToySource("ring", 8, 0, draws=1).batches(0, 1)["x"][0])  # [1, 8, 2]
+    moved = real.at[:, 3:].add(0.5)
+
+    def penalty(k, x):
+        step = common.make_gan_step(lambda p, z, e: g.apply({"params": p}, z),
+                                    lambda p, x, with_features=False: d.apply({"params": p}, x), 2,
+                                    common.GanOptions("wgan_gp", gp_examples=k))
+        return float(jax.jit(step)(state, {"x": x})[1]["gradient_penalty"])
+
+    assert penalty(3, real) == penalty(3, moved)
+    assert penalty(0, real) != penalty(0, moved)
+    assert penalty(8, real) == penalty(0, real) and penalty(64, real) == penalty(0, real)
+    with pytest.raises(ValueError, match="gp_examples must be >= 0"):
+        common.GanOptions("wgan_gp", gp_examples=-1)
+
+
 @pytest.mark.parametrize("mode", ["loop", "vmap"])
 def test_mode_collapse_seeds_trained_together_are_each_seed_trained_alone(mode):
     """The experiment's one replica path, `fit(replicas=True)` with one ToySource per seed: replica
