@@ -90,10 +90,12 @@ class Config:
 
 
 # The tour's GAN chapter on a CPU: the DCGAN and WGAN-GP at the default width with 5x5 kernels,
-# 2 critic steps per generator step and WGAN-GP's learning rate doubled (the default's 5 critic
-# steps would take 2.5x as long).
+# 2 critic steps per generator step, WGAN-GP's learning rate doubled (the default's 5 critic
+# steps would take 2.5x as long) and its penalty on 16 of the 64 pairs of each batch (on a CPU
+# the whole-batch penalty made a step 6x a DCGAN step; measured FID at 400/800/1200 steps with
+# 16 pairs: 71.2/47.5/34.2).
 QUICK = {"variants": ("gan", "wgan_gp"), "steps": 1200, "n_critic": 2, "wgan_gp_learning_rate": 2e-4,
-         "eval_every": 400, "checkpoint_every": 400, "log_every": 50, "noise_anneal_steps": 800}
+         "gp_examples": 16, "eval_every": 400, "checkpoint_every": 400, "log_every": 50, "noise_anneal_steps": 800}
 
 GRID = 36  # samples shown per sample grid (6 x 6)
 

@@ -57,10 +57,12 @@ def test_tiny_run_writes_the_report_and_resumes_exactly(tmp_path):
     assert list(bounds) == ["1", "10", "20"] and bounds["1"] <= bounds["20"]
     assert summary["mlp2/active_units"] <= 2 and summary["params_digest"]
     # its samples' MNIST-feature FID/KID, in the record the tour plots
-    (generator,) = summary["generators"]
+    generator, expost = summary["generators"]  # z ~ N(0, I), and z from the ex-post mixture
     assert generator["label"] == "VAE mlp2" and generator["num_samples"] == 64
+    assert expost["label"] == "VAE mlp2 + ex-post GMM" and np.isfinite(summary["mlp2/expost_gmm_fid"])
     assert all(np.isfinite(generator[k]) for k in ("fid", "kid", "train_seconds", "seconds_per_1000", "real_fid"))
     assert generator["fid"] >= 0 and generator["train_seconds"] > 0 and "MNIST-feature FID" in md
+    assert "ex-post GMM" in md
     # The gradient-variance monitor ran at every evaluation: the score function is the noisier.
     history = report.read_jsonl(tmp_path / "mlp2" / "metrics.jsonl")
     evals = [r for r in history if "eval/grad_var_score" in r]
@@ -78,6 +80,27 @@ def test_tiny_run_writes_the_report_and_resumes_exactly(tmp_path):
     assert resumed["generators"][0]["train_seconds"] > 0  # from the log: this call trained 10 steps of 20
     steps = [r["step"] for r in report.read_jsonl(tmp_path / "mlp2" / "metrics.jsonl")]
     assert steps == [10, 20]
+
+
+def test_ex_post_mixture_recovers_a_known_mixture_and_samples_it():
+    """`fit_gmm` (EM, full covariances) on 4,000 draws of a two-component mixture with known
+    weights 3:1, means and covariances recovers them to within sampling error, its log-likelihood
+    never decreases (EM's monotonicity), and `sample_gmm` reproduces the data's mean and covariance."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal([-3.0, 0.0], 0.5, (3000, 2)),
+                        rng.normal([2.0, 1.0], [1.0, 0.3], (1000, 2))]).astype(np.float32)
+    weights, means, chol, lls = vae_experiment.fit_gmm(jax.random.key(0), z, 2, iterations=60)
+    order = np.argsort(np.asarray(means)[:, 0])
+    np.testing.assert_allclose(np.asarray(weights)[order], [0.75, 0.25], atol=0.01)
+    np.testing.assert_allclose(np.asarray(means)[order], [[-3.0, 0.0], [2.0, 1.0]], atol=0.06)
+    cov = np.einsum("kde,kfe->kdf", np.asarray(chol), np.asarray(chol))[order]
+    np.testing.assert_allclose(np.diagonal(cov, axis1=1, axis2=2), [[0.25, 0.25], [1.0, 0.09]], rtol=0.1)
+    assert np.all(np.diff(np.asarray(lls)) >= -1e-4)
+    x = np.asarray(vae_experiment.sample_gmm(jax.random.key(1), (weights, means, chol), 20_000))
+    np.testing.assert_allclose(x.mean(0), z.mean(0), atol=0.05)
+    np.testing.assert_allclose(np.cov(x.T), np.cov(z.T), rtol=0.05, atol=0.02)
 
 
 def test_seeds_trained_together_are_each_seed_trained_alone():
