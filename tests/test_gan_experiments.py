@@ -80,6 +80,15 @@ def test_gan_step_runs_and_updates_both_players(options):
     assert step._cache_size() == 1  # the second step does not recompile
 
 
+def test_wasserstein_variants_take_their_own_number_of_generator_steps():
+    from experiments import gan_mnist
+
+    cfg = gan_mnist.EXPERIMENT.make_config(quick=True)
+    assert [gan_mnist.variant_steps(cfg, v) for v in ("gan+ema", "gan", "wgan_gp", "wgan")] == [2000, 2000, 1200, 1200]
+    cfg = gan_mnist.EXPERIMENT.make_config(steps=40, wasserstein_steps=0)
+    assert gan_mnist.variant_steps(cfg, "wgan_gp") == 40  # 0: the same `steps` as every variant
+
+
 def test_gp_examples_penalises_the_first_pairs_of_the_batch_alone():
     """`GanOptions(gp_examples=k)`: the gradient penalty is estimated on the first k (real, fake)
     pairs only: changing the batch's other real examples leaves it unchanged (and changes the
