@@ -86,10 +86,12 @@ class Config:
         check_samplers(self.samplers, self.nfe, self.num_timesteps)
 
 
-# The 7x7 denoiser trains ~6x faster per step than the pixel U-Net of ddpm_mnist's quick config,
-# so the quick run affords 2,000 steps in about the time that one spends on 400.
+# The 7x7 denoiser trains ~4x faster per step than the pixel U-Net of ddpm_mnist's quick config,
+# so the quick run affords 2,000 steps in less time than that one spends on 1,000. It predicts x0:
+# measured with this config (1,000 samples), DDIM 20 FID 78.3 predicting epsilon, 43.3 predicting x0.
 QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 2_000, "batch_size": 64,
-         "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "num_samples": 1_000, "sample_batch": 500,
+         "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "prediction": "x0", "num_samples": 1_000,
+         "sample_batch": 500,
          "ddpm_sampler": False, "samplers": ("ddim", "dpmpp_2m"), "nfe": (20,), "checkpoint_every": 1_000, "log_every": 100}
 
 
