@@ -104,6 +104,16 @@ QUICK = {"variants": ("gan+ema", "wgan_gp"), "steps": 2000, "wasserstein_steps":
 GRID = 36  # samples shown per sample grid (6 x 6)
 
 
+def generator_label(variant: str) -> str:
+    """The closing comparison's name of a variant: "DCGAN gan+ema", "WGAN-GP", "WGAN+ls"."""
+    from experiments._gan_common import parse_variant
+
+    loss = parse_variant(variant)[0]
+    if loss.startswith("gan"):
+        return f"DCGAN {variant}"
+    return {"wgan": "WGAN", "wgan_gp": "WGAN-GP"}[loss] + variant[len(loss):]
+
+
 def variant_steps(cfg: Config, variant: str) -> int:
     """The generator updates of `variant`: `wasserstein_steps` for WGAN and WGAN-GP when set."""
     from experiments._gan_common import parse_variant
@@ -334,7 +344,7 @@ def run(ctx: Context) -> dict:
         **{f"{v}/fid": r["fid"] for v, r in results.items()},
         **{f"{v}/kid": r["kid"] for v, r in results.items()},
         "dataset": train_ds.as_dict(),
-        "generators": [generator_record(("DCGAN " if parse_variant(v)[0].startswith("gan") else "") + v, fid=r["fid"],
+        "generators": [generator_record(generator_label(v), fid=r["fid"],
                                         kid=r["kid"], train_seconds=r["train_seconds"],
                                         seconds_per_1000=r["seconds_per_1000"], real_fid=evaluator.real_fid,
                                         num_samples=cfg.num_eval_samples, samples=f"samples_{subdir_of(v)}.npy")

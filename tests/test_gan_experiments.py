@@ -87,6 +87,9 @@ def test_wasserstein_variants_take_their_own_number_of_generator_steps():
     assert [gan_mnist.variant_steps(cfg, v) for v in ("gan+ema", "gan", "wgan_gp", "wgan")] == [2000, 2000, 1200, 1200]
     cfg = gan_mnist.EXPERIMENT.make_config(steps=40, wasserstein_steps=0)
     assert gan_mnist.variant_steps(cfg, "wgan_gp") == 40  # 0: the same `steps` as every variant
+    # the closing comparison's names
+    assert [gan_mnist.generator_label(v) for v in ("gan+ema", "gan_minimax", "wgan_gp", "wgan+ls")] == [
+        "DCGAN gan+ema", "DCGAN gan_minimax", "WGAN-GP", "WGAN+ls"]
 
 
 def test_gp_examples_penalises_the_first_pairs_of_the_batch_alone():
