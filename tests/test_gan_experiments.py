@@ -192,7 +192,7 @@ def test_gan_mnist_smoke_with_every_switch(tmp_path):
              noise_anneal_steps=2, num_eval_samples=32, eval_every=2, log_every=2, checkpoint_every=2,
              data_source="embedded")
     assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan")
-    assert [g["label"] for g in s["generators"]] == ["DCGAN gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan"]
+    assert [g["label"] for g in s["generators"]] == ["DCGAN gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "WGAN"]
     assert all(np.isfinite(g["fid"]) and g["seconds_per_1000"] > 0 for g in s["generators"])
     samples = np.load(workdir / "samples.npy")
     assert samples.shape == (32, 28, 28, 1) and 0.0 <= samples.min() and samples.max() <= 1.0
