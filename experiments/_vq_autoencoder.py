@@ -111,16 +111,16 @@ def load_autoencoder(workdir):
     image_shape = tuple(info["image_shape"])
     latent_shape = tuple(info["latent_shape"])
 
-    @jax.jit
+    @train.jit
     def _encode(x):
         z = model.encode(params, x)
         return z, vq.nearest_code(z, codebook)
 
-    @jax.jit
+    @train.jit
     def _decode_quantized(z):
         return jnp.clip(model.decode(params, vq.quantize(z, codebook)[0]), 0.0, 1.0)
 
-    @jax.jit
+    @train.jit
     def _decode(z):
         return jnp.clip(model.decode(params, z), 0.0, 1.0)
 

@@ -197,7 +197,7 @@ def run(ctx: Context) -> dict:
         np.save(ctx.workdir / "samples.npy", results[best_sampler(results)]["samples"].astype(np.float32))
 
     # the reverse process of 8 digits
-    _, traj = jax.jit(lambda p, k: diffusion.sample(k, diffusion.to_eps_fn(lambda x, t: apply_fn(p, x, t), schedule, cfg.prediction), schedule,
+    _, traj = train.jit(lambda p, k: diffusion.sample(k, diffusion.to_eps_fn(lambda x, t: apply_fn(p, x, t), schedule, cfg.prediction), schedule,
                                                     (8, *train_ds.image_shape), clip_x0=(-1.0, 1.0),
                                                     return_trajectory=True))(ema, jax.random.fold_in(key, 20_000))
     traj = np.asarray(traj)

@@ -240,7 +240,7 @@ def run(ctx: Context) -> dict:
         opts = built.options
         sub = subdir_of(variant)
         (ctx.workdir / sub).mkdir(parents=True, exist_ok=True)
-        draw = jax.jit(lambda p, e, k, sample=built.sample: sample(p, e, k, cfg.num_eval_samples))
+        draw = train.jit(lambda p, e, k, sample=built.sample: sample(p, e, k, cfg.num_eval_samples))
         eval_key = jax.random.fold_in(jax.random.key(cfg.seed), 0xF1D)  # the same z at every evaluation
 
         def eval_fn(state, draw=draw, sub=sub, eval_key=eval_key):

@@ -97,7 +97,7 @@ def make_evaluator(model, images, labels, batch_size: int = 1000):
 
     from genjax import train
 
-    @jax.jit
+    @train.jit
     def predict(params, x):
         return jnp.argmax(model.apply({"params": params}, x.astype(jnp.float32) / 255.0), -1)
 

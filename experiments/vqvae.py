@@ -227,7 +227,7 @@ def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int =
 
     from genjax import train, vq
 
-    @jax.jit
+    @train.jit
     def run(params, codebook, x):
         x = x.astype(jnp.float32) / 255.0
         z = model.encode(params, x)
@@ -260,7 +260,7 @@ def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: 
 
     from genjax import train, vq
 
-    @jax.jit
+    @train.jit
     def moments(x):  # [B, 4]: each image's sums of z, z^2, z_q, z_q^2 over its latent entries
         z = model.encode(params, x.astype(jnp.float32) / 255.0)
         z_q, _ = vq.quantize(z, codebook)
@@ -290,7 +290,7 @@ def code_grids(model: Autoencoder, params, codebook, images, batch_size: int = 5
 
     from genjax import train, vq
 
-    @jax.jit
+    @train.jit
     def codes(x):
         idx = vq.nearest_code(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)  # [B, h, w]
         return idx.reshape(idx.shape[0], -1).astype(jnp.int32)
@@ -305,7 +305,7 @@ def reconstruct(model: Autoencoder, params, codebook, images, batch_size: int = 
 
     from genjax import train, vq
 
-    @jax.jit
+    @train.jit
     def run(x):
         z_q, _ = vq.quantize(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)
         return jnp.clip(model.decode(params, z_q), 0.0, 1.0)
@@ -374,7 +374,7 @@ def train_prior(ctx: Context, cfg: Config, model: Autoencoder, params, codebook,
     train_codes, test_codes = codes[: len(train_ds.images)], codes[len(train_ds.images):]
     length = train_codes.shape[1]
     built = build_prior(cfg, cfg.num_codes, length)
-    heldout_nll = jax.jit(built.loss_fn)
+    heldout_nll = train.jit(built.loss_fn)
 
     def eval_fn(s):
         per_image = train.map_batched(lambda c: heldout_nll(s.params, c), test_codes, batch_size=500)

@@ -240,3 +240,62 @@ def test_compile_fused_auto_asks_the_backend_module(monkeypatch):
     assert calls == [1]
     train.compile_fused(lambda state, batch: (state, {}), replicas=True, replica_mode="loop")
     assert calls == [1]  # an explicit mode is not overridden
+
+
+# ``conv_library``: genjax's programs are compiled with YNNPACK's individual convolutions taken
+# out of XLA:CPU's default `xla_cpu_experimental_ynn_fusion_type` (individual dots, individual
+# convolutions, reductions in jax 0.10.2); the compiled HLO names YNNPACK's ops `__ynn_fusion`.
+def _ynn_convolutions(compiled_text: str) -> int:
+    return sum(1 for line in compiled_text.splitlines()
+               if '"__ynn_fusion"' in line and "conv_general_dilated" in line)
+
+
+def _conv_program(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+_X, _W = jnp.ones((4, 14, 14, 32)), jnp.ones((3, 3, 32, 32))  # > 16 features: YNNPACK's by default
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU compiler option")
+def test_jit_compiles_convolutions_with_xla_s_own_kernels_on_cpu_and_the_switch_restores_ynnpack():
+    plain = jax.jit(_conv_program).lower(_X, _W).compile().as_text()
+    assert _ynn_convolutions(plain) == 1  # the default this works around (if 0, it may be obsolete)
+    ours = _backend.jit(_conv_program)
+    assert _ynn_convolutions(ours.lower(_X, _W).compile().as_text()) == 0
+    np.testing.assert_allclose(ours(_X, _W), _conv_program(_X, _W), rtol=1e-6)
+    with _backend.disabled("conv_library"):
+        assert _backend.compiler_options() == {}
+        assert _ynn_convolutions(ours.lower(_X, _W).compile().as_text()) == 1
+    assert _backend.compiler_options() == {"xla_cpu_experimental_ynn_fusion_type": _backend._YNN_WITHOUT_CONVS}
+
+
+def test_jit_keeps_jax_jit_s_arguments_as_a_decorator_and_refuses_other_compiler_options():
+    @_backend.jit(static_argnames=("n",), donate_argnums=0)
+    def scale(x, n):
+        return x * n
+
+    assert scale.__name__ == "scale"
+    np.testing.assert_array_equal(scale(jnp.arange(3.0), n=2), [0.0, 2.0, 4.0])
+    assert scale.lower(jnp.arange(3.0), n=3).compile() is not None
+    assert scale.eval_shape(jnp.arange(3.0), n=3).shape == (3,)
+    with pytest.raises(TypeError, match="compiler_options"):
+        _backend.jit(lambda x: x, compiler_options={})
+
+
+def test_compile_fused_and_the_train_jit_use_the_backend_options():
+    from genjax import train
+
+    assert train.jit is _backend.jit
+    step = lambda state, batch: (state + _conv_program(batch, _W).mean(), {"loss": jnp.zeros(())})
+    fused = train.compile_fused(step)
+    text = fused.lower(jnp.zeros(()), jnp.ones((2, *_X.shape))).compile().as_text()
+    assert _ynn_convolutions(text) == 0 or jax.default_backend() != "cpu"
+
+
+def test_jit_under_an_outer_jit_grad_or_vmap_is_the_plain_jit():
+    inner = _backend.jit(lambda x: jnp.sin(x) * 2.0)
+    x = jnp.arange(3.0)
+    np.testing.assert_allclose(jax.jit(inner)(x), 2.0 * np.sin(np.arange(3.0)), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda v: inner(v).sum())(x), 2.0 * np.cos(np.arange(3.0)), rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(inner)(x), 2.0 * np.sin(np.arange(3.0)), rtol=1e-6)

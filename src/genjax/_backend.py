@@ -50,6 +50,25 @@ needed / the plain path.
     without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_wgrad_split``, or the per-op profile
     (`jax.profiler`): weight-gradient ``ynn_fusion`` ops with a 14x14 or 28x28 window.
     Plain path: the single convolution of ``conv_grad``'s CPU path (off with ``conv_grad``).
+``conv_library`` (`genjax._backend.jit`, so `genjax.train.jit`, `compile_fused`, `fit`, the
+samplers of `genjax.diffusion`, and the experiments' programs)
+    Works around: XLA:CPU hands every float32 convolution with more than 16 input or output
+    features to YNNPACK (``xla_cpu_experimental_ynn_fusion_type`` defaults to individual dots,
+    individual convolutions and reductions), and at this course's shapes YNNPACK's convolutions
+    are slower than XLA's own (Eigen) ones, forward and backward. The CPU path compiles
+    genjax's programs with that option minus the convolutions (dots and reductions stay with
+    YNNPACK), a per-program compiler option (`jax.jit(compiler_options=...)`), so nothing
+    global changes and other JAX code in the process is unaffected.
+    Measured: jax 0.10.2, 2-core AMD EPYC VM, idle; ms per fused train step (K = 4) with
+    YNNPACK / Eigen convolutions: the tour's pixel U-Net (ddpm_mnist quick) 254-290 / 152-196,
+    dcgan 120-146 / 98-101, vqvae 68 / 48, the latent U-Net 49.5 / 32; the pixel U-Net's
+    forward pass on 500 images 707 / 449 ms; mnist_classifier 90-101 / 92-109 (within noise).
+    Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
+    without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_library``, or count ``__ynn_fusion`` in
+    ``jitted.lower(...).compile().as_text()``.
+    Plain path: no compiler option (XLA's default). The option is chosen in Python when a
+    program is first called or lowered, from `jax.default_backend()`; a program exported with
+    `jax.export` carries no compiler options, so exports for GPU/TPU are unaffected.
 ``softplus`` (`genjax._numerics.softplus`, `log_sigmoid`, and so every GAN, VAE and
 autoencoder loss)
     Works around: `jax.nn.softplus` is `logaddexp(x, 0)` with extra infinity handling, ~4x
@@ -106,15 +125,17 @@ Not numerical kernels, so not chosen by `platform_dependent`:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Callable, Iterator, TypeVar
 
 import jax
 
-__all__ = ["ENV_VAR", "WORKAROUNDS", "auto_replica_mode", "cpu_collectives", "disabled", "enabled", "select"]
+__all__ = ["ENV_VAR", "WORKAROUNDS", "auto_replica_mode", "compiler_options", "cpu_collectives", "disabled",
+           "enabled", "jit", "select"]
 
 ENV_VAR = "GENJAX_DISABLE_CPU_WORKAROUNDS"
-WORKAROUNDS = ("conv_grad", "conv_wgrad_split", "softplus", "abs_grad", "minibatch_layout", "replica_loop")
+WORKAROUNDS = ("conv_grad", "conv_wgrad_split", "conv_library", "softplus", "abs_grad", "minibatch_layout", "replica_loop")
 
 _F = TypeVar("_F", bound=Callable)
 _disabled_here: list[frozenset[str]] = []  # the stack of `disabled(...)` contexts
@@ -184,3 +205,62 @@ def cpu_collectives() -> None:
     `jax.distributed.initialize`); needed for all-reduces over TCP between CPU processes."""
     if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+# ``conv_library``: the default of xla_cpu_experimental_ynn_fusion_type (jax 0.10.2: individual
+# dots, individual convolutions, reductions; counted from the compiled HLO's __ynn_fusion ops)
+# without the convolutions
+_YNN_WITHOUT_CONVS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+
+
+try:  # whether no transformation is tracing now (private, so optional)
+    from jax._src.core import trace_state_clean as _top_level
+except ImportError:  # pragma: no cover
+    def _top_level() -> bool:
+        return False  # no options rather than an error under a trace
+
+
+def compiler_options() -> dict[str, str]:
+    """The XLA compiler options of genjax's programs for the default backend now: on CPU (with
+    ``conv_library`` on) convolutions go to XLA's own kernels instead of YNNPACK; elsewhere none."""
+    if jax.default_backend() == "cpu" and enabled("conv_library"):
+        return {"xla_cpu_experimental_ynn_fusion_type": _YNN_WITHOUT_CONVS}
+    return {}
+
+
+def jit(fun: Callable | None = None, **jit_kwargs):
+    """`jax.jit(fun, **jit_kwargs)` compiled with `compiler_options()` (so with the CPU
+    convolution choice of ``conv_library``); usable as a decorator, with or without arguments.
+
+    The options are read when the function is called or lowered, not when it is defined (so
+    defining one does not start a backend, and `disabled("conv_library")` applies to calls
+    inside it); each set of options gets its own `jax.jit`. `.lower(...)`, `.trace(...)` and
+    `.eval_shape(...)` work as on a jitted function. Called under a transformation (inside
+    another jit, or under `grad`/`vmap`) it is the plain `jax.jit`, since JAX accepts compiler
+    options only on a top-level jit: inlined into an outer jit, it gets that program's options."""
+    if fun is None:
+        return functools.partial(jit, **jit_kwargs)
+    if "compiler_options" in jit_kwargs:
+        raise TypeError("jit: compiler_options are chosen by genjax._backend.compiler_options(); use jax.jit "
+                        "to pass your own")
+    compiled: dict[tuple, Callable] = {}
+
+    def current():
+        # `jax.jit` takes compiler options only at top level: under a trace (an outer jit, grad,
+        # vmap) the plain jit, which the outer program inlines or compiles with its own options
+        options = compiler_options() if _top_level() else {}
+        key = tuple(sorted(options.items()))
+        if key not in compiled:
+            compiled[key] = jax.jit(fun, compiler_options=options or None, **jit_kwargs)
+        return compiled[key]
+
+    @functools.wraps(fun)
+    def wrapped(*args, **kwargs):
+        return current()(*args, **kwargs)
+
+    wrapped.lower = lambda *a, **k: current().lower(*a, **k)
+    wrapped.trace = lambda *a, **k: current().trace(*a, **k)
+    wrapped.eval_shape = lambda *a, **k: current().eval_shape(*a, **k)
+    # the compilations so far, over every set of options (as `jax.jit`'s private counter, which tests use)
+    wrapped._cache_size = lambda: sum(f._cache_size() for f in compiled.values())
+    return wrapped

@@ -54,7 +54,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from genjax import _checks
+from genjax import _backend, _checks
 from genjax.diffusion import (
     _PREDICTIONS,
     Schedule,
@@ -490,7 +490,7 @@ def _dpm_coefficients(schedule: Schedule, ts, sde: bool):
     return (alpha, sv), (c_x, c_d, c_1, c_z)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8, 9))
+@functools.partial(_backend.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8, 9))
 def _dpmpp(key, schedule, model_fn, shape, n, prediction, sde, spacing, clip_x0, return_trajectory):
     init_key, step_key = jax.random.split(key)
     x = jax.random.normal(init_key, shape, jnp.float32)
@@ -635,7 +635,7 @@ def heun_sample(
                    "fractional_timesteps"), True, _check_clip(clip_x0), _flag(return_trajectory, "return_trajectory"))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8, 9, 10))
+@functools.partial(_backend.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8, 9, 10))
 def _karras(key, schedule, model_fn, shape, n, prediction, rho, fractional, heun, clip_x0, return_trajectory):
     init_key, _ = jax.random.split(key)
     z = jax.random.normal(init_key, shape, jnp.float32)
@@ -748,7 +748,7 @@ def _ddim_coefficients(schedule: Schedule, ts, t_prevs):
     return a_t, a_prev
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+@functools.partial(_backend.jit, static_argnums=(3, 4, 5, 6, 7))
 def _ddim(key, schedule, eta, model_fn, shape, ts, prediction, return_trajectory):
     import numpy as np
 

@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from genjax import _checks
+from genjax import _backend, _checks
 
 __all__ = [
     "Schedule",
@@ -812,7 +812,7 @@ def sample(
                    _flag(return_trajectory, "return_trajectory"))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+@functools.partial(_backend.jit, static_argnums=(2, 3, 4, 5, 6))
 def _sample(key, schedule, eps_fn, shape, variance, clip_x0, return_trajectory):
     init_key, step_key = jax.random.split(key)
     x = jax.random.normal(init_key, shape, jnp.float32)
@@ -1015,7 +1015,7 @@ def ddim_sample(
                         _flag(return_trajectory, "return_trajectory"))
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+@functools.partial(_backend.jit, static_argnums=(3, 4, 5, 6, 7, 8))
 def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, use_clipped, return_trajectory):
     import numpy as np
 

@@ -127,7 +127,7 @@ def classifier_feature_fn(params: Any, features_dim: int | None = None, batch_si
     num_classes = int(np.shape(params["head"]["kernel"])[-1])
     model = MnistClassifier(num_classes=num_classes, features_dim=features_dim)
 
-    @jax.jit
+    @train.jit
     def embed(x):
         return model.apply({"params": params}, x, method=model.features)
 

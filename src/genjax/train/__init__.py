@@ -15,9 +15,11 @@ one replica after another on CPU (`replica_mode`; bit-for-bit the runs trained a
 Around the steps: `with_ema(step, decay)` adds an EMA of the weights (with the usual warm-up),
 `map_batched(fn, data, batch_size=B)` applies a compiled function to a whole split in batches of
 one shape (the last one padded, nothing dropped), `time_compiled(fn, calls)` times calls of a
-program compiled ahead of time.
+program compiled ahead of time, and `jit` is `jax.jit` with genjax's per-platform compiler options
+(on CPU: XLA's own convolutions instead of YNNPACK's, see `genjax._backend`, ``conv_library``).
 """
 
+from genjax._backend import jit
 from genjax.train._apply import map_batched, time_compiled
 from genjax.train._checkpoint import Checkpointer
 from genjax.train._loop import (
@@ -71,6 +73,7 @@ __all__ = [
     "vmap_replicas",
     "load_params",
     "initialize_distributed",
+    "jit",
     "local_batch_split",
     "make_train_step",
     "params_digest",

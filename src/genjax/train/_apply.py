@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax import _checks
+from genjax import _backend, _checks
 
 PyTree = Any
 
@@ -123,7 +123,7 @@ def time_compiled(fn: Callable[..., PyTree], calls: Sequence[tuple[Any, ...]]) -
     calls = list(calls)
     if not calls or not all(isinstance(args, tuple) for args in calls):
         raise ValueError(f"`calls` must be a non-empty sequence of argument tuples, got {calls!r}"[:300])
-    compiled = jax.jit(fn).lower(*calls[0]).compile()
+    compiled = _backend.jit(fn).lower(*calls[0]).compile()
     outputs, seconds = [], 0.0
     for args in calls:
         start = time.perf_counter()

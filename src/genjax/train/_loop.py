@@ -160,7 +160,7 @@ def compile_fused(
             fused = loop_replicas(fused, batches_per_replica)
     if parallel == "pmap":
         return jax.pmap(fused, axis_name=DATA_AXIS, donate_argnums=0)
-    return jax.jit(fused, donate_argnums=0)
+    return _backend.jit(fused, donate_argnums=0)
 
 
 def _replica_count(states: PyTree, batches: PyTree, batches_per_replica: bool) -> int:
