@@ -3,8 +3,9 @@
 For each benchmark the harness
 
 1. builds its `Case` (inputs are created here, outside every timing);
-2. times **compilation**: `jax.jit(fn).lower(*args).compile()` on a fresh function object
-   (tracing, lowering and XLA compilation; nothing of `fn` is cached yet, although traces of
+2. times **compilation**: `genjax.train.jit(fn).lower(*args).compile()` (`jax.jit` with
+   genjax's compiler options, so on CPU the programs genjax itself compiles) on a fresh function
+   object (tracing, lowering and XLA compilation; nothing of `fn` is cached yet, although traces of
    jitted functions called inside may be), and reads XLA's cost analysis: FLOPs of the HLO
    before optimisation (`Lowered.cost_analysis()`: the arithmetic the program asks for, the same
    count on every backend; the compiled executable's count misses work that a backend hands to a
@@ -48,6 +49,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+
+from genjax import train
 
 MIN_REPEATS = 5
 
@@ -244,7 +247,7 @@ def hlo_cost_analysis_on_cpu(fn: Callable[..., Any], args: tuple[Any, ...]) -> d
 
 
 def _jitted(fn: Callable[..., Any], donate_argnums: tuple[int, ...]) -> Callable[..., Any]:
-    return fn if hasattr(fn, "lower") else jax.jit(fn, donate_argnums=donate_argnums)
+    return fn if hasattr(fn, "lower") else train.jit(fn, donate_argnums=donate_argnums)
 
 
 def _call(runner: Callable[..., Any], args: tuple[Any, ...], carry: bool):
@@ -350,12 +353,12 @@ class _Timer:
                 def wrapper(*a):
                     return fn(*a)
 
-                runner = jax.jit(wrapper, donate_argnums=case.donate_argnums)
+                runner = train.jit(wrapper, donate_argnums=case.donate_argnums)
             analysed, analysis_args = runner, self.args
         else:
             runner = case.fn
             analysed, analysis_args = (None, None) if case.analysis is None else (
-                jax.jit(case.analysis[0]), tuple(case.analysis[1]))
+                train.jit(case.analysis[0]), tuple(case.analysis[1]))
         self.runner = runner
         self.cost, self.hlo_cost, self.hlo_note, self.compile_s = {}, {}, "", None
         if analysed is not None and analyse:
