@@ -60,9 +60,11 @@ samplers of `genjax.diffusion`, and the experiments' programs)
     YNNPACK), a per-program compiler option (`jax.jit(compiler_options=...)`), so nothing
     global changes and other JAX code in the process is unaffected.
     Measured: jax 0.10.2, 2-core AMD EPYC VM, idle; ms per fused train step (K = 4) with
-    YNNPACK / Eigen convolutions: the tour's pixel U-Net (ddpm_mnist quick) 254-290 / 152-196,
-    dcgan 120-146 / 98-101, vqvae 68 / 48, the latent U-Net 49.5 / 32; the pixel U-Net's
-    forward pass on 500 images 707 / 449 ms; mnist_classifier 90-101 / 92-109 (within noise).
+    YNNPACK / Eigen convolutions, both compiled in one process and timed alternately: the
+    tour's pixel U-Net (ddpm_mnist quick) 277 / 191-205, the latent U-Net 46.3 / 27.8, dcgan
+    113 / 92-96, gan_mnist's quick gan+ema 128 / 111 and WGAN-GP 301 / 271, vqvae 64.9 / 58.5,
+    mnist_classifier 96 / 85-94 (within noise); the pixel U-Net's forward pass on 500 images
+    707 / 449 ms.
     Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
     without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_library``, or count ``__ynn_fusion`` in
     ``jitted.lower(...).compile().as_text()``.
