@@ -2,7 +2,9 @@
 
 An experiment module defines a frozen dataclass config (defaults reproduce the paper or the
 course), a `QUICK` dict of overrides (the documented small config that `--quick` selects: the same
-code path, smaller numbers) and a `run(ctx) -> dict` function, and registers them as
+code path, smaller numbers), optionally more named presets of overrides (`presets`, e.g.
+`{"standard": STANDARD}`: `--preset standard`, a CPU hour instead of minutes) and a
+`run(ctx) -> dict` function, and registers them as
 
     EXPERIMENT = Experiment(name="info_theory", title="...", config=Config, quick=QUICK, run=run)
 
@@ -48,11 +50,12 @@ class Context:
     name: str
     config: Any  # the experiment's frozen config dataclass
     workdir: Path
-    quick: bool
+    quick: bool  # preset == "quick"
     report: report_lib.Report
     metrics: report_lib.MetricsLog | report_lib.NullSink
     is_main_process: bool = True
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # launcher options
+    preset: str = "default"  # the named preset the config came from: "default", "quick", "standard", ...
 
     def log(self, message: str) -> None:
         """Prints a progress line on the main process (stderr, so stdout stays clean)."""
@@ -122,6 +125,8 @@ class Experiment:
     config: type
     run: Callable[[Context], Mapping[str, Any]]
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # named presets beyond "default" (the config's own values) and "quick" (`quick`)
+    presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     trains: bool = False  # takes --steps/--checkpoint-every and resumes from checkpoints
     # config fields that only affect what happens after training (e.g. how many samples are
     # scored): a finished or interrupted run may be resumed with other values of these
@@ -138,13 +143,38 @@ class Experiment:
         bad = set(self.evaluation_fields) - names
         if bad:
             raise TypeError(f"Experiment {self.name!r}: evaluation_fields {sorted(bad)} are not config fields")
-        bad = set(self.quick) - names
-        if bad:
-            raise TypeError(f"Experiment {self.name!r}: quick overrides {sorted(bad)} are not config fields")
+        for preset, values in {"quick": self.quick, **self.presets}.items():
+            bad = set(values) - names
+            if bad:
+                raise TypeError(f"Experiment {self.name!r}: {preset} overrides {sorted(bad)} are not config fields")
+        if {"default", "quick"} & set(self.presets):
+            raise TypeError(f"Experiment {self.name!r}: 'default' and 'quick' are not names for `presets`")
+
+    @property
+    def preset_names(self) -> tuple[str, ...]:
+        """"default", "quick", then the experiment's own presets."""
+        return ("default", "quick", *self.presets)
+
+    def preset_overrides(self, preset: str) -> dict[str, Any]:
+        """The overrides of a named preset ("default": none)."""
+        if preset not in self.preset_names:
+            raise ConfigError(f"--preset: experiment {self.name!r} has no preset {preset!r}; "
+                              f"available: {', '.join(self.preset_names)}")
+        return {} if preset == "default" else dict(self.quick if preset == "quick" else self.presets[preset])
+
+    def nearest_preset(self, preset: str) -> str:
+        """`preset` if this experiment has it, else "quick": the tour's and a prerequisite's
+        fallback (every named preset is CPU-sized, so a `--preset standard` tour runs the
+        chapters that have no standard preset at their quick size)."""
+        if preset in self.preset_names:
+            return preset
+        return "quick"
 
     # configs -------------------------------------------------------------------------------
-    def make_config(self, quick: bool = False, **overrides: Any) -> Any:
-        """The default config, with the quick overrides if `quick`, then `overrides` (typed)."""
+    def make_config(self, quick: bool = False, preset: str | None = None, **overrides: Any) -> Any:
+        """The default config, with a preset's overrides (`quick=True` is `preset="quick"`),
+        then `overrides` (typed)."""
+        preset = resolve_preset(quick, preset)
         fields = config_fields(self.config)
         unknown = set(overrides) - set(fields)
         if unknown:
@@ -152,7 +182,7 @@ class Experiment:
                 f"unknown config field(s) {sorted(unknown)} for experiment {self.name!r}; "
                 f"valid fields: {', '.join(sorted(fields))}"
             )
-        values = dict(self.quick) if quick else {}
+        values = self.preset_overrides(preset)
         for k, v in overrides.items():
             values[k] = coerce(v, fields[k], k)
         defaults = self.config()
@@ -172,7 +202,10 @@ class Experiment:
             allow_abbrev=False,  # `--step 5` is an unknown option, not `--steps 5`
         )
         p.add_argument("--workdir", type=Path, default=None, help=f"run directory (default: runs/{self.name})")
-        p.add_argument("--quick", action="store_true", help=f"the small config: {dict(self.quick)}")
+        p.add_argument("--quick", action="store_true", help=f"the small config (--preset quick): {dict(self.quick)}")
+        p.add_argument("--preset", default=None, choices=self.preset_names,
+                       help="a named config: default (the paper's), quick (minutes on a CPU)"
+                            + "".join(f", {n} {dict(v)}" for n, v in self.presets.items()))
         add_distributed_flags(p) if self.trains else None
         defaults = self.config()
         for name, tp in config_fields(self.config).items():
@@ -182,20 +215,22 @@ class Experiment:
                            help=f"default {default!r}" + (f"; --quick: {self.quick[name]!r}" if name in self.quick else ""))
         return p
 
-    def parse_args(self, argv: Sequence[str] | None) -> tuple[Any, Path, bool, dict[str, Any]]:
+    def parse_args(self, argv: Sequence[str] | None) -> tuple[Any, Path, str, dict[str, Any]]:
+        """(config, workdir, preset name, launcher options) of a command line."""
         p = self.parser()
         args, unknown = p.parse_known_args(argv)
         if unknown:
-            valid = ["--workdir", "--quick"] + ["--" + n.replace("_", "-") for n in config_fields(self.config)]
+            valid = ["--workdir", "--quick", "--preset"] + ["--" + n.replace("_", "-") for n in config_fields(self.config)]
             raise ConfigError(
                 f"unknown argument(s) {' '.join(unknown)} for experiment {self.name!r}; valid options: "
                 + ", ".join(valid)
             )
         overrides = {n: getattr(args, n) for n in config_fields(self.config) if getattr(args, n) is not None}
-        config = self.make_config(quick=args.quick, **overrides)
+        preset = resolve_preset(args.quick, args.preset)
+        config = self.make_config(preset=preset, **overrides)
         workdir = args.workdir or DEFAULT_RUNS_DIR / self.name
         extra = {k: getattr(args, k) for k in DISTRIBUTED_FLAGS if hasattr(args, k)}
-        return config, workdir, args.quick, extra
+        return config, workdir, preset, extra
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """The command line: 0 when the run finished; 2 and one `error:` line for a bad command
@@ -203,8 +238,8 @@ class Experiment:
         diverged; 130 and one line saying how to resume after Ctrl-C."""
         workdir = None
         try:
-            config, workdir, quick, extra = self.parse_args(argv)
-            summary = run_experiment(self, config, workdir, quick=quick, extra=extra)
+            config, workdir, preset, extra = self.parse_args(argv)
+            summary = run_experiment(self, config, workdir, preset=preset, extra=extra)
         except (ConfigError, report_lib.DamagedFileError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             return 2
@@ -429,9 +464,12 @@ def run_experiment(
     workdir: str | os.PathLike,
     *,
     quick: bool = False,
+    preset: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Runs one experiment into `workdir` and returns its summary (also in `summary.json`).
+    `preset` names the preset `config` was made from (`quick=True` is `preset="quick"`); it is
+    recorded in `config.json` and `summary.json` and passed to `run` as `ctx.preset`.
 
     Before anything is written it checks the config's domains (`check_config`), the image data
     (`check_data_available`), that `workdir` is a directory or can be one, and that a run already
@@ -450,13 +488,15 @@ def run_experiment(
         matplotlib.use("Agg")
 
     extra = dict(extra or {})
+    preset = resolve_preset(quick, preset)
+    quick = preset == "quick"
     # Everything that can be checked is checked before the workdir is touched.
     check_config(experiment, config)
     check_data_available(config)
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir} exists and is not a directory")
-    config_record = {"experiment": experiment.name, "quick": quick, "config": config}
+    config_record = {"experiment": experiment.name, "quick": quick, "preset": preset, "config": config}
     read_previous_config(experiment, workdir, config_record)
     if extra.get("distributed"):
         from genjax import train
@@ -471,13 +511,13 @@ def run_experiment(
     is_main = jax.process_index() == 0
     lock = open_run_directory(experiment, workdir, config_record) if is_main else None
     try:
-        return _run_in(experiment, config, workdir, quick, extra, is_main)
+        return _run_in(experiment, config, workdir, preset, extra, is_main)
     finally:
         if lock is not None:
             lock.close()  # releases the flock
 
 
-def _run_in(experiment: Experiment, config: Any, workdir: Path, quick: bool, extra: dict[str, Any],
+def _run_in(experiment: Experiment, config: Any, workdir: Path, preset: str, extra: dict[str, Any],
             is_main: bool) -> dict[str, Any]:
     from genjax.data import DatasetUnavailableError
 
@@ -487,11 +527,12 @@ def _run_in(experiment: Experiment, config: Any, workdir: Path, quick: bool, ext
         name=experiment.name,
         config=config,
         workdir=workdir,
-        quick=quick,
+        quick=preset == "quick",
         report=report_lib.Report(experiment.title, workdir, enabled=is_main),
         metrics=report_lib.MetricsLog(workdir / "metrics.jsonl") if is_main else report_lib.NullSink(),
         is_main_process=is_main,
         extra=extra,
+        preset=preset,
     )
     start = time.perf_counter()
     try:
@@ -500,7 +541,8 @@ def _run_in(experiment: Experiment, config: Any, workdir: Path, quick: bool, ext
         raise ConfigError(str(e)) from None
     summary = {
         "experiment": experiment.name,
-        "quick": quick,
+        "quick": preset == "quick",
+        "preset": preset,
         "seed": config.seed,
         **result,
         "wall_time_s": time.perf_counter() - start,
@@ -552,19 +594,29 @@ def prerequisite_run(ctx: Context, name: str, needs: Sequence[str], **overrides:
     what another one trained (the classifier of FID, the VQ-VAE of latent diffusion).
 
     If any of the files `needs` is missing there, `name` is trained there first, loudly, with
-    seed 0 and `overrides` (its quick config when this run is quick), so that an experiment never
-    silently uses another model.
+    seed 0 and `overrides`, at this run's preset (or `Experiment.nearest_preset` of it), so that
+    an experiment never silently uses another model.
     """
     from experiments import load
 
     directory = ctx.workdir.resolve().parent / name
     missing = [f for f in needs if not (directory / f).exists()]
     if missing:
-        ctx.log(f"no {name} run in {directory} (missing {', '.join(missing)}); training it there first "
-                f"({'quick' if ctx.quick else 'full'} config)")
         exp = load(name)
-        run_experiment(exp, exp.make_config(quick=ctx.quick, seed=0, **overrides), directory, quick=ctx.quick)
+        preset = exp.nearest_preset(ctx.preset)
+        ctx.log(f"no {name} run in {directory} (missing {', '.join(missing)}); training it there first "
+                f"({preset} preset)")
+        run_experiment(exp, exp.make_config(preset=preset, seed=0, **overrides), directory, preset=preset)
     return directory
+
+
+def resolve_preset(quick: bool, preset: str | None) -> str:
+    """The preset name of `quick` and `preset` together (`quick=True` is "quick")."""
+    if preset is not None and not isinstance(preset, str):
+        raise TypeError(f"preset: expected a preset name (str) or None, got {type(preset).__name__}")
+    if quick and preset not in (None, "quick"):
+        raise ConfigError(f"--quick is --preset quick; it cannot be combined with --preset {preset}")
+    return "quick" if quick else (preset or "default")
 
 
 # ------------------------------------------------------------------------------ run directories

@@ -22,6 +22,7 @@ from experiments._framework import (
     ConfigError,
     interrupted_message,
     lock_run_directory,
+    resolve_preset,
     run_experiment,
 )
 from genjax import report as report_lib
@@ -30,7 +31,9 @@ from genjax import report as report_lib
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments tour", description=__doc__.splitlines()[0],
                                 allow_abbrev=False)
-    p.add_argument("--quick", action="store_true", help="each experiment's small config (minutes on a CPU)")
+    p.add_argument("--quick", action="store_true", help="each experiment's small config (minutes on a CPU): --preset quick")
+    p.add_argument("--preset", default=None, help="each experiment's named preset (default, quick, standard); an "
+                                                   "experiment without it runs its quick preset")
     p.add_argument("--workdir", type=Path, default=DEFAULT_RUNS_DIR / "tour")
     p.add_argument("--seed", type=int, default=0, help=f"every experiment's seed, in [0, {SEED_MAX}]")
     p.add_argument("--only", default=None, help="comma-separated experiment names (default: all but "
@@ -62,7 +65,13 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     lock = None
     try:
+        args.preset = resolve_preset(args.quick, args.preset)
+        args.quick = args.preset == "quick"
         names = selected(args.only)
+        known = {p for n in names for p in load(n).preset_names}
+        if args.preset not in known:
+            raise ConfigError(f"--preset: no experiment of the tour has a preset {args.preset!r}; "
+                              f"available: {', '.join(sorted(known))}")
         if not 0 <= args.seed <= SEED_MAX:
             raise ConfigError(f"--seed: expected an integer in [0, {SEED_MAX}], got {args.seed}")
         if args.workdir.exists() and not args.workdir.is_dir():
@@ -92,9 +101,11 @@ def _tour(args: argparse.Namespace, names: list[str]) -> int:
         workdir = args.workdir / name
         try:
             experiment = load(name)
-            config = experiment.make_config(quick=args.quick, seed=args.seed)
-            summary = run_experiment(experiment, config, workdir, quick=args.quick)
-            results.append({"name": name, "ok": True, "seconds": time.perf_counter() - start, "summary": summary})
+            preset = experiment.nearest_preset(args.preset)
+            config = experiment.make_config(preset=preset, seed=args.seed)
+            summary = run_experiment(experiment, config, workdir, preset=preset)
+            results.append({"name": name, "ok": True, "seconds": time.perf_counter() - start, "summary": summary,
+                            "preset": preset})
         except KeyboardInterrupt as e:
             e.genjax_workdir = workdir  # where the generic message looks for checkpoints
             raise
@@ -106,7 +117,7 @@ def _tour(args: argparse.Namespace, names: list[str]) -> int:
                             "error": f"{type(e).__name__}: {e}", "traceback": tb})
         print(f"[tour] {name}: {'ok' if results[-1]['ok'] else 'FAILED'} "
               f"in {results[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
-    write_tour_report(args.workdir, results, quick=args.quick)
+    write_tour_report(args.workdir, results, quick=args.quick, preset=args.preset)
     failed = [r["name"] for r in results if not r["ok"]]
     print(f"[tour] report: {args.workdir / 'report.html'} (index: {args.workdir / 'index.md'})", file=sys.stderr)
     if failed:
@@ -115,14 +126,15 @@ def _tour(args: argparse.Namespace, names: list[str]) -> int:
     return 0
 
 
-def write_tour_report(workdir: Path, results: list[dict], quick: bool) -> None:
-    title = "genjax experiment tour" + (" (--quick)" if quick else "")
-    index = [f"# {title}", "", "| experiment | status | seconds | report |", "| --- | --- | --- | --- |"]
+def write_tour_report(workdir: Path, results: list[dict], quick: bool, preset: str | None = None) -> None:
+    preset = resolve_preset(quick, preset)
+    title = "genjax experiment tour" + ("" if preset == "default" else f" (--preset {preset})")
+    index = [f"# {title}", "", "| experiment | preset | status | seconds | report |", "| --- | --- | --- | --- | --- |"]
     nav, sections = [], []
     for r in results:
         name = r["name"]
         status = "ok" if r["ok"] else "FAILED"
-        index.append(f"| {name} | {status} | {r['seconds']:.1f} | [{name}/report.md]({name}/report.md) |")
+        index.append(f"| {name} | {r.get('preset', preset)} | {status} | {r['seconds']:.1f} | [{name}/report.md]({name}/report.md) |")
         nav.append(f'<li><a href="#{name}">{name}</a> ({status}, {r["seconds"]:.1f} s)</li>')
         if r["ok"]:
             body = report_lib.Report.load(workdir / name).to_html(heading_offset=1)
@@ -132,7 +144,7 @@ def write_tour_report(workdir: Path, results: list[dict], quick: bool) -> None:
         sections.append(f'<section id="{name}">{body}</section>')
     closing = closing_comparison(workdir, results)
     if closing is not None:
-        index.append(f"| closing comparison | ok | - | [closing/report.md](closing/report.md) |")
+        index.append(f"| closing comparison | - | ok | - | [closing/report.md](closing/report.md) |")
         nav.append('<li><a href="#closing">closing comparison: FID against CPU seconds</a></li>')
         sections.append(f'<section id="closing">{closing.to_html(heading_offset=1)}</section>')
     index.append("")
@@ -140,7 +152,8 @@ def write_tour_report(workdir: Path, results: list[dict], quick: bool) -> None:
     body = f"<h1>{title}</h1><nav><ul>{''.join(nav)}</ul></nav>" + "\n<hr>\n".join(sections)
     report_lib.atomic_write_text(workdir / "report.html", report_lib.html_page(title, body))
     report_lib.write_json(workdir / "summary.json", {
-        "quick": quick,
+        "quick": preset == "quick",
+        "preset": preset,
         "experiments": [{k: v for k, v in r.items() if k != "traceback"} for r in results],
     })
 

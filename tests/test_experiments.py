@@ -69,9 +69,51 @@ def test_literal_fields_list_their_choices():
 
 def test_overrides_are_typed_and_quick_is_the_documented_small_config():
     exp = load("mnist_classifier")
-    config, workdir, quick, _ = exp.parse_args(["--quick", "--steps", "1e3", "--data-dir", "none", "--workdir", "w"])
-    assert quick and config.steps == 1000 and config.data_dir is None and str(workdir) == "w"
+    config, workdir, preset, _ = exp.parse_args(["--quick", "--steps", "1e3", "--data-dir", "none", "--workdir", "w"])
+    assert preset == "quick" and config.steps == 1000 and config.data_dir is None and str(workdir) == "w"
     assert config.batch_size == exp.quick["batch_size"]  # the rest of the quick config applies
+    assert exp.parse_args(["--preset", "quick", "--steps", "1e3", "--data-dir", "none"])[0] == config
+
+
+def _toy_experiment(**presets):
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        seed: int = 0
+        steps: int = 100
+        width: int = 8
+
+    from experiments._framework import Experiment
+
+    return Experiment(name="toy", title="toy", description="", config=Config, run=lambda ctx: {},
+                      quick={"steps": 10}, presets=presets)
+
+
+def test_presets_are_named_override_sets():
+    exp = _toy_experiment(standard={"steps": 50, "width": 16})
+    assert exp.preset_names == ("default", "quick", "standard")
+    assert exp.make_config().steps == 100
+    assert exp.make_config(preset="quick") == exp.make_config(quick=True) == dataclasses.replace(exp.make_config(), steps=10)
+    standard = exp.make_config(preset="standard", width=4)  # explicit overrides win over the preset
+    assert (standard.steps, standard.width) == (50, 4)
+    config, _, preset, _ = exp.parse_args(["--preset", "standard"])
+    assert preset == "standard" and (config.steps, config.width) == (50, 16)
+    # a CPU-sized preset an experiment lacks falls back to its quick one (the tour, prerequisites)
+    assert _toy_experiment().nearest_preset("standard") == "quick"
+    assert exp.nearest_preset("standard") == "standard" and exp.nearest_preset("default") == "default"
+
+
+def test_bad_presets_are_refused_with_the_names_that_exist():
+    exp = _toy_experiment(standard={"steps": 50})
+    with pytest.raises(ConfigError, match=r"no preset 'huge'; available: default, quick, standard"):
+        exp.make_config(preset="huge")
+    with pytest.raises(ConfigError, match=r"--quick is --preset quick; it cannot be combined with --preset standard"):
+        exp.parse_args(["--quick", "--preset", "standard"])
+    with pytest.raises(TypeError, match=r"preset: expected a preset name \(str\) or None, got int"):
+        exp.make_config(preset=1)
+    with pytest.raises(TypeError, match=r"standard overrides \['depth'\] are not config fields"):
+        _toy_experiment(standard={"depth": 3})
+    with pytest.raises(TypeError, match=r"'default' and 'quick' are not names for `presets`"):
+        _toy_experiment(quick={"steps": 1})
 
 
 def test_cli_error_exits_2_with_the_message():
@@ -142,6 +184,7 @@ def test_info_theory_reproduces_the_chapters_numbers(tmp_path):
         assert (tmp_path / f).is_file(), f
     md = (tmp_path / "report.md").read_text()
     assert "| sunny 75% / rainy 25% | 0.8113 |" in md
+    assert summary["preset"] == "quick" and report.read_json(tmp_path / "config.json")["preset"] == "quick"
 
 
 # The real training runs of mnist_classifier (SIGKILL, Ctrl-C, a damaged checkpoint) are in
@@ -163,7 +206,7 @@ def test_quick_tour_writes_one_report(tmp_path):
     index = (tmp_path / "index.md").read_text()
     for name in TOUR_SUBSET:
         assert f'<section id="{name}">' in html
-        assert f"| {name} | ok |" in index
+        assert f"| {name} | quick | ok |" in index
         assert (tmp_path / name / "summary.json").is_file()
     assert html.count("data:image/png;base64,") >= 6
     assert "sunny 75% / rainy 25%" in html
@@ -172,6 +215,7 @@ def test_quick_tour_writes_one_report(tmp_path):
     assert summary["test_accuracy"] >= 0.90
     tour = json.loads((tmp_path / "summary.json").read_text())
     assert [e["name"] for e in tour["experiments"]] == list(TOUR_SUBSET)
+    assert tour["preset"] == "quick" and [e["preset"] for e in tour["experiments"]] == ["quick", "quick"]
 
 
 def test_every_registered_experiment_loads_and_has_a_quick_config():
@@ -180,6 +224,8 @@ def test_every_registered_experiment_loads_and_has_a_quick_config():
         assert exp.name == name
         config = exp.make_config(quick=True)
         assert config.seed == 0
+        for preset in exp.presets:  # every named preset makes a valid config
+            assert exp.make_config(preset=preset).seed == 0
 
 
 def test_mnist_classifier_on_two_processes(tmp_path):
