@@ -172,34 +172,10 @@ def test_bfloat16_inputs_are_computed_in_float32_without_nan():
 # ---------------------------------------------------------------------------- residual VQ
 
 
-def test_residual_quantize_is_the_residual_loop_with_quantizer_dropout():
-    """Reference: the loop written out with vq.quantize; dropped levels are -1 and add nothing."""
-    rng = np.random.default_rng(3)
-    z = jnp.asarray(rng.normal(size=(4, 5, 3)), jnp.float32)  # [B, L, D]
-    books = jnp.asarray(rng.normal(size=(3, 8, 3)) * np.array([1.0, 0.4, 0.15])[:, None, None], jnp.float32)
-    n = jnp.array([3, 1, 0, 2])  # per example
-    z_q, idx = vq.residual_quantize(z, books, n)
-    assert idx.shape == (4, 5, 3) and idx.dtype == jnp.int32
-    r, total = np.asarray(z), np.zeros(z.shape, np.float32)
-    for q in range(3):
-        e, k = vq.quantize(r, books[q])
-        used = (q < np.asarray(n))[:, None]
-        np.testing.assert_array_equal(np.asarray(idx[..., q]), np.where(used, k, -1))
-        total += np.where(used[..., None], e, 0.0)
-        r = r - np.where(used[..., None], e, 0.0)
-    np.testing.assert_allclose(z_q, total, atol=1e-6)
-    g = jax.jit(jax.grad(lambda x: jnp.sum(vq.residual_quantize(x, books, n)[0] * 2.0)))(z)
-    np.testing.assert_array_equal(g, 2.0 * np.ones(z.shape))  # straight-through
-
-    counts = vq.quantizer_dropout(jax.random.key(0), (4000,), 3)
-    freq = np.bincount(np.asarray(counts), minlength=4) / 4000
-    assert freq[0] == 0 and np.all(np.abs(freq[1:] - 1 / 3) < 0.03)
-
-
 def first_ema_step(codebook, r, idx, decay, eps):
     """NumPy: the first ema_update from ema_init (dm-haiku's zero-debiased EMA, Laplace smoothing)."""
     k = len(codebook)
-    counts = np.bincount(idx, minlength=k).astype(np.float64)  # N_i after debiasing (1 - decay) / (1 - decay)
+    counts = np.bincount(idx, minlength=k).astype(np.float64)  # N_i: debiasing (1 - decay) / (1 - decay)
     sums = np.zeros(codebook.shape)
     np.add.at(sums, idx, r)
     n = counts.sum()
@@ -207,24 +183,34 @@ def first_ema_step(codebook, r, idx, decay, eps):
     return np.where(smoothed[:, None] > 0, sums / np.maximum(smoothed, 1e-300)[:, None], codebook), counts
 
 
-def test_residual_ema_update_updates_each_level_on_its_residuals():
-    """Reference: the EMA update of level q on the residuals r_q of the positions that used it
+def test_residual_quantize_with_dropout_and_the_ema_update_of_its_levels():
+    """Reference: the residual loop written out with vq.quantize (dropped levels are -1 and add
+    nothing), and the EMA update of each level on the residuals of the positions that used it
     (the first update from ema_init, written out in NumPy)."""
-    rng = np.random.default_rng(4)
-    z = jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)
-    books = jnp.asarray(rng.normal(size=(2, 4, 2)), jnp.float32)
+    rng = np.random.default_rng(3)
+    z = jnp.asarray(rng.normal(size=(4, 5, 3)), jnp.float32)  # [B, L, D]
+    books = jnp.asarray(rng.normal(size=(3, 8, 3)) * np.array([1.0, 0.4, 0.15])[:, None, None], jnp.float32)
+    n = jnp.array([3, 1, 0, 2])  # levels per example
     state = jax.vmap(vq.ema_init)(books)
-    n = jnp.array([2, 2, 1, 2, 1, 2])
-    _, idx = vq.residual_quantize(z, state.codebook, n)
+    z_q, idx = vq.residual_quantize(z, state.codebook, n)
+    assert idx.shape == (4, 5, 3) and idx.dtype == jnp.int32
     new = vq.residual_ema_update(state, z, idx, decay=0.9, eps=1e-5)
-    r = np.asarray(z, np.float64)
-    for q in range(2):
-        used = np.asarray(idx[:, q]) >= 0
-        book, counts = first_ema_step(np.asarray(books[q], np.float64), r[used], np.asarray(idx[used, q]), 0.9, 1e-5)
+    r, total = np.asarray(z, np.float64), np.zeros(z.shape)
+    for q in range(3):
+        e, k = vq.quantize(r.astype(np.float32), books[q])
+        used = np.broadcast_to((q < np.asarray(n))[:, None], k.shape)
+        np.testing.assert_array_equal(np.asarray(idx[..., q]), np.where(used, k, -1))
+        book, counts = first_ema_step(np.asarray(books[q], np.float64), r[used], np.asarray(k)[used], 0.9, 1e-5)
         np.testing.assert_allclose(new.codebook[q], book, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(new.cluster_size[q], counts, rtol=1e-5)
-        assert int(new.count[q]) == 1
-        r = r - np.where(used[:, None], np.asarray(books[q])[np.maximum(np.asarray(idx[:, q]), 0)], 0.0)
+        total += np.where(used[..., None], e, 0.0)
+        r = r - np.where(used[..., None], e, 0.0)
+    np.testing.assert_allclose(z_q, total, atol=1e-6)
+    assert new.count.tolist() == [1, 1, 1]
+
+    counts = vq.quantizer_dropout(jax.random.key(0), (4000,), 3)
+    freq = np.bincount(np.asarray(counts), minlength=4) / 4000
+    assert freq[0] == 0 and np.all(np.abs(freq[1:] - 1 / 3) < 0.03)
 
 
 # ---------------------------------------------------------------------------- rotation trick

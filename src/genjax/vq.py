@@ -11,6 +11,13 @@ The EMA codebook (an explicit state pytree, for training without the codebook lo
     ``EmaCodebook``, ``ema_init``, ``ema_update``, ``restart_dead_codes``.
 Diagnostics:
     ``codebook_usage``, ``perplexity``.
+Implicit codebooks (no codebook array, no nearest-neighbour search):
+    ``fsq`` with ``fsq_codes_to_indices``/``fsq_indices_to_codes`` (finite scalar quantization);
+    ``lfq`` with ``lfq_indices_to_codes`` and ``lfq_entropy_penalty`` (lookup-free quantization).
+Residual VQ (a stack of codebooks on successive residuals):
+    ``residual_quantize``, ``quantizer_dropout``, ``residual_ema_update``.
+Gradient estimators and initialisation:
+    ``rotation_trick`` (instead of the straight-through gradient), ``kmeans_plus_plus_init``.
 
 The VQ-VAE objective (van den Oord et al. 2017, eq. 3) for one encoder output ``z_e(x)`` and its
 nearest code ``e_k``::
@@ -71,6 +78,14 @@ References:
     ``haiku/_src/moving_averages.py`` (zero-debiased EMA); Sonnet 2 ``sonnet/src/nets/vqvae.py``.
     P. Dhariwal et al., "Jukebox: A Generative Model for Music", 2020, section 3.3 (random
     restarts of dead codes).
+    F. Mentzer et al., "Finite Scalar Quantization: VQ-VAE Made Simple", ICLR 2024 (FSQ).
+    L. Yu et al., "Language Model Beats Diffusion -- Tokenizer is Key to Visual Generation",
+    ICLR 2024 (MAGVIT-v2: LFQ and its entropy penalty).
+    N. Zeghidour et al., "SoundStream: An End-to-End Neural Audio Codec", 2021 (residual VQ).
+    C. Fifty et al., "Restructuring Vector Quantization with the Rotation Trick", ICLR 2025.
+    D. Arthur, S. Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007.
+    vector-quantize-pytorch (lucidrains) ``FSQ`` and ``LFQ``: the peer implementations that
+    ``tests/test_vq_extra.py`` compares with.
 """
 
 from __future__ import annotations
