@@ -349,39 +349,37 @@ def test_extreme_values_give_finite_values_and_gradients(name, dtype, scale):
     assert _finite(value) and _finite(grad)
 
 
-def _new_grad_of(name, dtype, scale):
-    """As `_grad_of`, for the names of issue 20."""
-    z = (Z * scale).astype(dtype)
-    e = (E * scale).astype(dtype)
-    if name == "fsq":
-        return jax.jit(jax.value_and_grad(lambda z: jnp.sum(vq.fsq(z, LEVELS)[0].astype(jnp.float32))))(z)
-    if name == "fsq_codes_to_indices":
-        return vq.fsq_codes_to_indices(z, LEVELS), jnp.zeros(())
-    if name == "lfq":
-        return jax.jit(jax.value_and_grad(lambda z: jnp.sum(vq.lfq(z)[0].astype(jnp.float32))))(z)
-    if name == "lfq_entropy_penalty":
-        return jax.jit(jax.value_and_grad(lambda z: vq.lfq_entropy_penalty(z, 0.5, chunk_size=4)[0]))(z)
-    if name == "residual_quantize":
-        return jax.jit(jax.value_and_grad(lambda z: jnp.sum(vq.residual_quantize(z, BOOKS * scale)[0].astype(jnp.float32))))(z)
-    if name == "residual_ema_update":
-        books = BOOKS * scale
-        return vq.residual_ema_update(jax.vmap(vq.ema_init)(books), z, vq.residual_quantize(z, books)[1]), jnp.zeros(())
-    if name == "rotation_trick":
-        return jax.jit(jax.value_and_grad(lambda z: jnp.sum(vq.rotation_trick(z, e).astype(jnp.float32))))(z)
-    if name == "kmeans_plus_plus_init":
-        return vq.kmeans_plus_plus_init(KEY, z, K, num_iters=1), jnp.zeros(())
-    raise KeyError(name)
-
-
 EXTREME_BF16 = ["fsq", "fsq_codes_to_indices", "lfq", "lfq_entropy_penalty", "residual_quantize",
                 "residual_ema_update", "rotation_trick", "kmeans_plus_plus_init"]
 
 
-@pytest.mark.parametrize("name", EXTREME_BF16)
-def test_extreme_bfloat16_values_give_finite_values_and_gradients(name):
-    """The newer functions at bfloat16 latents of 1e4 (computed in float32): finite values and gradients."""
-    value, grad = _new_grad_of(name, jnp.bfloat16, 1e4)
-    assert _finite(value) and _finite(grad)
+@jax.jit
+def _extreme_bf16_values_and_grads(z, e, books):
+    """The values of the newer functions (issue 20), and the gradients of those a user
+    differentiates, at bfloat16 latents `z`; one program for all of them (one compile)."""
+    losses = {
+        "fsq": lambda z: jnp.sum(vq.fsq(z, LEVELS)[0].astype(jnp.float32)),
+        "lfq": lambda z: jnp.sum(vq.lfq(z)[0].astype(jnp.float32)),
+        "lfq_entropy_penalty": lambda z: vq.lfq_entropy_penalty(z, 0.5, chunk_size=4)[0],
+        "residual_quantize": lambda z: jnp.sum(vq.residual_quantize(z, books)[0].astype(jnp.float32)),
+        "rotation_trick": lambda z: jnp.sum(vq.rotation_trick(z, e).astype(jnp.float32)),
+    }
+    out = {name: jax.value_and_grad(f)(z) for name, f in losses.items()}
+    out["fsq_codes_to_indices"] = vq.fsq_codes_to_indices(z, LEVELS)
+    out["residual_ema_update"] = vq.residual_ema_update(jax.vmap(vq.ema_init)(books), z,
+                                                        vq.residual_quantize(z, books)[1])
+    out["kmeans_plus_plus_init"] = vq.kmeans_plus_plus_init(KEY, z, K, num_iters=1)
+    return out
+
+
+def test_extreme_bfloat16_values_give_finite_values_and_gradients_in_the_newer_functions():
+    """bfloat16 latents of 1e4 (computed in float32): finite values and gradients."""
+    scale = 1e4
+    out = _extreme_bf16_values_and_grads((Z * scale).astype(jnp.bfloat16), (E * scale).astype(jnp.bfloat16),
+                                         BOOKS * scale)
+    assert sorted(out) == sorted(EXTREME_BF16)
+    for name, value in out.items():
+        assert _finite(value), name
 
 
 def test_new_functions_check_their_ranges_and_options():
