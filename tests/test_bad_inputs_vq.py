@@ -25,6 +25,10 @@ IDX = vq.nearest_code(Z, CB)  # [N]
 E = vq.lookup(CB, IDX)  # [N, D]
 STATE = vq.ema_init(CB)
 KEY = jax.random.key(0)
+LEVELS = (3, 4, 5)  # FSQ levels for the D = 3 latents
+BOOKS = jnp.stack([CB, CB * 0.3])  # [Q, K, D]: two residual levels
+RSTATE = jax.vmap(vq.ema_init)(BOOKS)
+RIDX = vq.residual_quantize(Z, BOOKS)[1]  # [N, Q]
 
 
 def _state_from_fields(**fields):
@@ -46,6 +50,18 @@ CALLS = {
     "restart_dead_codes": (vq.restart_dead_codes, dict(key=KEY, state=STATE, z=Z, threshold=1.0)),
     "codebook_usage": (vq.codebook_usage, dict(indices=IDX, num_codes=K)),
     "perplexity": (vq.perplexity, dict(indices=IDX, num_codes=K)),
+    "fsq": (lambda **a: vq.fsq(**a)[0], dict(z=Z, levels=LEVELS)),
+    "fsq_codes_to_indices": (vq.fsq_codes_to_indices, dict(codes=Z, levels=LEVELS)),
+    "fsq_indices_to_codes": (vq.fsq_indices_to_codes, dict(indices=IDX, levels=LEVELS)),
+    "lfq": (lambda **a: vq.lfq(**a)[0], dict(z=Z)),
+    "lfq_indices_to_codes": (vq.lfq_indices_to_codes, dict(indices=IDX, dim=D)),
+    "lfq_entropy_penalty": (lambda **a: vq.lfq_entropy_penalty(**a)[0],
+                            dict(z=Z, temperature=0.5, diversity_weight=1.0, chunk_size=4)),
+    "residual_quantize": (lambda **a: vq.residual_quantize(**a)[0], dict(z=Z, codebooks=BOOKS)),
+    "quantizer_dropout": (vq.quantizer_dropout, dict(key=KEY, shape=(4,), num_levels=2)),
+    "residual_ema_update": (vq.residual_ema_update, dict(state=RSTATE, z=Z, indices=RIDX, decay=0.99, eps=1e-5)),
+    "rotation_trick": (vq.rotation_trick, dict(z=Z, e_k=E)),
+    "kmeans_plus_plus_init": (vq.kmeans_plus_plus_init, dict(key=KEY, z=Z, num_codes=K)),
 }
 
 # Arguments by kind.
@@ -53,20 +69,28 @@ REAL_ARRAYS = {  # name -> the real-array arguments (latents, codes)
     "quantize": ["z", "codebook"], "nearest_code": ["z", "codebook"], "lookup": ["codebook"],
     "codebook_loss": ["z", "e_k"], "commitment_loss": ["z", "e_k"], "vq_loss": ["z", "e_k"],
     "ema_init": ["codebook"], "ema_update": ["z"], "restart_dead_codes": ["z"],
+    "fsq": ["z"], "fsq_codes_to_indices": ["codes"], "lfq": ["z"], "lfq_entropy_penalty": ["z"],
+    "residual_quantize": ["z", "codebooks"], "residual_ema_update": ["z"], "rotation_trick": ["z", "e_k"],
+    "kmeans_plus_plus_init": ["z"],
 }
 INDEX_ARRAYS = {"lookup": ["indices"], "ema_update": ["indices"], "codebook_usage": ["indices"],
-                "perplexity": ["indices"]}
-STATES = {"ema_update": "state", "restart_dead_codes": "state"}
-KEYS = {"restart_dead_codes": "key"}
+                "perplexity": ["indices"], "fsq_indices_to_codes": ["indices"],
+                "lfq_indices_to_codes": ["indices"], "residual_ema_update": ["indices"]}
+STATES = {"ema_update": "state", "restart_dead_codes": "state", "residual_ema_update": "state"}
+KEYS = {"restart_dead_codes": "key", "quantizer_dropout": "key", "kmeans_plus_plus_init": "key"}
 # static numbers: name -> {argument: (an out-of-range value, ...)}; NaN, strings, booleans and
 # None are added to every one of them.
 STATIC_NUMBERS = {
     "vq_loss": {"beta": (-0.25, float("inf"))},
     "ema_update": {"decay": (-0.1, 1.0, 1.5, float("inf")), "eps": (-1e-5, float("inf"))},
     "restart_dead_codes": {"threshold": (-1.0, float("inf"))},
+    "lfq_entropy_penalty": {"temperature": (0.0, -1.0, float("inf")), "diversity_weight": (-1.0, float("inf"))},
+    "residual_ema_update": {"decay": (-0.1, 1.0), "eps": (-1e-5,)},
 }
-STATIC_INTS = {"codebook_usage": ["num_codes"], "perplexity": ["num_codes"]}
-FLAGS = {"quantize": ["exact"], "nearest_code": ["exact"]}
+STATIC_INTS = {"codebook_usage": ["num_codes"], "perplexity": ["num_codes"], "lfq_indices_to_codes": ["dim"],
+               "lfq_entropy_penalty": ["chunk_size"], "quantizer_dropout": ["num_levels"],
+               "kmeans_plus_plus_init": ["num_codes"]}
+FLAGS = {"quantize": ["exact"], "nearest_code": ["exact"], "residual_quantize": ["exact"]}
 # wrong shapes: name -> [(argument, value)]
 WRONG_SHAPES = {
     "quantize": [("z", jnp.zeros((4, D + 1))), ("z", jnp.zeros(())), ("codebook", jnp.zeros((K, D, 1))),
@@ -82,7 +106,17 @@ WRONG_SHAPES = {
     "ema_init": [("codebook", jnp.zeros((2, 3, 4)))],
     "ema_update": [("z", jnp.zeros((4, D + 1))), ("indices", jnp.zeros((3,), jnp.int32))],
     "restart_dead_codes": [("z", jnp.zeros((4, D + 2)))],
+    "fsq": [("z", jnp.zeros((4, D + 1))), ("z", jnp.zeros(()))],
+    "fsq_codes_to_indices": [("codes", jnp.zeros((4, 2)))],
+    "lfq": [("z", jnp.zeros(())), ("z", jnp.zeros((4, 32)))],
+    "lfq_entropy_penalty": [("z", jnp.zeros((4, 0))), ("z", jnp.zeros(()))],
+    "residual_quantize": [("codebooks", jnp.zeros((K, D))), ("z", jnp.zeros((4, D + 1)))],
+    "residual_ema_update": [("z", jnp.zeros((4, D + 1))), ("indices", jnp.zeros((4,), jnp.int32))],
+    "rotation_trick": [("e_k", jnp.zeros((4, D + 1))), ("z", jnp.zeros(()))],
+    "kmeans_plus_plus_init": [("z", jnp.zeros(()))],
 }
+ANY_SHAPE = {"codebook_usage", "perplexity", "fsq_indices_to_codes", "lfq_indices_to_codes",
+             "quantizer_dropout"}  # index arrays of any shape, or no array at all
 OUT_OF_RANGE_INDICES = {"lookup": "indices", "ema_update": "indices", "codebook_usage": "indices",
                         "perplexity": "indices"}
 # functions with a batch of latents (`z` or `indices`), and what an empty batch must give
@@ -96,8 +130,17 @@ EMPTY = {
     "restart_dead_codes": dict(z=jnp.zeros((0, D))),  # nothing to restart from: ValueError
     "codebook_usage": dict(indices=jnp.zeros((0,), jnp.int32)),
     "perplexity": dict(indices=jnp.zeros((0,), jnp.int32)),
+    "fsq": dict(z=jnp.zeros((0, D))), "fsq_codes_to_indices": dict(codes=jnp.zeros((0, D))),
+    "fsq_indices_to_codes": dict(indices=jnp.zeros((0,), jnp.int32)), "lfq": dict(z=jnp.zeros((0, D))),
+    "lfq_indices_to_codes": dict(indices=jnp.zeros((0,), jnp.int32)),
+    "lfq_entropy_penalty": dict(z=jnp.zeros((0, D))),  # a batch mean of nothing: ValueError
+    "residual_quantize": dict(z=jnp.zeros((0, D))),
+    "residual_ema_update": dict(z=jnp.zeros((0, D)), indices=jnp.zeros((0, 2), jnp.int32)),
+    "rotation_trick": dict(z=jnp.zeros((0, D)), e_k=jnp.zeros((0, D))),
+    "kmeans_plus_plus_init": dict(z=jnp.zeros((0, D))),  # no latents to choose from: ValueError
 }
-NOT_BATCHED = {"EmaCodebook", "ema_init"}  # no batch argument
+NOT_BATCHED = {"EmaCodebook", "ema_init", "quantizer_dropout"}  # no batch argument
+EMPTY_IS_AN_ERROR = {"restart_dead_codes", "lfq_entropy_penalty", "kmeans_plus_plus_init"}
 
 
 def _call(name, **override):
@@ -115,11 +158,13 @@ def test_the_walk_covers_all_public_names():
     public = set(vq.__all__)
     assert set(CALLS) == public, (f"walk these new public names too: {sorted(public - set(CALLS))}; "
                                   f"no longer public: {sorted(set(CALLS) - public)}")
-    arrays = set(REAL_ARRAYS) | set(INDEX_ARRAYS) | set(STATES) | {"EmaCodebook"}
+    arrays = set(REAL_ARRAYS) | set(INDEX_ARRAYS) | set(STATES) | {"EmaCodebook", "quantizer_dropout"}
     assert arrays == public, public - arrays  # every name gets wrong dtypes
-    assert set(WRONG_SHAPES) | {"codebook_usage", "perplexity"} == public  # index arrays: any shape
+    assert set(WRONG_SHAPES) | ANY_SHAPE == public
     assert set(EMPTY) | NOT_BATCHED == public
-    assert set(EXTREME) | {"EmaCodebook", "codebook_usage", "perplexity"} == public  # integer-only ones
+    integer_only = {"EmaCodebook", "codebook_usage", "perplexity", "fsq_indices_to_codes", "lfq_indices_to_codes",
+                    "quantizer_dropout"}
+    assert set(EXTREME) | set(EXTREME_BF16) | integer_only == public
 
 
 def test_every_valid_call_runs():
@@ -239,7 +284,7 @@ def test_flags_are_python_bools(name, arg, bad):
 def test_empty_batches(name):
     """Closed forms: no latents -> empty indices/z_q, losses 0, usage 0, perplexity 1, codebook
     unchanged; restarting codes from no latents is an error."""
-    if name == "restart_dead_codes":
+    if name in EMPTY_IS_AN_ERROR:
         _raises(ValueError, "z", name, **EMPTY[name])
         return
     out = _call(name, **EMPTY[name])
@@ -252,6 +297,8 @@ def test_empty_batches(name):
         assert out.tolist() == [0] * K
     elif name == "ema_update":
         np.testing.assert_array_equal(out.codebook, CB)
+    elif name == "residual_ema_update":
+        np.testing.assert_array_equal(out.codebook, BOOKS)
     else:
         assert out.size == 0
 
@@ -300,6 +347,73 @@ def test_extreme_values_give_finite_values_and_gradients(name, dtype, scale):
     1e4 could not (its square is not a float16). Gradients in every input dtype."""
     value, grad = _grad_of(name, dtype, scale)
     assert _finite(value) and _finite(grad)
+
+
+EXTREME_BF16 = ["fsq", "fsq_codes_to_indices", "lfq", "lfq_entropy_penalty", "residual_quantize",
+                "residual_ema_update", "rotation_trick", "kmeans_plus_plus_init"]
+
+
+@jax.jit
+def _extreme_bf16_values_and_grads(z, e, books):
+    """The values of the newer functions (issue 20), and the gradients of those a user
+    differentiates, at bfloat16 latents `z`; one program for all of them (one compile)."""
+    losses = {
+        "fsq": lambda z: jnp.sum(vq.fsq(z, LEVELS)[0].astype(jnp.float32)),
+        "lfq": lambda z: jnp.sum(vq.lfq(z)[0].astype(jnp.float32)),
+        "lfq_entropy_penalty": lambda z: vq.lfq_entropy_penalty(z, 0.5, chunk_size=4)[0],
+        "residual_quantize": lambda z: jnp.sum(vq.residual_quantize(z, books)[0].astype(jnp.float32)),
+        "rotation_trick": lambda z: jnp.sum(vq.rotation_trick(z, e).astype(jnp.float32)),
+    }
+    out = {name: jax.value_and_grad(f)(z) for name, f in losses.items()}
+    out["fsq_codes_to_indices"] = vq.fsq_codes_to_indices(z, LEVELS)
+    out["residual_ema_update"] = vq.residual_ema_update(jax.vmap(vq.ema_init)(books), z,
+                                                        vq.residual_quantize(z, books)[1])
+    out["kmeans_plus_plus_init"] = vq.kmeans_plus_plus_init(KEY, z, K, num_iters=1)
+    return out
+
+
+def test_extreme_bfloat16_values_give_finite_values_and_gradients_in_the_newer_functions():
+    """bfloat16 latents of 1e4 (computed in float32): finite values and gradients."""
+    scale = 1e4
+    out = _extreme_bf16_values_and_grads((Z * scale).astype(jnp.bfloat16), (E * scale).astype(jnp.bfloat16),
+                                         BOOKS * scale)
+    assert sorted(out) == sorted(EXTREME_BF16)
+    for name, value in out.items():
+        assert _finite(value), name
+
+
+def test_new_functions_check_their_ranges_and_options():
+    """Concrete indices and counts out of range, bad levels and options: errors naming the argument."""
+    with pytest.raises(ValueError, match="`indices`"):
+        vq.fsq_indices_to_codes(jnp.array([60]), LEVELS)  # 3 * 4 * 5 = 60 codes
+    with pytest.raises(ValueError, match="`indices`"):
+        vq.lfq_indices_to_codes(jnp.array([8]), 3)
+    for bad in (K, -2):
+        with pytest.raises(ValueError, match="`indices`"):
+            vq.residual_ema_update(RSTATE, Z, RIDX.at[0, 1].set(bad))
+    assert vq.residual_ema_update(RSTATE, Z, RIDX.at[0, 1].set(-1)).codebook.shape == BOOKS.shape  # -1: dropped
+    with pytest.raises(ValueError, match="`num_active`"):
+        vq.residual_quantize(Z, BOOKS, jnp.array([0, 1, 2, 3]))  # Q = 2
+    with pytest.raises(ValueError, match="`num_active`"):
+        vq.residual_quantize(Z, BOOKS, jnp.array([1, 2]))  # not a prefix of [4]
+    with pytest.raises(TypeError, match="`num_active`"):
+        vq.residual_quantize(Z, BOOKS, jnp.ones((4,)))
+    for bad, exc in (((3, 2, 5), ValueError), ((), ValueError), ((3, 2.5, 4), TypeError), (3, TypeError),
+                     ((3, True, 4), TypeError), ((2**16, 2**16), ValueError)):
+        with pytest.raises(exc, match="`levels`"):
+            vq.fsq(jnp.zeros((1, 3)), bad)
+    with pytest.raises(ValueError, match="`batch_entropy`"):
+        vq.lfq_entropy_penalty(Z, batch_entropy="approximate")
+    with pytest.raises(ValueError, match="batch_entropy='marginal'"):
+        vq.lfq_entropy_penalty(jnp.zeros((2, 31)))
+    with pytest.raises(ValueError, match="`min_levels`"):
+        vq.quantizer_dropout(KEY, (3,), 2, min_levels=3)
+    with pytest.raises(ValueError, match="`num_iters`"):
+        vq.kmeans_plus_plus_init(KEY, Z, 2, num_iters=-1)
+    with pytest.raises(ValueError, match="`state.codebook`"):
+        vq.residual_ema_update(STATE, Z, RIDX)  # an unstacked state
+    with pytest.raises(ValueError, match="`state.count`"):
+        vq.residual_ema_update(RSTATE._replace(count=jnp.zeros((), jnp.int32)), Z, RIDX)
 
 
 def test_half_precision_latents_are_assigned_like_their_float32_values():
