@@ -232,14 +232,14 @@ def sample_and_score(ctx, fns: dict, params: Any, key, *, num_samples: int, batc
                      postprocess: Callable = lambda x: x, log_prefix: str = "") -> dict:
     """Every sampler of `fns` (see `sampler_fns`) run for `num_samples` samples from the same
     key, then `postprocess` (on the host, untimed) and scored by `evaluator` (MNIST-feature FID
-    and KID). Returns `{label: {"samples", "nfe", "seconds_per_1000", "fid", "kid", "kid_std"}}`."""
+    and KID, precision/recall/density/coverage). Returns `{label: {"samples", "nfe",
+    "seconds_per_1000", "fid", "kid", "kid_std", "precision", "recall", "density", "coverage"}}`."""
     results = {}
     for label, (fn, nfe) in fns.items():
         x, seconds = generate(fn, params, key, num_samples, batch)
         x = postprocess(x)
-        kid, kid_std = evaluator.kid(x)
         results[label] = {"samples": x, "nfe": nfe, "seconds_per_1000": seconds / num_samples * 1000,
-                          "fid": evaluator.fid(x), "kid": kid, "kid_std": kid_std}
+                          **evaluator.scores(x)}
         ctx.log(f"{log_prefix}{label}: FID {results[label]['fid']:.2f}, "
                 f"{results[label]['seconds_per_1000']:.2f} s / 1000 samples")
     return results
@@ -267,14 +267,15 @@ def run_summary(fit, history: list[dict], results: dict, *, num_parameters: int,
 
 
 def sampler_summary(results: dict) -> dict:
-    """The summary.json entries of `sample_and_score`'s results: `fid/<tag>`, `kid/<tag>` and
-    `seconds_per_1000/<tag>`, the tag being the label in lower case with "_" for " "."""
+    """The summary.json entries of `sample_and_score`'s results: `fid/<tag>`, `kid/<tag>`,
+    `precision/<tag>` (and recall, density, coverage) and `seconds_per_1000/<tag>`, the tag
+    being the label in lower case with "_" for " "."""
     summary = {}
     for label, r in results.items():
         tag = label.lower().replace(" ", "_")
-        summary[f"fid/{tag}"] = r["fid"]
-        summary[f"kid/{tag}"] = r["kid"]
-        summary[f"seconds_per_1000/{tag}"] = r["seconds_per_1000"]
+        for name in ("fid", "kid", "precision", "recall", "density", "coverage", "seconds_per_1000"):
+            if name in r:
+                summary[f"{name}/{tag}"] = r[name]
     return summary
 
 

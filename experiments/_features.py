@@ -10,6 +10,9 @@ The scores are "MNIST-feature FID/KID": the Frechet distance and KID between cla
 of generated digits and of the 1,000 held-out real digits. They rank models evaluated with the
 same classifier; they are not comparable with Inception-feature FIDs from papers. As a floor,
 `real_fid` is the same distance between 1,000 training digits and the held-out digits.
+`scores` adds precision and recall (Kynkaanniemi et al. 2019) and density and coverage (Naeem et
+al. 2020) on the same features, k = 3 (`genjax.metrics.prdc`); `real_prdc` is their value for
+the 1,000 training digits, the same floor.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class MnistEvaluator:
     classifier_dir: Path
     reference_features: np.ndarray  # held-out real digits [N, D]
     real_fid: float  # FID(train digits, held-out digits): what a perfect model would get here
+    real_prdc: dict[str, float] = dataclasses.field(default_factory=dict)  # the same for `prdc`
 
     def fid(self, images: Any) -> float:
         from genjax import metrics
@@ -38,11 +42,27 @@ class MnistEvaluator:
     def kid(self, images: Any, seed: int = 0) -> tuple[float, float]:
         """KID (mean, std over 50 subsets). The subsets hold half of the smaller set (at most
         1,000 rows): subsets as large as a whole set would all be that set, and the std 0."""
+        return _kid(self.feature_fn(images), self.reference_features, seed)
+
+    def scores(self, images: Any) -> dict[str, float]:
+        """`fid`, `kid`, `kid_std`, and `precision`, `recall`, `density`, `coverage` (k = 3) of
+        `images` against the held-out digits, from one pass of the classifier."""
         from genjax import metrics
 
         features = self.feature_fn(images)
-        size = max(2, min(1000, len(features) // 2, len(self.reference_features) // 2))
-        return metrics.kid(features, self.reference_features, seed=seed, num_subsets=50, subset_size=size)
+        kid, kid_std = _kid(features, self.reference_features, 0)
+        return {"fid": metrics.fid(features, self.reference_features), "kid": kid, "kid_std": kid_std,
+                **metrics.prdc(self.reference_features, features, k=PRDC_K)}
+
+
+PRDC_K = 3  # Kynkaanniemi et al. 2019's k for the k-NN manifolds (Naeem et al. 2020 use 5)
+
+
+def _kid(features, reference, seed):
+    from genjax import metrics
+
+    size = max(2, min(1000, len(features) // 2, len(reference) // 2))
+    return metrics.kid(features, reference, seed=seed, num_subsets=50, subset_size=size)
 
 
 def mnist_evaluator(ctx: Context, data_source: str = "auto", data_dir: str | None = None) -> MnistEvaluator:
@@ -56,12 +76,14 @@ def mnist_evaluator(ctx: Context, data_source: str = "auto", data_dir: str | Non
     test = data.load_images("mnist", "test", source=data_source, data_dir=data_dir)
     trn = data.load_images("mnist", "train", source=data_source, data_dir=data_dir)
     reference = feature_fn(test.images)
-    real = metrics.fid(feature_fn(trn.images[: len(test.images)]), reference)
-    return MnistEvaluator(feature_fn, directory, reference, real)
+    real_features = feature_fn(trn.images[: len(test.images)])
+    real = metrics.fid(real_features, reference)
+    return MnistEvaluator(feature_fn, directory, reference, real, metrics.prdc(reference, real_features, k=PRDC_K))
 
 
 def generator_record(label: str, *, fid: float, kid: float, train_seconds: float, seconds_per_1000: float,
-                     real_fid: float, num_samples: int, note: str = "", samples: str = "") -> dict:
+                     real_fid: float, num_samples: int, note: str = "", samples: str = "",
+                     scores: dict | None = None) -> dict:
     """One image generator's entry in its experiment's summary (`summary["generators"]`, a list of
     these): the tour's closing figure plots every generator's MNIST-feature FID against the CPU
     seconds it cost, `train_seconds` (training, including any model it builds on, e.g. the
@@ -69,10 +91,15 @@ def generator_record(label: str, *, fid: float, kid: float, train_seconds: float
     included). `real_fid` is the floor of the same classifier and sample count. `samples`, if
     given, is the file (relative to the experiment's run directory) of its scored samples, a
     float [N, 28, 28, 1] array in [0, 1] saved with `np.save`: the closing comparison shows them
-    side by side."""
+    side by side. `scores` (`MnistEvaluator.scores`) adds its precision, recall, density and
+    coverage."""
+    prdc = {k: float(scores[k]) for k in PRDC_NAMES if scores and k in scores}
     return {"label": label, "fid": float(fid), "kid": float(kid), "train_seconds": float(train_seconds),
             "seconds_per_1000": float(seconds_per_1000), "real_fid": float(real_fid),
-            "num_samples": int(num_samples), "note": note, "samples": samples}
+            "num_samples": int(num_samples), "note": note, "samples": samples, **prdc}
+
+
+PRDC_NAMES = ("precision", "recall", "density", "coverage")
 
 
 def fit_seconds(fit, metrics_path) -> float:

@@ -144,7 +144,7 @@ def write_tour_report(workdir: Path, results: list[dict], quick: bool, preset: s
         sections.append(f'<section id="{name}">{body}</section>')
     closing = closing_comparison(workdir, results)
     if closing is not None:
-        index.append(f"| closing comparison | - | ok | - | [closing/report.md](closing/report.md) |")
+        index.append("| closing comparison | - | ok | - | [closing/report.md](closing/report.md) |")
         nav.append('<li><a href="#closing">closing comparison: FID against CPU seconds</a></li>')
         sections.append(f'<section id="closing">{closing.to_html(heading_offset=1)}</section>')
     index.append("")
@@ -226,11 +226,14 @@ def closing_comparison(workdir: Path, results: list[dict]):
         rep.figure(fig, "samples", caption="the first 36 scored samples of every image generator, side by side")
         plt.close(fig)
     rows = sorted(records, key=lambda g: g["fid"])
-    rep.table(["generator", "experiment", "MNIST-feature FID", "x floor", "KID", "train s", "sample s / 1,000",
-               "total s", "note"],
-              [(g["label"], g["experiment"], g["fid"], g["fid"] / g["real_fid"], g["kid"], g["train_seconds"],
-                g["seconds_per_1000"], g["train_seconds"] + g["seconds_per_1000"], g["note"]) for g in rows],
-              caption="sorted by FID; 'x floor' is FID over the floor of the same classifier and sample count")
+    rep.table(["generator", "experiment", "MNIST-feature FID", "x floor", "KID", "precision", "recall", "train s",
+               "sample s / 1,000", "total s", "note"],
+              [(g["label"], g["experiment"], g["fid"], g["fid"] / g["real_fid"], g["kid"], g.get("precision", "-"),
+                g.get("recall", "-"), g["train_seconds"], g["seconds_per_1000"],
+                g["train_seconds"] + g["seconds_per_1000"], g["note"]) for g in rows],
+              caption="sorted by FID; 'x floor' is FID over the floor of the same classifier and sample count; "
+                      "precision (fidelity) and recall (diversity): k-NN manifolds of the same features, k = 3 "
+                      "(Kynkaanniemi et al. 2019)")
     rep.save()
     report_lib.write_json(workdir / "closing" / "generators.json", {"generators": records})
     return rep

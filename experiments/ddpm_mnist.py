@@ -214,9 +214,12 @@ def run(ctx: Context) -> dict:
     loss_figure(rep, history, "training loss (mean over each logging interval)",
                 "the simple loss E||eps - eps_theta(x_t, t)||^2 per pixel")
 
-    rows = [(label, r["nfe"], r["fid"], r["kid"], r["kid_std"], r["seconds_per_1000"]) for label, r in results.items()]
-    rows.append(("1,000 real training digits (floor)", "-", evaluator.real_fid, "-", "-", "-"))
-    rep.table(["sampler", "denoiser calls", "MNIST-feature FID", "KID", "KID std", "s per 1,000 samples"], rows,
+    prdc = ("precision", "recall", "density", "coverage")
+    rows = [(label, r["nfe"], r["fid"], r["kid"], r["kid_std"], *(r[k] for k in prdc), r["seconds_per_1000"])
+            for label, r in results.items()]
+    rows.append(("1,000 real training digits (floor)", "-", evaluator.real_fid, "-", "-",
+                 *(evaluator.real_prdc.get(k, "-") for k in prdc), "-"))
+    rep.table(["sampler", "denoiser calls", "MNIST-feature FID", "KID", "KID std", *prdc, "s per 1,000 samples"], rows,
               caption=f"{cfg.num_samples} samples per sampler from the same EMA weights and start noise, scored "
                       f"against the {len(evaluator.reference_features)} held-out digits with the features of the "
                       f"classifier in `{evaluator.classifier_dir}`; DDIM with eta = 0 and leading timestep spacing; "
@@ -247,7 +250,7 @@ def run(ctx: Context) -> dict:
         f"pixel DDPM ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
         train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl"),
         seconds_per_1000=results[best]["seconds_per_1000"], real_fid=evaluator.real_fid,
-        num_samples=cfg.num_samples, samples="samples.npy", note=f"U-Net {tuple(cfg.channels)}, patch {cfg.patch_size}, {cfg.prediction}")]
+        num_samples=cfg.num_samples, samples="samples.npy", scores=results[best], note=f"U-Net {tuple(cfg.channels)}, patch {cfg.patch_size}, {cfg.prediction}")]
     return summary
 
 

@@ -266,9 +266,10 @@ def run(ctx: Context) -> dict:
             [(built.apply_fn(result.state), result.state.extras, jax.random.fold_in(jax.random.key(cfg.seed), 0x5A3))])
         images = np.asarray(images)
         np.save(ctx.workdir / f"samples_{sub}.npy", images)
-        kid, kid_std = evaluator.kid(images)
+        scores = evaluator.scores(images)
+        kid = scores["kid"]
         results[variant] = {
-            "fid": evaluator.fid(images), "kid": kid, "kid_std": kid_std,
+            **scores,
             "steps_per_s": train.steps_per_second(result.history),
             "train_seconds": fit_seconds(result, ctx.workdir / sub / "metrics.jsonl"),
             "seconds_per_1000": sample_seconds / cfg.num_eval_samples * 1000,
@@ -337,9 +338,14 @@ def run(ctx: Context) -> dict:
         rep.figure(fig, "wasserstein_vs_fid",
                    caption="WGAN: the critic's estimate E f(x) - E f(G(z)) (per logging interval) beside the FID")
 
-    rep.table(["variant", "MNIST-feature FID", "KID", "KID std", "steps/s", "train seconds"],
-              [(v, r["fid"], r["kid"], r["kid_std"], r["steps_per_s"], r["train_seconds"]) for v, r in results.items()],
-              caption=f"final scores ({cfg.num_eval_samples} samples); FID floor {evaluator.real_fid:.3f}")
+    rep.table(["variant", "MNIST-feature FID", "KID", "KID std", "precision", "recall", "density", "coverage",
+               "steps/s", "train seconds"],
+              [(v, r["fid"], r["kid"], r["kid_std"], r["precision"], r["recall"], r["density"], r["coverage"],
+                r["steps_per_s"], r["train_seconds"]) for v, r in results.items()]
+              + [("real training digits (floor)", evaluator.real_fid, "-", "-",
+                  *(evaluator.real_prdc.get(k, "-") for k in ("precision", "recall", "density", "coverage")), "-", "-")],
+              caption=f"final scores ({cfg.num_eval_samples} samples); precision/recall (fidelity/diversity) and "
+                      "density/coverage on the same classifier features, k = 3 (genjax.metrics.prdc)")
 
     import hashlib
 
@@ -349,11 +355,14 @@ def run(ctx: Context) -> dict:
         "real_fid": evaluator.real_fid,
         **{f"{v}/fid": r["fid"] for v, r in results.items()},
         **{f"{v}/kid": r["kid"] for v, r in results.items()},
+        **{f"{v}/{k}": r[k] for v, r in results.items() for k in ("precision", "recall", "density", "coverage")},
+        "real_prdc": evaluator.real_prdc,
         "dataset": train_ds.as_dict(),
         "generators": [generator_record(generator_label(v), fid=r["fid"],
                                         kid=r["kid"], train_seconds=r["train_seconds"],
                                         seconds_per_1000=r["seconds_per_1000"], real_fid=evaluator.real_fid,
-                                        num_samples=cfg.num_eval_samples, samples=f"samples_{subdir_of(v)}.npy")
+                                        num_samples=cfg.num_eval_samples, samples=f"samples_{subdir_of(v)}.npy",
+                                        scores=r)
                        for v, r in results.items()],
     }
 

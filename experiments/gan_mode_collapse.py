@@ -227,7 +227,7 @@ def run(ctx: Context) -> dict:
     import numpy as np
 
     from experiments._gan_common import ToySource
-    from genjax import data, gan, report, train
+    from genjax import data, gan, metrics, report, train
 
     cfg: Config = ctx.config
     load_start = os.getloadavg()[0]
@@ -272,6 +272,10 @@ def run(ctx: Context) -> dict:
             samples = np.asarray(draw(result.state.params["generator"], seed_keys(seeds, SAMPLE_KEYS)))  # [S, N, 2]
             np.save(ctx.workdir / f"samples_{dataset}_{method}.npy", samples)
             m = jax.device_get(score(samples))
+            # precision/recall and density/coverage (k = 3) of each seed's samples against as many
+            # exact samples of the mixture (the same draw for every method)
+            exact = np.asarray(dist.sample(jax.random.fold_in(jax.random.key(cfg.seed), 0xE8AC7), cfg.num_samples))
+            prdc = [metrics.prdc(exact, s) for s in samples]
             history = report.read_jsonl(ctx.workdir / f"{dataset}_{method}" / "metrics.jsonl")
             curves[dataset, method] = [(r["step"], r["eval/modes"], r["eval/high_quality"])
                                        for r in history if "eval/modes" in r]
@@ -279,6 +283,7 @@ def run(ctx: Context) -> dict:
                 "modes": np.asarray(m["modes_captured"]).tolist(),
                 "high_quality": np.asarray(m["high_quality"]).tolist(),
                 "reverse_kl": np.asarray(m["reverse_kl"]).tolist(),
+                **{k: [p[k] for p in prdc] for k in ("precision", "recall", "density", "coverage")},
                 "steps_per_s": train.steps_per_second(result.history),
                 "train_seconds": result.seconds,
                 "params_digest": train.digest(result.state),
@@ -354,12 +359,17 @@ def run(ctx: Context) -> dict:
             if best is None or rank > best[0]:
                 best = (rank, method, meets)
             rows.append((dataset, method, mean_std(r["modes"]), mean_std(100 * hq), mean_std(kl, 3),
-                         f"{min(r['modes'])}/{k}", "yes" if meets else "no", r["steps_per_s"], round(r["train_seconds"])))
+                         f"{min(r['modes'])}/{k}", "yes" if meets else "no",
+                         *(mean_std(r[name]) for name in ("precision", "recall", "density", "coverage")),
+                         r["steps_per_s"], round(r["train_seconds"])))
         verdicts[dataset] = {"best_method": best[1], "meets_target": best[2]}
     rep.table(["dataset", "method", "modes captured", "high quality (%)", "reverse KL", "worst seed's modes",
-               "target met", "steps/s (all seeds)", "train time (s)"], rows,
+               "target met", "precision", "recall", "density", "coverage", "steps/s (all seeds)", "train time (s)"],
+              rows,
               caption=f"mean +- std over {cfg.num_seeds} seeds; target: every mode on every seed, >= 95% high "
-                      "quality, reverse KL <= 0.05; CPU load average (1 min) at the start and the end: "
+                      "quality, reverse KL <= 0.05; precision/recall (Kynkaanniemi et al. 2019) and density/coverage "
+                      f"(Naeem et al. 2020), k = 3, against {cfg.num_samples} exact samples; CPU load average "
+                      "(1 min) at the start and the end: "
                       f"{load_start:.1f}, {os.getloadavg()[0]:.1f}")
     published = [p for p in PUBLISHED if p[0] in cfg.datasets]
     if published:
@@ -385,6 +395,7 @@ def run(ctx: Context) -> dict:
             "modes_mean": float(np.mean(r["modes"])), "modes_min": int(min(r["modes"])),
             "high_quality_mean": float(np.mean(r["high_quality"])),
             "reverse_kl_mean": float(np.mean(r["reverse_kl"])), "params_digest": r["params_digest"],
+            **{f"{name}_mean": float(np.mean(r[name])) for name in ("precision", "recall", "density", "coverage")},
             "train_seconds": r["train_seconds"],
         }
     return summary

@@ -219,7 +219,7 @@ def run(ctx: Context) -> dict:
         f"latent diffusion ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
         train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl") + autoencoder_seconds,
         seconds_per_1000=results[best]["seconds_per_1000"],
-        real_fid=evaluator.real_fid, num_samples=cfg.num_samples, samples="samples.npy",
+        real_fid=evaluator.real_fid, num_samples=cfg.num_samples, samples="samples.npy", scores=results[best],
         note=f"{cfg.latent} {'x'.join(map(str, latent_shape))} latents; training includes the VQ-VAE's "
              f"{autoencoder_seconds:.0f} s")]
     if pix_summary is not None:

@@ -46,7 +46,7 @@ import math
 import re
 from typing import Any, Literal
 
-from experiments._features import fit_seconds, generator_record, mnist_evaluator
+from experiments._features import PRDC_NAMES, fit_seconds, generator_record, mnist_evaluator
 from experiments._framework import ConfigError, Context, Experiment
 
 # The published reference: Burda, Grosse & Salakhutdinov (2016), Table 1, MNIST, one stochastic
@@ -534,12 +534,11 @@ def run(ctx: Context) -> dict:
     for spec in specs:
         x, seconds = sample_images(models[spec.name], _replica0(states[spec.name].params), spec.latent_dim,
                                    jax.random.key(cfg.seed + 11), cfg.fid_samples)
-        kid, kid_std = evaluator.kid(x)
-        scores[spec.name] = {"samples": x, "fid": evaluator.fid(x), "kid": kid, "kid_std": kid_std,
+        scores[spec.name] = {"samples": x, **evaluator.scores(x),
                              "seconds_per_1000": seconds / cfg.fid_samples * 1000,
                              "train_seconds": train_seconds[spec.name] / cfg.num_seeds}
         generators.append(generator_record(
-            f"VAE {spec.name}", fid=scores[spec.name]["fid"], kid=kid,
+            f"VAE {spec.name}", fid=scores[spec.name]["fid"], kid=scores[spec.name]["kid"], scores=scores[spec.name],
             train_seconds=scores[spec.name]["train_seconds"], seconds_per_1000=scores[spec.name]["seconds_per_1000"],
             real_fid=evaluator.real_fid, num_samples=cfg.fid_samples, samples=f"samples_{spec.name}.npy",
             note=f"training: {cfg.num_seeds} seeds trained as one program in {train_seconds[spec.name]:.0f} s "
@@ -560,14 +559,13 @@ def run(ctx: Context) -> dict:
             fit_s = time.perf_counter() - start  # encoding the digits and EM: part of this generator's training
             x, seconds = sample_images(models[spec.name], _replica0(states[spec.name].params), spec.latent_dim,
                                        jax.random.key(cfg.seed + 11), cfg.fid_samples, gmm=gmm)
-            kid, kid_std = evaluator.kid(x)
             name = f"{spec.name}+gmm"
-            scores[name] = {"samples": x, "fid": evaluator.fid(x), "kid": kid, "kid_std": kid_std,
+            scores[name] = {"samples": x, **evaluator.scores(x),
                             "seconds_per_1000": seconds / cfg.fid_samples * 1000,
                             "train_seconds": scores[spec.name]["train_seconds"] + fit_s,
                             "gmm_loglik": [float(gmm[3][0]), float(gmm[3][-1])]}
             generators.append(generator_record(
-                f"VAE {spec.name} + ex-post GMM", fid=scores[name]["fid"], kid=kid,
+                f"VAE {spec.name} + ex-post GMM", fid=scores[name]["fid"], kid=scores[name]["kid"], scores=scores[name],
                 train_seconds=scores[name]["train_seconds"], seconds_per_1000=scores[name]["seconds_per_1000"],
                 real_fid=evaluator.real_fid, num_samples=cfg.fid_samples, samples=f"samples_{name}.npy",
                 note=f"the same VAE; z from a {cfg.expost_components}-component Gaussian mixture fitted by EM to the "
@@ -593,10 +591,10 @@ def run(ctx: Context) -> dict:
         summary[f"{spec.name}/heldout_bounds"] = {kk: float(np.mean([e["heldout"]["bounds"][kk] for e in ev]))
                                                   for kk in ev[0]["heldout"]["bounds"]}
         summary[f"{spec.name}/params_digest"] = digests[spec.name]
-        for k in ("fid", "kid", "kid_std", "seconds_per_1000", "train_seconds"):
+        for k in ("fid", "kid", "kid_std", *PRDC_NAMES, "seconds_per_1000", "train_seconds"):
             summary[f"{spec.name}/{k}"] = float(scores[spec.name][k])
         if f"{spec.name}+gmm" in scores:
-            for k in ("fid", "kid", "kid_std", "seconds_per_1000"):
+            for k in ("fid", "kid", "kid_std", *PRDC_NAMES, "seconds_per_1000"):
                 summary[f"{spec.name}/expost_gmm_{k}"] = float(scores[f"{spec.name}+gmm"][k])
     summary.update({
         "paper_nll_nats": PAPER_NLL_NATS,

@@ -509,14 +509,13 @@ def run(ctx: Context) -> dict:
     recon = reconstruct(model, main_state.params, main_book, train_ds.images[: cfg.fid_samples])
     scores = {}
     for label, images in (("prior", prior["samples"]), ("reconstructions", recon)):
-        kid, kid_std = evaluator.kid(images)
-        scores[label] = {"fid": evaluator.fid(images), "kid": kid, "kid_std": kid_std}
+        scores[label] = evaluator.scores(images)
     n = len(prior["samples"])
     ae_seconds = results[main]["train_seconds"]
     generator = generator_record(
         "VQ-VAE + prior", fid=scores["prior"]["fid"], kid=scores["prior"]["kid"],
         train_seconds=ae_seconds + prior["seconds"], seconds_per_1000=prior["sample_seconds"] / n * 1000,
-        real_fid=evaluator.real_fid, num_samples=n, samples="samples.npy",
+        real_fid=evaluator.real_fid, num_samples=n, samples="samples.npy", scores=scores["prior"],
         note=f"training: the VQ-VAE {main} ({ae_seconds:.0f} s, {results[main]['steps']} steps) + the Transformer "
              f"code prior ({prior['seconds']:.0f} s, {prior['steps']} steps); sampling: {prior['codes'][0].size} "
              f"prior steps (key-value cache) then the decoder, {n} at once")

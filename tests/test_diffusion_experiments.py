@@ -156,6 +156,7 @@ def test_ddpm_mnist_smoke(runs_root):
     best = min(("ddpm_20", "ddim_5", "ddim_3", "dpm++_5", "dpm++_3"), key=lambda tag: summary[f"fid/{tag}"])
     assert summary["best_sampler"].lower().replace(" ", "_") == best and record["fid"] == summary[f"fid/{best}"]
     assert record["samples"] == "samples.npy" and record["train_seconds"] > 0
+    assert record["precision"] == summary[f"precision/{best}"] and 0 <= summary["coverage/ddim_5"] <= 1
     assert len(summary["params_digest"]) == 64
     for fig in ("forward_process", "training_loss", "samples", "quality_vs_speed", "reverse_process"):
         assert (d / f"{fig}.png").exists()

@@ -173,6 +173,7 @@ def test_gan_mode_collapse_smoke_and_exact_resume(tmp_path):
     assert samples.shape == (2, 50, 2)
     assert set(s["target_met"]) == {"grid"}
     assert "grid/gan" in s and (tmp_path / "samples_grid.png").exists()
+    assert all(0 <= s["grid/gan"][f"{k}_mean"] <= 1 for k in ("precision", "recall", "coverage"))
     # as if killed after the step-2 checkpoint: the resumed run ends with the same parameters
     for method in tiny["methods"]:
         shutil.rmtree(tmp_path / f"grid_{method}" / "checkpoints" / "4")
@@ -194,6 +195,10 @@ def test_gan_mnist_smoke_with_every_switch(tmp_path):
     assert np.isfinite(s["wgan/fid"]) and s["best_variant"] in ("gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "wgan")
     assert [g["label"] for g in s["generators"]] == ["DCGAN gan+ls+fm+mbd+ha+vbn+noise+r1+ema", "WGAN"]
     assert all(np.isfinite(g["fid"]) and g["seconds_per_1000"] > 0 for g in s["generators"])
+    # precision/recall/density/coverage beside FID (genjax.metrics.prdc): fractions, density >= 0
+    for g in s["generators"]:
+        assert all(0 <= g[k] <= 1 for k in ("precision", "recall", "coverage")) and g["density"] >= 0
+    assert set(s["real_prdc"]) == {"precision", "recall", "density", "coverage"}
     samples = np.load(workdir / "samples.npy")
     assert samples.shape == (32, 28, 28, 1) and 0.0 <= samples.min() and samples.max() <= 1.0
     history = report.read_jsonl(workdir / "wgan" / "metrics.jsonl")

@@ -14,7 +14,8 @@ def _results(tmp_path):
     (tmp_path / "ddpm_mnist").mkdir()
     np.save(tmp_path / "gan_mnist" / "samples_gan.npy", np.zeros((40, 28, 28, 1), np.float32))
     gan = generator_record("DCGAN gan", fid=40.0, kid=0.5, train_seconds=90.0, seconds_per_1000=0.2, real_fid=5.0,
-                           num_samples=1000, samples="samples_gan.npy")
+                           num_samples=1000, samples="samples_gan.npy",
+                           scores={"precision": 0.625, "recall": 0.375, "density": 0.5, "coverage": 0.25, "fid": 40.0})
     ddpm = generator_record("pixel DDPM (DPM++ 20)", fid=20.0, kid=0.1, train_seconds=200.0, seconds_per_1000=10.0,
                             real_fid=5.0, num_samples=1000, samples="missing.npy")
     return [
@@ -40,8 +41,15 @@ def test_closing_report_has_the_figure_the_samples_and_a_table_sorted_by_fid(tmp
     # x floor = FID / floor; total = training + sampling seconds
     assert "| 20.00 | 4.000 |" in md and "| 40.00 | 8.000 |" in md
     assert "| 210.0 |" in md and "| 90.20 |" in md
+    assert "| 0.6250 | 0.3750 |" in md  # the GAN's precision and recall; the DDPM's record has none: "-"
+    assert saved_has_prdc(tmp_path)
     saved = report.read_json(tmp_path / "closing" / "generators.json")["generators"]
     assert len(saved) == 2 and rep is not None
+
+
+def saved_has_prdc(tmp_path):
+    saved = {g["label"]: g for g in report.read_json(tmp_path / "closing" / "generators.json")["generators"]}
+    return saved["DCGAN gan"]["coverage"] == 0.25 and "precision" not in saved["pixel DDPM (DPM++ 20)"]
 
 
 def test_no_generators_no_closing_section(tmp_path):

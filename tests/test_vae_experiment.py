@@ -61,6 +61,7 @@ def test_tiny_run_writes_the_report_and_resumes_exactly(tmp_path):
     assert generator["label"] == "VAE mlp2" and generator["num_samples"] == 64
     assert expost["label"] == "VAE mlp2 + ex-post GMM" and np.isfinite(summary["mlp2/expost_gmm_fid"])
     assert all(np.isfinite(generator[k]) for k in ("fid", "kid", "train_seconds", "seconds_per_1000", "real_fid"))
+    assert all(0 <= generator[k] <= 1 for k in ("precision", "recall", "coverage"))  # beside FID (issue 20)
     assert generator["fid"] >= 0 and generator["train_seconds"] > 0 and "MNIST-feature FID" in md
     assert "ex-post GMM" in md
     # The gradient-variance monitor ran at every evaluation: the score function is the noisier.

@@ -67,6 +67,7 @@ def test_tiny_run_writes_the_report_and_a_loadable_autoencoder(tmp_path):
     (generator,) = summary["generators"]
     assert generator["label"] == "VQ-VAE + prior" and generator["num_samples"] == 16
     assert all(np.isfinite(generator[k]) for k in ("fid", "kid", "train_seconds", "seconds_per_1000", "real_fid"))
+    assert all(0 <= generator[k] <= 1 for k in ("precision", "recall", "coverage"))  # beside FID (issue 20)
     assert generator["fid"] >= 0 and generator["train_seconds"] > summary["prior"]["train_seconds"] > 0
     assert summary["prior"]["steps"] == 2 and np.isfinite(summary["prior"]["heldout_nll"])
 
