@@ -67,7 +67,7 @@ from typing import Any, Literal
 from experiments._features import fit_seconds, generator_record, mnist_evaluator
 from experiments._framework import Built, ConfigError, Context, Experiment
 from experiments._vq_autoencoder import (AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, Autoencoder,  # noqa: F401
-                                         load_autoencoder, save_autoencoder)
+                                         Quantizer, load_autoencoder, save_autoencoder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +90,14 @@ class Config:
     decay: float = 0.99  # EMA decay (paper, Appendix A.1)
     epsilon: float = 1e-5  # Laplace smoothing of the EMA counts (dm-haiku/Sonnet)
     restart_threshold: float = 0.0  # EMA codes used < this per batch are restarted (0: off)
+    # More quantizers, each trained once at `main_beta` beside the beta sweep of `codebooks`:
+    # "fsq", "lfq", "rvq", "ema_rotation", "loss_rotation" (also "ema"/"loss": `--quantizers ema` is the sweep alone).
+    quantizers: tuple[str, ...] = ("fsq", "lfq", "rvq", "ema_rotation")
+    main_quantizer: str = "ema"  # the variant (at main_beta) saved as the autoencoder: "ema", "loss", "fsq", ...
+    fsq_levels: tuple[int, ...] | None = None  # FSQ levels per dimension; None: from num_codes (a power of 2, exactly)
+    rvq_levels: int = 2  # residual VQ: Q levels of round(K^(1/Q)) EMA codes each
+    lfq_entropy_weight: float = 0.1  # LFQ: weight of the entropy penalty (MAGVIT-v2 / vector-quantize-pytorch)
+    lfq_temperature: float = 0.01  # LFQ: temperature of the soft assignment in the penalty
     # The prior over the saved variant's 7x7 codes (`genjax.nn.CodePrior`, a causal Transformer),
     # trained after the variants on the training digits' codes; its samples are what is scored.
     prior_steps: int = 10_000
@@ -118,20 +126,85 @@ QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16,
 # hour of a 2-core CPU: the EMA codebook alone (the quick run compares both), the default widths,
 # 5,000 steps of batch 64, and a deeper prior trained 6,000 steps.
 STANDARD = {**QUICK, "steps": 5_000, "batch_size": 64, "channels": (32, 64), "res_hidden": 32, "codebooks": ("ema",),
+            "quantizers": ("ema",),
             "checkpoint_every": 1_000, "eval_every": 1_000, "prior_steps": 6_000, "prior_batch_size": 64,
             "prior_width": 128, "prior_layers": 4}
 
 CODEBOOKS = ("ema", "loss")
-CODEBOOK_LABELS = {"ema": "EMA codebook", "loss": "codebook loss"}
+QUANTIZERS = ("ema", "loss", "fsq", "lfq", "rvq", "ema_rotation", "loss_rotation")
+CODEBOOK_LABELS = {"ema": "EMA codebook", "loss": "codebook loss", "fsq": "FSQ", "lfq": "LFQ",
+                   "rvq": "residual VQ (EMA)", "ema_rotation": "EMA codebook + rotation trick",
+                   "loss_rotation": "codebook loss + rotation trick"}
+EMA_CODEBOOKS = ("ema", "ema_rotation")  # one EmaCodebook in extras (rvq: a stack of them)
+LOSS_CODEBOOKS = ("loss", "loss_rotation")  # the codebook a parameter
 
 
 def variant_name(codebook: str, beta: float) -> str:
-    return f"{codebook}_beta{beta:g}"
+    return "fsq" if codebook == "fsq" else f"{codebook}_beta{beta:g}"  # FSQ has no commitment loss
+
+
+def fsq_levels_for(num_codes: int) -> tuple[int, ...]:
+    """FSQ levels with exactly `num_codes` = 2^b codes: 8s, then one or two 4s (2^7: (8, 4, 4),
+    2^10: (8, 8, 4, 4)); other sizes need explicit `--fsq-levels`."""
+    b = num_codes.bit_length() - 1
+    if num_codes < 4 or num_codes != 2**b:
+        raise ConfigError(f"--fsq-levels must be given for --num-codes {num_codes} (automatic levels need a power "
+                          "of 2, at least 4)")
+    fours = {0: 0, 1: 2, 2: 1}[b % 3]
+    return (8,) * ((b - 2 * fours) // 3) + (4,) * fours
+
+
+def quantizer_of(cfg: Config, codebook: str) -> Quantizer:
+    """The `Quantizer` of a variant: its kind, levels and latent dimension at the quantizer (FSQ:
+    len(levels), LFQ: log2 K bits; the encoder outputs that many channels)."""
+    if codebook == "fsq":
+        levels = tuple(cfg.fsq_levels) if cfg.fsq_levels else fsq_levels_for(cfg.num_codes)
+        return Quantizer("fsq", levels, len(levels))
+    if codebook == "lfq":
+        return Quantizer("lfq", (), cfg.num_codes.bit_length() - 1)
+    if codebook == "rvq":
+        return Quantizer("rvq", (cfg.rvq_levels, max(2, round(cfg.num_codes ** (1 / cfg.rvq_levels)))), cfg.latent_dim)
+    return Quantizer("vq", (), cfg.latent_dim)
+
+
+def codebook_size(cfg: Config, codebook: str) -> int:
+    """The number of index values of a variant's quantizer (K for a learned codebook)."""
+    q = quantizer_of(cfg, codebook)
+    return cfg.num_codes if q.kind == "vq" else q.num_codes
+
+
+def variants_of(cfg: Config) -> list[tuple[str, float]]:
+    """(codebook, beta) of every variant: the sweep of `codebooks` x `betas`, then `quantizers` at `main_beta`."""
+    variants = [(c, b) for c in cfg.codebooks for b in cfg.betas]
+    return variants + [(q, cfg.main_beta) for q in cfg.quantizers if (q, cfg.main_beta) not in variants]
 
 
 def check_config(cfg: Config) -> None:
     if not cfg.codebooks or set(cfg.codebooks) - set(CODEBOOKS):
         raise ConfigError(f"--codebooks must be a non-empty subset of {list(CODEBOOKS)}, got {list(cfg.codebooks)}")
+    if set(cfg.quantizers) - set(QUANTIZERS) or len(set(cfg.quantizers)) != len(cfg.quantizers):
+        raise ConfigError(f"--quantizers must be distinct names from {list(QUANTIZERS)}, got {list(cfg.quantizers)}")
+    if cfg.main_quantizer not in set(cfg.codebooks) | set(cfg.quantizers):
+        raise ConfigError(f"--main-quantizer {cfg.main_quantizer!r} must be one of --codebooks or --quantizers "
+                          f"{list(cfg.codebooks) + list(cfg.quantizers)}")
+    if cfg.main_quantizer == "rvq":
+        raise ConfigError("--main-quantizer 'rvq' cannot be saved as the autoencoder (its greedy residual snapping "
+                          "is not idempotent on its codes); choose a codebook, 'fsq' or 'lfq'")
+    if cfg.num_codes < 2:
+        raise ConfigError(f"--num-codes must be >= 2, got {cfg.num_codes}")
+    if "fsq" in cfg.quantizers:
+        if cfg.fsq_levels and any(int(v) != v or v < 3 for v in cfg.fsq_levels):
+            raise ConfigError(f"--fsq-levels must be integers >= 3, got {list(cfg.fsq_levels)}")
+        if not cfg.fsq_levels:
+            fsq_levels_for(cfg.num_codes)
+    if "lfq" in cfg.quantizers and (cfg.num_codes & (cfg.num_codes - 1) or cfg.num_codes > 2**30):
+        raise ConfigError(f"--quantizers lfq needs --num-codes a power of 2 up to 2^30 (log2 K bits), got "
+                          f"{cfg.num_codes}")
+    if cfg.rvq_levels < 1:
+        raise ConfigError(f"--rvq-levels must be >= 1, got {cfg.rvq_levels}")
+    if cfg.lfq_entropy_weight < 0 or cfg.lfq_temperature <= 0:
+        raise ConfigError(f"--lfq-entropy-weight must be >= 0 and --lfq-temperature > 0, got "
+                          f"{cfg.lfq_entropy_weight} and {cfg.lfq_temperature}")
     if not cfg.betas or any(b < 0 for b in cfg.betas) or len(set(cfg.betas)) != len(cfg.betas):
         raise ConfigError(f"--betas must be distinct non-negative numbers, got {list(cfg.betas)}")
     if cfg.main_beta not in cfg.betas:
@@ -162,12 +235,23 @@ def init_codebook(key, num_codes: int, dim: int):
 
 def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: float) -> Built:
     """The `Autoencoder` (`model`), `init(key) -> TrainState` and the step
-    `(state, batch, axis_name=None) -> (state, metrics)`.
+    `(state, batch, axis_name=None) -> (state, metrics)` of one variant.
 
     "loss": params {"encoder", "decoder", "codebook"}, loss = recon + vq_loss(z, e, beta).
     "ema": params {"encoder", "decoder"}, extras {"codebook": EmaCodebook}, loss = recon +
     beta * commitment_loss(z, e); after the gradient step the codebook gets `vq.ema_update`
     from this step's latents and assignments (summed over devices under pmap).
+    "ema_rotation" / "loss_rotation": as "ema" / "loss", the decoder's input `vq.rotation_trick(z, e)`
+    instead of the straight-through `z + sg[e - z]`.
+    "rvq": `vq.residual_quantize` over `rvq_levels` stacked EMA codebooks (`vq.residual_ema_update`),
+    loss = recon + beta * commitment_loss(z, sum of the levels' codes).
+    "fsq": `vq.fsq(z, levels)` (no codebook, no latent loss; the encoder outputs len(levels) channels).
+    "lfq": `vq.lfq(z)` over log2 K channels, loss = recon + beta * commitment_loss(z, sign(z)) +
+    lfq_entropy_weight * `vq.lfq_entropy_penalty(z, lfq_temperature)`.
+
+    The metrics: loss, recon_mse, perplexity and codes_used of the batch, and `code_counts` [size],
+    each index value's uses in the batch (its mean over a logged chunk is 0 exactly for the codes
+    unused in the whole chunk: the dead codes).
     """
     import jax
     import jax.numpy as jnp
@@ -175,34 +259,60 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
 
     from genjax import train, vq
 
-    model = Autoencoder(cfg.latent_dim, tuple(cfg.channels), cfg.res_blocks, cfg.res_hidden, image_shape[-1])
+    quantizer = quantizer_of(cfg, codebook)
+    model = Autoencoder(quantizer.dim, tuple(cfg.channels), cfg.res_blocks, cfg.res_hidden, image_shape[-1])
     tx = optax.adam(cfg.learning_rate)
     k = cfg.num_codes
-    ema = codebook == "ema"
+    size = codebook_size(cfg, codebook)
+    ema, loss_book, rvq = codebook in EMA_CODEBOOKS, codebook in LOSS_CODEBOOKS, codebook == "rvq"
+    rotation = codebook.endswith("_rotation")
 
     def init(key):
         params = model.init(key, image_shape)
-        initial_codebook = init_codebook(jax.random.fold_in(key, 2), k, cfg.latent_dim)
-        if ema:
-            extras = {"codebook": vq.ema_init(initial_codebook)}
-        else:
-            params["codebook"] = initial_codebook
-            extras = {}
+        extras = {}
+        if ema or loss_book:
+            initial_codebook = init_codebook(jax.random.fold_in(key, 2), k, cfg.latent_dim)
+            if ema:
+                extras = {"codebook": vq.ema_init(initial_codebook)}
+            else:
+                params["codebook"] = initial_codebook
+        elif rvq:
+            q, per_level = quantizer.levels
+            books = jnp.stack([init_codebook(jax.random.fold_in(jax.random.fold_in(key, 2), i), per_level,
+                                             cfg.latent_dim) for i in range(q)])  # [Q, k, D]
+            extras = {"codebook": jax.vmap(vq.ema_init)(books)}
         return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 3), extras=extras)
 
     def step(state, batch, axis_name=None):
         x = batch["image"].astype(jnp.float32) / 255.0  # [B, H, W, C]
 
         def loss_fn(params):
-            book = state.extras["codebook"].codebook if ema else params["codebook"]  # [K, D]
             z = model.encode(params, x)  # [B, h, w, D]
-            z_q, idx = vq.quantize(z, book)  # [B, h, w, D], [B, h, w]
+            levels = None
+            if ema or loss_book:
+                book = state.extras["codebook"].codebook if ema else params["codebook"]  # [K, D]
+                z_q, idx = vq.quantize(z, book)  # [B, h, w, D], [B, h, w]
+                e_k = vq.lookup(book, idx)
+                if rotation:
+                    z_q = vq.rotation_trick(z, e_k)
+                latent = beta * vq.commitment_loss(z, e_k) if ema else vq.vq_loss(z, e_k, beta)
+            elif rvq:
+                books = state.extras["codebook"].codebook  # [Q, k, D]
+                z_q, levels = vq.residual_quantize(z, books)  # [B, h, w, D], [B, h, w, Q]
+                radix = jnp.asarray([books.shape[1] ** i for i in range(books.shape[0])], jnp.int32)
+                idx = jnp.sum(levels * radix, axis=-1)
+                latent = beta * vq.commitment_loss(z, z_q)
+            elif codebook == "fsq":
+                z_q, idx = vq.fsq(z, quantizer.levels)
+                latent = jnp.zeros((), jnp.float32)
+            else:  # lfq
+                z_q, idx = vq.lfq(z)
+                penalty, _, _ = vq.lfq_entropy_penalty(z, cfg.lfq_temperature, axis_name=axis_name)
+                latent = beta * vq.commitment_loss(z, z_q) + cfg.lfq_entropy_weight * penalty
             mse = jnp.mean((model.decode(params, z_q) - x) ** 2)
-            e_k = vq.lookup(book, idx)
-            latent = beta * vq.commitment_loss(z, e_k) if ema else vq.vq_loss(z, e_k, beta)
-            return mse / data_variance + latent, (z, idx, mse)
+            return mse / data_variance + latent, (z, idx, levels, mse)
 
-        (loss, (z, idx, mse)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (z, idx, levels, mse)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = train.pmean_if(grads, axis_name)
         extras = {}
         if ema:
@@ -210,11 +320,15 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
             if cfg.restart_threshold > 0:
                 book = vq.restart_dead_codes(state.step_key(), book, z, cfg.restart_threshold, axis_name=axis_name)
             extras["codebook"] = book
-        usage = vq.codebook_usage(idx, k, axis_name=axis_name)
+        elif rvq:
+            extras["codebook"] = vq.residual_ema_update(state.extras["codebook"], z, levels, cfg.decay, cfg.epsilon,
+                                                        axis_name=axis_name)
+        usage = vq.codebook_usage(idx, size, axis_name=axis_name)  # [size]
         metrics = {
             **train.pmean_if({"loss": loss, "recon_mse": mse}, axis_name),
-            "perplexity": vq.perplexity(idx, k, axis_name=axis_name),  # over the whole (global) batch
+            "perplexity": vq.perplexity(idx, size, axis_name=axis_name),  # over the whole (global) batch
             "codes_used": jnp.sum(usage > 0),
+            "code_counts": usage,
         }
         return state.apply_gradients(grads, extras=extras), metrics
 
@@ -222,23 +336,35 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
 
 
 def codebook_of(state, codebook: str):
-    return state.extras["codebook"].codebook if codebook == "ema" else state.params["codebook"]
+    """A variant's codebook array: [K, D] ("ema", "loss", rotations), [Q, k, D] ("rvq"), None (FSQ, LFQ)."""
+    if codebook in EMA_CODEBOOKS or codebook == "rvq":
+        return state.extras["codebook"].codebook
+    return state.params["codebook"] if codebook in LOSS_CODEBOOKS else None
 
 
-def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int = 500):
+def dead_codes(history: list[dict]) -> list[tuple[int, int]]:
+    """(step, codes unused in the logged chunk ending there) of a variant's metrics.jsonl records."""
+    import numpy as np
+
+    return [(r["step"], int(np.sum(np.asarray(r["code_counts"]) == 0))) for r in history if "code_counts" in r]
+
+
+def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int = 500, quantizer: Quantizer | None = None):
     """`(params, codebook) -> dict` over a whole split: reconstruction MSE of the clipped
-    reconstructions, perplexity and number of codes used, code usage counts [K]."""
-    import jax
+    reconstructions, perplexity and number of codes used, code usage counts [num_codes] (the
+    quantizer's index values: FSQ/LFQ their implicit codebooks, RVQ the level combinations)."""
     import jax.numpy as jnp
     import numpy as np
 
     from genjax import train, vq
 
+    quantizer = quantizer or Quantizer("vq", (), model.latent_dim)
+
     @train.jit
     def run(params, codebook, x):
         x = x.astype(jnp.float32) / 255.0
         z = model.encode(params, x)
-        z_q, idx = vq.quantize(z, codebook)
+        z_q, idx = quantizer.quantize(z, codebook)
         x_hat = jnp.clip(model.decode(params, z_q), 0.0, 1.0)
         return jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3)), idx  # [B], [B, h, w]
 
@@ -258,19 +384,23 @@ def make_evaluator(model: Autoencoder, images, num_codes: int, batch_size: int =
 # ------------------------------------------------------------------------------ latent statistics
 
 
-def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: int = 500) -> dict:
+def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: int = 500,
+                      quantizer: Quantizer | None = None) -> dict:
     """Mean and std over all entries of the training set's continuous and quantized latents
-    (every image; the per-image sums added up in float64)."""
+    (every image; the per-image sums added up in float64), in the saved autoencoder's latent
+    space (`Quantizer.latent`, `Quantizer.snap`: FSQ's bounded latents and their grid points)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from genjax import train, vq
+    from genjax import train
+
+    quantizer = quantizer or Quantizer("vq", (), model.latent_dim)
 
     @train.jit
     def moments(x):  # [B, 4]: each image's sums of z, z^2, z_q, z_q^2 over its latent entries
-        z = model.encode(params, x.astype(jnp.float32) / 255.0)
-        z_q, _ = vq.quantize(z, codebook)
+        z = quantizer.latent(model.encode(params, x.astype(jnp.float32) / 255.0))
+        z_q, _ = quantizer.snap(z, codebook)
         axes = tuple(range(1, z.ndim))
         return jnp.stack([jnp.sum(z, axes), jnp.sum(z**2, axes), jnp.sum(z_q, axes), jnp.sum(z_q**2, axes)], 1)
 
@@ -290,31 +420,35 @@ def latent_statistics(model: Autoencoder, params, codebook, images, batch_size: 
 # ------------------------------------------------------------------------------ the prior over the codes
 
 
-def code_grids(model: Autoencoder, params, codebook, images, batch_size: int = 500):
+def code_grids(model: Autoencoder, params, codebook, images, batch_size: int = 500,
+               quantizer: Quantizer | None = None):
     """The nearest-code indices of every image: uint8 [N, H, W, C] -> int32 [N, h * w] (raster order)."""
-    import jax
     import jax.numpy as jnp
 
-    from genjax import train, vq
+    from genjax import train
+
+    quantizer = quantizer or Quantizer("vq", (), model.latent_dim)
 
     @train.jit
     def codes(x):
-        idx = vq.nearest_code(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)  # [B, h, w]
+        idx = quantizer.quantize(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)[1]  # [B, h, w]
         return idx.reshape(idx.shape[0], -1).astype(jnp.int32)
 
     return train.map_batched(codes, images, batch_size=min(batch_size, len(images)))
 
 
-def reconstruct(model: Autoencoder, params, codebook, images, batch_size: int = 500):
+def reconstruct(model: Autoencoder, params, codebook, images, batch_size: int = 500,
+                quantizer: Quantizer | None = None):
     """Decoded nearest codes of uint8 images [N, H, W, C]: float32 [N, H, W, C] in [0, 1]."""
-    import jax
     import jax.numpy as jnp
 
-    from genjax import train, vq
+    from genjax import train
+
+    quantizer = quantizer or Quantizer("vq", (), model.latent_dim)
 
     @train.jit
     def run(x):
-        z_q, _ = vq.quantize(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)
+        z_q, _ = quantizer.quantize(model.encode(params, x.astype(jnp.float32) / 255.0), codebook)
         return jnp.clip(model.decode(params, z_q), 0.0, 1.0)
 
     return train.map_batched(run, images, batch_size=min(batch_size, len(images)))
@@ -352,7 +486,7 @@ def build_prior(cfg: Config, num_codes: int, length: int) -> Built:
 
 
 def train_prior(ctx: Context, cfg: Config, model: Autoencoder, params, codebook, autoencoder_digest: str, train_ds,
-                test_ds, key) -> dict:
+                test_ds, key, quantizer: Quantizer | None = None) -> dict:
     """Trains the code prior on the training digits' codes (subdirectory `prior/`, checkpoints
     and exact resume as every variant), evaluates it on the held-out codes and samples it.
     `prior/autoencoder_digest.txt` names the autoencoder it was trained for: a prior of another
@@ -377,10 +511,13 @@ def train_prior(ctx: Context, cfg: Config, model: Autoencoder, params, codebook,
             shutil.rmtree(stamp.parent)
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(autoencoder_digest + "\n")
-    codes = code_grids(model, params, codebook, np.concatenate([train_ds.images, test_ds.images]))  # [N, L]
+    quantizer = quantizer or Quantizer("vq", (), model.latent_dim)
+    num_codes = cfg.num_codes if quantizer.kind == "vq" else quantizer.num_codes
+    codes = code_grids(model, params, codebook, np.concatenate([train_ds.images, test_ds.images]),
+                       quantizer=quantizer)  # [N, L]
     train_codes, test_codes = codes[: len(train_ds.images)], codes[len(train_ds.images):]
     length = train_codes.shape[1]
-    built = build_prior(cfg, cfg.num_codes, length)
+    built = build_prior(cfg, num_codes, length)
     heldout_nll = train.jit(built.loss_fn)
 
     def eval_fn(s):
@@ -397,10 +534,12 @@ def train_prior(ctx: Context, cfg: Config, model: Autoencoder, params, codebook,
     last = (report.read_jsonl(log_path) if log_path.exists() else [{}])[-1]  # fit evaluates its last chunk
     nll = (last["eval/heldout_nll"] if "eval/heldout_nll" in last and last.get("step") == int(fit.state.step)
            else eval_fn(fit.state)["heldout_nll"])
-    counts = np.bincount(train_codes.reshape(-1), minlength=cfg.num_codes) + 1.0  # Laplace-smoothed
+    counts = np.bincount(train_codes.reshape(-1), minlength=num_codes) + 1.0  # Laplace-smoothed
     log_freq = np.log(counts / counts.sum())
     h, w = train_ds.image_shape[0] // 4, train_ds.image_shape[1] // 4  # the code grid
     n = cfg.fid_samples
+
+    vectors = quantizer.codebook(codebook)  # [num_codes, D]: every index's code
 
     def generate(args, key):  # one program: L prior steps, the codebook lookup, the decoder
         prior_params, ae_params, book = args
@@ -408,11 +547,11 @@ def train_prior(ctx: Context, cfg: Config, model: Autoencoder, params, codebook,
         return jnp.clip(model.decode(ae_params, vq.lookup(book, grid)), 0.0, 1.0), grid
 
     ((samples, grids),), seconds = train.time_compiled(
-        generate, [((fit.state.params, params, codebook), jax.random.fold_in(key, 18))])
+        generate, [((fit.state.params, params, vectors), jax.random.fold_in(key, 18))])
     return {
         "state": fit.state, "model": built.model, "steps": int(fit.state.step), "resumed_from": fit.resumed_from,
         "seconds": fit_seconds(fit, log_path),
-        "heldout_nll": nll, "uniform_nll": length * float(np.log(cfg.num_codes)),
+        "heldout_nll": nll, "uniform_nll": length * float(np.log(num_codes)), "num_codes": num_codes,
         "frequency_nll": float(-np.mean(log_freq[test_codes].sum(axis=1))),
         "num_parameters": int(sum(np.size(x) for x in jax.tree.leaves(fit.state.params))),
         "samples": np.asarray(samples, np.float32), "codes": np.asarray(grids), "sample_seconds": seconds,
@@ -439,16 +578,16 @@ def run(ctx: Context) -> dict:
                                            process_index=jax.process_index(), process_count=jax.process_count())
     key = jax.random.key(cfg.seed)
 
-    variants = [(c, b) for c in cfg.codebooks for b in cfg.betas]
+    h, w, _ = image_shape
     results: dict[str, dict[str, Any]] = {}
     states: dict[str, Any] = {}
-    evaluate = None
-    for codebook, beta in variants:
+    models: dict[str, Autoencoder] = {}
+    for codebook, beta in variants_of(cfg):
         name = variant_name(codebook, beta)
         built = build(cfg, image_shape, codebook, beta, data_variance)
-        model = built.model
-        if evaluate is None:
-            evaluate = make_evaluator(model, test_ds.images, cfg.num_codes)
+        models[name] = built.model
+        size = codebook_size(cfg, codebook)
+        evaluate = make_evaluator(built.model, test_ds.images, size, quantizer=quantizer_of(cfg, codebook))
 
         def eval_fn(s, codebook=codebook):
             out = evaluate(s.params, codebook_of(s, codebook))
@@ -459,54 +598,65 @@ def run(ctx: Context) -> dict:
         state = fit.state
         ev = evaluate(state.params, codebook_of(state, codebook))
         states[name] = state
+        history = report.read_jsonl(ctx.workdir / name / "metrics.jsonl")
+        dead = dead_codes(history)
         results[name] = {
             "codebook": codebook,
             "beta": beta,
+            "num_codes": size,
+            "bits_per_position": float(np.log2(size)),
+            "bits_per_image": float((h // 4) * (w // 4) * np.log2(size)),
             "recon_mse": ev["recon_mse"],
             "perplexity": ev["perplexity"],
             "codes_used": ev["codes_used"],
             "usage": ev["usage"],
+            "dead_codes": dead[-1][1] if dead else None,  # unused in the last logged chunk of training
+            "dead_codes_history": dead,
             "steps": int(state.step),
             # from the variant's whole log, so that a resumed run reports the speed of all its chunks
-            "steps_per_s": train.steps_per_second(report.read_jsonl(ctx.workdir / name / "metrics.jsonl")),
+            "steps_per_s": train.steps_per_second(history),
             "train_seconds": fit_seconds(fit, ctx.workdir / name / "metrics.jsonl"),
             "resumed_from": fit.resumed_from,
         }
         if fit.history:  # trained in this call (a finished variant that is only re-evaluated logs nothing)
-            ctx.metrics.write({"variant": name, **{k: v for k, v in results[name].items() if k != "usage"}})
+            ctx.metrics.write({"variant": name, **{k: v for k, v in results[name].items()
+                                                   if k not in ("usage", "dead_codes_history")}})
         ctx.log(f"{name}: held-out recon MSE {ev['recon_mse']:.4f}, perplexity {ev['perplexity']:.1f}, "
-                f"codes used {ev['codes_used']}/{cfg.num_codes}")
+                f"codes used {ev['codes_used']}/{size}, dead codes in the last interval {results[name]['dead_codes']}")
 
     # the autoencoder for latent diffusion ---------------------------------------------------
-    main = variant_name(cfg.codebooks[0], cfg.main_beta)
-    main_codebook = cfg.codebooks[0]
-    main_state = states[main]
+    main_codebook = cfg.main_quantizer
+    main = variant_name(main_codebook, cfg.main_beta)
+    main_state, model, main_quantizer = states[main], models[main], quantizer_of(cfg, main_codebook)
     main_book = codebook_of(main_state, main_codebook)
-    stats = latent_statistics(model, main_state.params, main_book, train_ds.images)
-    h, w, _ = image_shape
+    saved_book = main_quantizer.codebook(main_book)  # [num_codes, D]: FSQ/LFQ their implicit codebooks
+    stats = latent_statistics(model, main_state.params, saved_book, train_ds.images, quantizer=main_quantizer)
     info = {
         "variant": main,
         "codebook_update": main_codebook,
+        "quantizer": main_quantizer.config(),
         "beta": cfg.main_beta,
-        "num_codes": cfg.num_codes,
+        "num_codes": codebook_size(cfg, main_codebook),
         "image_shape": list(image_shape),
-        "latent_shape": [h // 4, w // 4, cfg.latent_dim],
+        "latent_shape": [h // 4, w // 4, main_quantizer.dim],
         "input": "images in [0, 1], centred as x - 0.5 before the encoder; decoder output + 0.5",
         "steps": int(main_state.step),
         "dataset": train_ds.as_dict(),
         "data_variance": data_variance,
         **stats,
         "held_out": {k: results[main][k] for k in ("recon_mse", "perplexity", "codes_used")},
-        "params_digest": train.params_digest({"params": main_state.params, "codebook": main_book}),
+        "params_digest": train.params_digest({"params": main_state.params, "codebook": saved_book}),
         "train_seconds": results[main]["train_seconds"],  # the latent models' closing-comparison cost
     }
     if ctx.is_main_process:
-        save_autoencoder(ctx.workdir, model, main_state.params, main_book, info)
+        save_autoencoder(ctx.workdir, model, main_state.params, saved_book, info)
 
     # generation: the code prior's samples, decoded, scored by MNIST-feature FID/KID -----------
-    prior = train_prior(ctx, cfg, model, main_state.params, main_book, info["params_digest"], train_ds, test_ds, key)
+    prior = train_prior(ctx, cfg, model, main_state.params, main_book, info["params_digest"], train_ds, test_ds, key,
+                        quantizer=main_quantizer)
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
-    recon = reconstruct(model, main_state.params, main_book, train_ds.images[: cfg.fid_samples])
+    recon = reconstruct(model, main_state.params, main_book, train_ds.images[: cfg.fid_samples],
+                        quantizer=main_quantizer)
     scores = {}
     for label, images in (("prior", prior["samples"]), ("reconstructions", recon)):
         scores[label] = evaluator.scores(images)
@@ -527,17 +677,18 @@ def run(ctx: Context) -> dict:
     digest = train.params_digest({**{n: {"params": s.params, "extras": s.extras} for n, s in states.items()},
                                   "prior": prior["state"].params})
 
-    write_report(ctx, cfg, model, states, results, main, train_ds, test_ds, data_variance)
+    write_report(ctx, cfg, models, states, results, main, train_ds, test_ds, data_variance)
     write_prior_report(ctx, cfg, prior, scores, generator, main)
     return {
         "recon_mse": results[main]["recon_mse"],
         "perplexity": results[main]["perplexity"],
         "codes_used": results[main]["codes_used"],
-        "num_codes": cfg.num_codes,
+        "num_codes": info["num_codes"],
         "main_variant": main,
         "steps": results[main]["steps"],
         "params_digest": digest,
         "variants": {n: {k: v for k, v in r.items() if k != "usage"} for n, r in results.items()},
+        "target": target_check(cfg, results),
         "autoencoder": {"params": AUTOENCODER_PARAMS, "config": AUTOENCODER_CONFIG, **stats},
         "data_variance": data_variance,
         "dataset": train_ds.as_dict(),
@@ -555,13 +706,29 @@ def run(ctx: Context) -> dict:
     }
 
 
-def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results, main, train_ds, test_ds,
+def target_check(cfg: Config, results: dict) -> dict:
+    """The issue's target, measured: does the rotation trick / FSQ use >= 95 % of its codes with a
+    held-out MSE no worse than the EMA codebook's at the same beta? {variant: {...}} (empty
+    without an EMA row at main_beta)."""
+    ema = results.get(variant_name("ema", cfg.main_beta))
+    if ema is None:
+        return {}
+    out = {}
+    for name, r in results.items():
+        if r["codebook"] in ("fsq", "ema_rotation", "loss_rotation"):
+            used = r["codes_used"] / r["num_codes"]
+            out[name] = {"fraction_used": used, "mse_vs_ema": r["recon_mse"] / ema["recon_mse"],
+                         "met": bool(used >= 0.95 and r["recon_mse"] <= ema["recon_mse"])}
+    return out
+
+
+def write_report(ctx: Context, cfg: Config, models: dict, states, results, main, train_ds, test_ds,
                  data_variance) -> None:
     import jax.numpy as jnp
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from genjax import report, vq
+    from genjax import report
 
     rep = ctx.report
     k = cfg.num_codes
@@ -576,31 +743,56 @@ def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results,
     )
 
     # table ---------------------------------------------------------------------------------
-    rows = [(CODEBOOK_LABELS[r["codebook"]], f"{r['beta']:g}", r["recon_mse"], r["perplexity"],
-             f"{r['codes_used']} / {k}", r["steps"], r["steps_per_s"]) for r in results.values()]
-    rep.table(["codebook", "beta", "held-out recon MSE", "perplexity", "codes used", "steps", "steps/s"], rows,
+    def describe(codebook):
+        q = quantizer_of(cfg, codebook)
+        if q.kind == "fsq":
+            return f"levels {q.levels}, d = {q.dim}"
+        if q.kind == "lfq":
+            return f"{q.dim} bits"
+        if q.kind == "rvq":
+            return f"{q.levels[0]} x {q.levels[1]} codes, D = {q.dim}"
+        return f"K = {k}, D = {q.dim}"
+
+    rows = [(CODEBOOK_LABELS[r["codebook"]], "-" if r["codebook"] == "fsq" else f"{r['beta']:g}",
+             describe(r["codebook"]), f"{r['bits_per_position']:.2f} / {r['bits_per_image']:.0f}", r["recon_mse"],
+             r["perplexity"], f"{r['codes_used']} / {r['num_codes']}",
+             "-" if r["dead_codes"] is None else f"{r['dead_codes']} / {r['num_codes']}", r["steps"],
+             r["steps_per_s"]) for r in results.values()]
+    rep.table(["quantizer", "beta", "codebook", "bits per position / image", "held-out recon MSE", "perplexity",
+               "codes used", "dead codes (last interval)", "steps", "steps/s"], rows,
               caption="held-out reconstruction error (per pixel, images in [0, 1]), perplexity of the code "
-                      "distribution and number of distinct codes used, per variant")
+                      "distribution and number of distinct codes used (of the quantizer's index values: FSQ/LFQ "
+                      "their implicit codebooks, residual VQ the combinations of its levels' codes), and the codes "
+                      f"unused by the training batches of the last logged interval ({cfg.log_every} steps), per "
+                      "variant; bits per image = 7x7 positions x log2(codebook size)")
+    target = target_check(cfg, results)
+    if target:
+        rep.text("Target (>= 95 % of the codes used, held-out MSE no worse than the EMA codebook's at beta "
+                 f"{cfg.main_beta:g}): " + "; ".join(
+                     f"{n}: {t['fraction_used']:.0%} used, MSE x{t['mse_vs_ema']:.2f} of EMA's, "
+                     f"{'met' if t['met'] else 'not met'}" for n, t in target.items()) + ".")
 
     # reconstructions ------------------------------------------------------------------------
     n = 12
     x = test_ds.images[:n]
     shown = [(r["codebook"], name) for name, r in results.items() if r["beta"] == cfg.main_beta]
+    if len(shown) > 4:  # the codebook variants at main_beta first, the main variant always
+        shown = [s for s in shown if s[1] == main] + [s for s in shown if s[1] != main][:3]
     fig, axes = plt.subplots(1 + 2 * len(shown), n, figsize=(n * 0.9, (1 + 2 * len(shown)) * 1.0))
     axes = np.atleast_2d(axes)
     for j in range(n):
         axes[0, j].imshow(x[j, ..., 0], cmap="gray_r", vmin=0, vmax=255)
     axes[0, 0].set_title("original", fontsize=8, loc="left")
     for i, (codebook, name) in enumerate(shown):
-        state = states[name]
+        state, model = states[name], models[name]
         book = codebook_of(state, codebook)
         z = model.encode(state.params, jnp.asarray(x, jnp.float32) / 255.0)
-        z_q, idx = vq.quantize(z, book)
+        z_q, idx = quantizer_of(cfg, codebook).quantize(z, book)
         x_hat = np.asarray(jnp.clip(model.decode(state.params, z_q), 0, 1))
         idx = np.asarray(idx)
         for j in range(n):
             axes[1 + 2 * i, j].imshow(x_hat[j, ..., 0], cmap="gray_r", vmin=0, vmax=1)
-            axes[2 + 2 * i, j].imshow(idx[j], cmap="tab20", vmin=0, vmax=k - 1)
+            axes[2 + 2 * i, j].imshow(idx[j], cmap="tab20", vmin=0, vmax=results[name]["num_codes"] - 1)
         axes[1 + 2 * i, 0].set_title(f"{CODEBOOK_LABELS[codebook]} (beta {cfg.main_beta:g}): reconstruction",
                                      fontsize=8, loc="left")
         axes[2 + 2 * i, 0].set_title("its 7x7 code indices", fontsize=8, loc="left")
@@ -616,22 +808,29 @@ def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results,
     for ax, (codebook, name) in zip(axes[0], shown):
         r = results[name]
         counts = np.sort(r["usage"])[::-1]
-        ax.bar(np.arange(k), counts / max(counts.sum(), 1), width=1.0)
+        ax.bar(np.arange(len(counts)), counts / max(counts.sum(), 1), width=1.0)
         ax.set_title(f"{CODEBOOK_LABELS[codebook]}, beta {r['beta']:g}: perplexity {r['perplexity']:.1f}, "
-                     f"{r['codes_used']}/{k} codes used", fontsize=9)
+                     f"{r['codes_used']}/{r['num_codes']} codes used", fontsize=9)
         ax.set_xlabel("code (sorted by usage)")
         ax.set_ylabel("fraction of held-out latents")
     rep.figure(fig, "codebook_usage", caption="codebook usage histogram on the held-out digits")
 
     # training curves --------------------------------------------------------------------------
     colors = dict(zip(cfg.betas, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    others = plt.get_cmap("Dark2").colors
     styles = {"ema": "-", "loss": "--"}
+
+    def line_style(i, r):  # the sweep: color by beta, style by codebook; the other quantizers: their own colors
+        if r["codebook"] in styles:
+            return dict(color=colors[r["beta"]], linestyle=styles[r["codebook"]])
+        return dict(color=others[i % len(others)], linestyle=":")
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
-    for name, r in results.items():
+    for i, (name, r) in enumerate(results.items()):
         history = report.read_jsonl(ctx.workdir / name / "metrics.jsonl")
         steps = [h["step"] for h in history]
-        label = f"{r['codebook']}, beta {r['beta']:g}"
-        kw = dict(color=colors[r["beta"]], linestyle=styles[r["codebook"]], label=label)
+        label = name
+        kw = dict(**line_style(i, r), label=label)
         axes[0].plot(steps, [h["recon_mse"] for h in history], **kw)
         axes[1].plot(steps, [h["perplexity"] for h in history], **kw)
         ev = [(h["step"], h["eval/recon_mse"]) for h in history if "eval/recon_mse" in h]
@@ -646,7 +845,22 @@ def write_report(ctx: Context, cfg: Config, model: Autoencoder, states, results,
         ax.set_xlabel("step")
     axes[1].legend(fontsize=7, ncol=2)
     rep.figure(fig, "training_curves",
-               caption="reconstruction error and perplexity over training (solid: EMA codebook, dashed: codebook loss)")
+               caption="reconstruction error and perplexity over training (solid: EMA codebook, dashed: codebook "
+                       "loss, dotted: the other quantizers)")
+
+    # dead codes -------------------------------------------------------------------------------
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (name, r) in enumerate(results.items()):
+        if r["dead_codes_history"]:
+            steps, dead = zip(*r["dead_codes_history"])
+            ax.plot(steps, [d / r["num_codes"] for d in dead], marker=".", **line_style(i, r),
+                    label=f"{name} (of {r['num_codes']})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("fraction of the codes unused")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=2)
+    rep.figure(fig, "dead_codes", caption=f"dead codes over training: the fraction of each quantizer's codes that no "
+                                          f"training latent used in a logged interval ({cfg.log_every} steps)")
 
     # beta sweep -----------------------------------------------------------------------------
     if len(cfg.betas) > 1:
@@ -696,7 +910,7 @@ def write_prior_report(ctx: Context, cfg: Config, prior: dict, scores: dict, gen
     rep.table(
         ["model of the held-out codes", "NLL (nats per image)", "bits per code"],
         [(label, v, v / length / np.log(2)) for label, v in (
-            (f"uniform over the K = {cfg.num_codes} codes", prior["uniform_nll"]),
+            (f"uniform over the K = {prior['num_codes']} codes", prior["uniform_nll"]),
             ("code frequencies of the training grids (positions independent)", prior["frequency_nll"]),
             ("Transformer prior", prior["heldout_nll"]))],
         caption="negative log-likelihood of the held-out digits' code grids, lower is better",
@@ -716,7 +930,7 @@ def write_prior_report(ctx: Context, cfg: Config, prior: dict, scores: dict, gen
     axes[0].imshow(report.image_grid(prior["samples"][:64], cols=8, pad=1, fill=0.0), cmap="gray_r", vmin=0, vmax=1)
     axes[0].set_title("samples: prior codes, decoded", fontsize=9)
     code_grid = report.image_grid(prior["codes"][:64], cols=8, pad=1, fill=-1.0)
-    axes[1].imshow(np.ma.masked_less(code_grid, 0), cmap="tab20", vmin=0, vmax=cfg.num_codes - 1)
+    axes[1].imshow(np.ma.masked_less(code_grid, 0), cmap="tab20", vmin=0, vmax=prior["num_codes"] - 1)
     axes[1].set_title("their 7x7 code grids", fontsize=9)
     for ax in axes:
         ax.axis("off")
