@@ -1,4 +1,4 @@
-"""VQ-VAE on MNIST: a 7x7 grid of discrete codes, the EMA codebook vs the codebook loss, a beta sweep.
+"""VQ-VAE on MNIST: a 7x7 grid of discrete codes, the EMA codebook vs the codebook loss, a beta sweep, FSQ, LFQ, RVQ, the rotation trick.
 
 A convolutional VQ-VAE (van den Oord et al. 2017) maps a 28x28 digit to a 7x7 grid of
 D-dimensional latents (two stride-2 convolutions), snaps each to its nearest code among K
@@ -11,7 +11,27 @@ initial weights:
 - EMA codebook: `recon + beta * commitment_loss(z, e)`, the codebook an `EmaCodebook` in
   `TrainState.extras`, updated in the step by `genjax.vq.ema_update` (decay 0.99, dm-haiku's
   zero-debiased, Laplace-smoothed update);
-- each of them for beta in (0.1, 0.25, 1, 2): the paper reports results robust in that range.
+- each of them for beta in (0.1, 0.25, 1, 2): the paper reports results robust in that range;
+- `quantizers`, each once at `main_beta`, at matched bits per image (7x7 positions x log2 of the
+  codebook size; K = 128: 7 bits per position, 343 per image):
+  "fsq": finite scalar quantization (Mentzer et al. 2023, `genjax.vq.fsq`), levels with exactly K
+  codes (`fsq_levels`, by default 8s and 4s: K = 128 -> (8, 4, 4), 1024 -> (8, 8, 4, 4)), no
+  codebook and no latent loss; "lfq": lookup-free quantization (Yu et al. 2023, MAGVIT-v2,
+  `genjax.vq.lfq`), log2 K sign bits, with its entropy penalty (`lfq_entropy_weight`,
+  `lfq_temperature`) and beta x commitment; FSQ and LFQ set the encoder's output channels to
+  their dimension (3 and 7 at K = 128; no projection layers); "rvq": residual VQ (Zeghidour et al.
+  2021, SoundStream, `genjax.vq.residual_quantize`), `rvq_levels` EMA codebooks of round(K^(1/Q))
+  codes (K = 128, Q = 2: 2 x 11, 121 combinations, 6.92 bits per position, 339 per image, the
+  nearest to 7), `vq.residual_ema_update`; "ema_rotation" / "loss_rotation": the EMA codebook /
+  codebook loss with `genjax.vq.rotation_trick` (Fifty et al. 2024) instead of the straight-through
+  gradient.
+
+Codes used and perplexity count a quantizer's index values (FSQ/LFQ: their implicit codebooks;
+RVQ: the combinations of its levels' codes). Dead codes: the codes no training latent used in a
+logged interval (`log_every` steps; the step's metric `code_counts`), logged every interval,
+plotted in `dead_codes.png`, the last interval's in the table. `summary["target"]` measures the
+target "FSQ / the rotation trick use >= 95 % of their codes with a held-out MSE no worse than the
+EMA codebook's".
 
 The reconstruction loss is the mean squared error divided by the training data's variance (as in
 the Sonnet/dm-haiku VQ-VAE example). The report shows reconstructions, the codebook usage
@@ -26,8 +46,9 @@ temperature 1) and decoded; `fid_samples` samples are scored by MNIST-feature FI
 (`experiments._features`) next to the VQ-VAE's reconstructions, and listed in
 `summary["generators"]` with their training (VQ-VAE + prior) and sampling seconds.
 
-The trained autoencoder (the EMA variant at `main_beta`) is saved for the latent-diffusion
-experiment: `<workdir>/autoencoder.msgpack` (parameters `{"encoder", "decoder", "codebook"}`,
+The trained autoencoder (the `main_quantizer` variant at `main_beta`, by default the EMA
+codebook; "fsq" and "lfq" can be saved too, with their implicit codebooks, not "rvq") is saved for
+the latent-diffusion experiment: `<workdir>/autoencoder.msgpack` (parameters `{"encoder", "decoder", "codebook"}`,
 flax msgpack, no pickle) and `<workdir>/autoencoder.json` (architecture and statistics). The
 model, the saving and the loading live in `experiments/_vq_autoencoder.py`, which both
 experiments import (no experiment imports another); load it with
@@ -43,6 +64,9 @@ experiments import (no experiment imports another); load it with
                                    # decodes them as they are
     info["codebook"]               # [K, D] float32 numpy array (x = decode(info["codebook"][idx]))
     info["latent_shape"], info["latent_std"], info["num_codes"], ...   # see autoencoder.json
+    info["quantizer"]              # {"kind": "vq" | "fsq" | "lfq", "levels", "dim"}; FSQ: z are its
+                                   # bounded latents bound(z) / floor(L / 2), decode rounds them to
+                                   # the FSQ grid, info["codebook"] is the implicit codebook
 
 `encode` and `decode` are jitted and take any batch size. For diffusion in latent space scale
 the latents by `1 / info["latent_std"]` (the std of the training set's latents, Rombach et al.
@@ -51,11 +75,18 @@ the latents by `1 / info["latent_std"]` (the std of the training set's latents, 
 Offline, MNIST is the embedded MNIST test split (9,000 train / 1,000 held out; `genjax.data`).
 
     python -m experiments.vqvae [--quick] [--steps N] [--betas 0.25,1] [--codebooks ema]
-        [--workdir DIR] [--seed N]
+        [--quantizers fsq,lfq,rvq,ema_rotation] [--main-quantizer ema] [--workdir DIR] [--seed N]
 
 References:
     A. van den Oord, O. Vinyals, K. Kavukcuoglu, "Neural Discrete Representation Learning",
     NeurIPS 2017 (arXiv:1711.00937).
+    F. Mentzer, D. Minnen, E. Agustsson, M. Tschannen, "Finite Scalar Quantization: VQ-VAE Made
+    Simple", 2023 (arXiv:2309.15505; ICLR 2024).
+    L. Yu et al., "Language Model Beats Diffusion -- Tokenizer is Key to Visual Generation"
+    (MAGVIT-v2), 2023 (arXiv:2310.05737; ICLR 2024).
+    N. Zeghidour et al., "SoundStream: An End-to-End Neural Audio Codec", 2021 (arXiv:2107.03312).
+    C. Fifty et al., "Restructuring Vector Quantization with the Rotation Trick", 2024
+    (arXiv:2410.06424; ICLR 2025).
     R. Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022.
 """
 

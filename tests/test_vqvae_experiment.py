@@ -14,7 +14,8 @@ from genjax.nn import _vqvae
 
 TINY = dict(steps=4, batch_size=8, channels=(4, 8), res_hidden=4, latent_dim=4, num_codes=16, betas=(0.25, 1.0),
             checkpoint_every=2, log_every=2, eval_every=4, data_source="embedded", prior_steps=2, prior_batch_size=8,
-            prior_width=8, prior_layers=1, prior_heads=2, fid_samples=16)
+            prior_width=8, prior_layers=1, prior_heads=2, fid_samples=16,
+            quantizers=("fsq", "lfq", "rvq", "ema_rotation"))  # K = 16: FSQ (4, 4), LFQ 4 bits, RVQ 2 x 4
 
 
 @pytest.mark.parametrize("strides,kernel,in_shape", [(1, (3, 3), (2, 7, 7, 5)), (2, (4, 4), (2, 14, 14, 3)),
@@ -50,19 +51,26 @@ def test_tiny_run_writes_the_report_and_a_loadable_autoencoder(tmp_path):
     exp = vqvae.EXPERIMENT
     config = exp.make_config(**TINY)
     summary = run_experiment(exp, config, tmp_path)
-    names = ["ema_beta0.25", "ema_beta1", "loss_beta0.25", "loss_beta1"]
+    names = ["ema_beta0.25", "ema_beta1", "loss_beta0.25", "loss_beta1", "fsq", "lfq_beta0.25", "rvq_beta0.25",
+             "ema_rotation_beta0.25"]
     assert sorted(summary["variants"]) == sorted(names)
     for name in names:
         v = summary["variants"][name]
-        assert v["steps"] == 4 and 1.0 <= v["perplexity"] <= 16 and 1 <= v["codes_used"] <= 16
-        assert 0.0 < v["recon_mse"] < 0.5
+        assert v["steps"] == 4 and 1.0 <= v["perplexity"] <= 16 and 1 <= v["codes_used"] <= v["num_codes"] == 16
+        assert 0.0 < v["recon_mse"] < 0.5 and v["bits_per_image"] == 49 * 4
         assert [r["step"] for r in report.read_jsonl(tmp_path / name / "metrics.jsonl")] == [2, 4]
+        # dead codes: logged for each interval, the last one the table's
+        assert [s for s, _ in v["dead_codes_history"]] == [2, 4] and v["dead_codes"] == v["dead_codes_history"][-1][1]
+        assert all(0 <= d < 16 for _, d in v["dead_codes_history"])
+    assert set(summary["target"]) == {"fsq", "ema_rotation_beta0.25"}
     assert summary["main_variant"] == "ema_beta0.25" and summary["params_digest"]
-    for f in ("reconstructions.png", "codebook_usage.png", "training_curves.png", "beta_sweep.png", "report.md",
+    for f in ("reconstructions.png", "codebook_usage.png", "training_curves.png", "beta_sweep.png", "dead_codes.png",
+              "report.md",
               "summary.json", "autoencoder.msgpack", "autoencoder.json", "prior_samples.png", "samples.npy"):
         assert (tmp_path / f).is_file(), f
     md = (tmp_path / "report.md").read_text()
     assert "| EMA codebook | 0.25 |" in md and "| codebook loss | 1 |" in md
+    assert "| FSQ | - | levels (4, 4), d = 2 | 4.00 / 196 |" in md and "| LFQ | 0.25 | 4 bits |" in md
     # the code prior's samples, decoded and scored, in the record the tour plots
     (generator,) = summary["generators"]
     assert generator["label"] == "VQ-VAE + prior" and generator["num_samples"] == 16
@@ -101,6 +109,15 @@ def test_config_is_checked():
         vqvae.check_config(exp.make_config(main_beta=0.5))
     with pytest.raises(ConfigError, match="--codebooks must be a non-empty subset"):
         vqvae.check_config(exp.make_config(codebooks="ema,kmeans"))
+    with pytest.raises(ConfigError, match="--quantizers must be distinct names"):
+        exp.make_config(quantizers=("fsq", "vqgan"))
+    with pytest.raises(ConfigError, match="--main-quantizer 'lfq' must be one of"):
+        exp.make_config(quantizers=("fsq",), main_quantizer="lfq")
+    with pytest.raises(ConfigError, match="--fsq-levels must be given for --num-codes 100"):
+        exp.make_config(num_codes=100)
+    with pytest.raises(ConfigError, match="lfq needs --num-codes a power of 2"):
+        exp.make_config(num_codes=100, fsq_levels=(4, 5, 5))
+    assert vqvae.fsq_levels_for(128) == (8, 4, 4) and vqvae.fsq_levels_for(1024) == (8, 8, 4, 4)
     config, _, quick, _ = exp.parse_args(["--quick", "--betas", "0.25,2", "--codebooks", "ema"])
     assert quick and config.betas == (0.25, 2.0) and config.codebooks == ("ema",)
     assert config.steps == vqvae.QUICK["steps"]
@@ -125,3 +142,34 @@ def test_latent_statistics_cover_every_image():
     np.testing.assert_allclose(stats["latent_std"], z.std(), rtol=1e-5)
     np.testing.assert_allclose(stats["quantized_latent_mean"], z_q.mean(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(stats["quantized_latent_std"], z_q.std(), rtol=1e-5)
+
+
+def test_an_fsq_autoencoder_saves_and_loads(tmp_path):
+    """The loader of an FSQ autoencoder: latents are FSQ's bounded values, `decode` snaps them to
+    the FSQ grid, i.e. `decode(z) == decode(fsq-rounded z, quantize=False)`, and equals decoding
+    `info["codebook"][idx]`; snapping the bounded latents gives `vq.fsq`'s codes and indices."""
+    from genjax import vq
+
+    levels = (4, 3)
+    quantizer = vqvae.Quantizer("fsq", levels, len(levels))
+    model = vqvae.Autoencoder(latent_dim=2, channels=(2, 4), res_blocks=1, res_hidden=2, out_channels=1)
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda k: model.init(k, (8, 8, 1)), jax.random.key(0))
+    params = jax.tree.map(lambda s: (0.8 * rng.standard_normal(s.shape)).astype(np.float32), shapes)
+    info = {"image_shape": [8, 8, 1], "latent_shape": [2, 2, 2], "num_codes": 12, "quantizer": quantizer.config(),
+            "latent_mean": 0.0, "latent_std": 1.0}
+    vqvae.save_autoencoder(tmp_path, model, params, quantizer.codebook(None), info)
+    encode, decode, loaded = vqvae.load_autoencoder(tmp_path)
+    assert loaded["quantizer"] == {"kind": "fsq", "levels": [4, 3], "dim": 2} and loaded["codebook"].shape == (12, 2)
+    images = rng.integers(0, 256, (3, 8, 8, 1)).astype(np.uint8)
+    z, idx = encode(images)
+    assert z.shape == (3, 2, 2, 2) and idx.shape == (3, 2, 2) and float(jnp.max(jnp.abs(z))) <= 1.002  # the bound: +- (1 + 1e-3)
+    raw = model.encode(params, jnp.asarray(images, jnp.float32) / 255.0)
+    codes, ref_idx = vq.fsq(raw, levels)
+    np.testing.assert_array_equal(idx, ref_idx)
+    rounded = vq.fsq_indices_to_codes(vq.fsq_codes_to_indices(z, levels), levels)
+    np.testing.assert_allclose(rounded, codes, atol=1e-6)
+    x = decode(z)
+    assert x.shape == (3, 8, 8, 1)
+    np.testing.assert_allclose(x, decode(rounded, quantize=False), atol=1e-6)
+    np.testing.assert_allclose(x, decode(loaded["codebook"][np.asarray(idx)]), atol=1e-6)  # idempotent on codes
