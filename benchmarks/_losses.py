@@ -6,7 +6,8 @@ builder `(batch B, event size N, key) -> (f, args, argnums)`: `f(*args)` returns
 differentiates (the `grad` variant is `jax.value_and_grad` of the sum of the values with respect
 to them). Inputs: a batch of B rows of N features (logits, images in (0, 1), features), small
 fixed networks where a loss takes a function (a 128-unit tanh critic, a 64-unit sigmoid encoder,
-an MLP denoiser), 20 latent dimensions for the VAE losses, a 512 x 64 codebook for the VQ losses,
+an MLP denoiser), 20 latent dimensions for the VAE losses, a 512 x 64 codebook for the VQ losses
+(10-bit latents for LFQ's entropy penalty),
 T = 1000 linear betas for `ddpm_loss`. An example is one row.
 """
 
@@ -214,6 +215,17 @@ def _vq(name: str) -> Builder:
     return build
 
 
+LFQ_BITS = 10  # 1,024 implicit codes: the batch entropy is computed exactly, in chunks of codes
+
+
+def _lfq_entropy_penalty(b, n, key):
+    """`vq.lfq_entropy_penalty` (MAGVIT-v2's per-sample minus batch entropy) of B latents of 10
+    bits; the value is the scalar penalty."""
+    from genjax import vq
+
+    return (lambda z: vq.lfq_entropy_penalty(z)[0]), (_normal(key, (b, LFQ_BITS)),), (0,)
+
+
 def _quantize(exact: bool) -> Builder:
     """`vq.quantize` with the direct re-ranking of the best candidates (exact, the default) or the
     matmul ranking alone (`exact=False`): the pair of rows is the cost of the exact assignment."""
@@ -283,6 +295,7 @@ LOSSES: dict[str, Builder] = {
     "vq.codebook_loss": _vq("codebook_loss"),
     "vq.commitment_loss": _vq("commitment_loss"),
     "vq.vq_loss": _vq("vq_loss"),
+    "vq.lfq_entropy_penalty": _lfq_entropy_penalty,
     "diffusion.ddpm_loss": _ddpm_loss,
     "diffusion.min_snr_loss[v]": functools.partial(_ddpm_loss, loss="min_snr_loss", prediction="v"),
 }

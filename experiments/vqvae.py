@@ -148,7 +148,11 @@ class Config:
         check_config(self)
 
 
-QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16, "latent_dim": 4, "betas": (0.25, 1.0),
+# The tour's VQ chapter: the two codebooks at the paper's beta beside the two quantizers that target
+# full code usage (FSQ, the rotation trick): four variants, as many as the beta sweep it replaces
+# (the default config sweeps betas and runs LFQ and residual VQ too).
+QUICK = {"steps": 800, "batch_size": 32, "channels": (16, 32), "res_hidden": 16, "latent_dim": 4, "betas": (0.25,),
+         "quantizers": ("fsq", "ema_rotation"),
          "checkpoint_every": 400, "eval_every": 400, "log_every": 100,
          "prior_steps": 800, "prior_batch_size": 32, "prior_width": 64, "prior_layers": 2, "prior_heads": 4,
          "prior_learning_rate": 2e-3}

@@ -233,29 +233,44 @@ def test_gan_rows_read_the_gan_chapter_beside_the_run(tmp_path):
 
 def test_a_prerequisite_run_beside_is_used_or_trained_there_first(tmp_path, monkeypatch):
     """latent_diffusion finds the VQ-VAE (and FID its classifier) in `<workdir>/../<name>`; when
-    the files are missing that experiment is run there first (seed 0, quick when this run is)."""
+    the files are missing that experiment is run there first (seed 0, at this run's preset or, lacking it, quick)."""
     import types
 
     from experiments import _framework, vqvae
 
     calls = []
 
-    def fake_run(exp, config, directory, quick):
-        calls.append((exp.name, config, directory, quick))
+    def fake_run(exp, config, directory, preset):
+        calls.append((exp.name, config, directory, preset))
         directory.mkdir(parents=True)
         (directory / "autoencoder.json").write_text("{}")
 
     monkeypatch.setattr(_framework, "run_experiment", fake_run)
     logged = []
-    ctx = types.SimpleNamespace(workdir=tmp_path / "latent_diffusion", quick=True, log=logged.append)
+    ctx = types.SimpleNamespace(workdir=tmp_path / "latent_diffusion", quick=True, preset="quick", log=logged.append)
     directory = _framework.prerequisite_run(ctx, "vqvae", ["autoencoder.json"], data_source="embedded")
     assert directory == tmp_path.resolve() / "vqvae"
-    [(name, config, where, quick)] = calls
-    assert (name, where, quick) == ("vqvae", directory, True)
+    [(name, config, where, preset)] = calls
+    assert (name, where, preset) == ("vqvae", directory, "quick")
     assert config.seed == 0 and config.data_source == "embedded" and config.steps == vqvae.QUICK["steps"]
-    assert "training it there first" in logged[0]
+    assert "training it there first (quick preset)" in logged[0]
     assert _framework.prerequisite_run(ctx, "vqvae", ["autoencoder.json"]) == directory
     assert len(calls) == 1  # found: not trained again
+    # a standard run's prerequisite is trained at its standard preset (the classifier, which has
+    # none, at its quick one: Experiment.nearest_preset)
+    standard = types.SimpleNamespace(workdir=tmp_path / "std" / "latent_diffusion", quick=False, preset="standard",
+                                     log=logged.append)
+    _framework.prerequisite_run(standard, "vqvae", ["autoencoder.json"])
+    _framework.prerequisite_run(standard, "mnist_classifier", ["autoencoder.json"])
+    (_, std_vq, _, p1), (_, std_clf, _, p2) = calls[1:]
+    assert (p1, std_vq.steps, p2) == ("standard", vqvae.STANDARD["steps"], "quick")
+    assert std_clf.steps == _framework_quick_steps("mnist_classifier")
+
+
+def _framework_quick_steps(name):
+    from experiments import load
+
+    return load(name).make_config(quick=True).steps
 
 
 def test_patches_are_pixel_unshuffle_and_invert_exactly():

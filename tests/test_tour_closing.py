@@ -41,7 +41,7 @@ def test_closing_report_has_the_figure_the_samples_and_a_table_sorted_by_fid(tmp
     # x floor = FID / floor; total = training + sampling seconds
     assert "| 20.00 | 4.000 |" in md and "| 40.00 | 8.000 |" in md
     assert "| 210.0 |" in md and "| 90.20 |" in md
-    assert "| 0.6250 | 0.3750 |" in md  # the GAN's precision and recall; the DDPM's record has none: "-"
+    assert "| 0.625 | 0.375 |" in md  # the GAN's precision and recall; the DDPM's record has none: "-"
     assert saved_has_prdc(tmp_path)
     saved = report.read_json(tmp_path / "closing" / "generators.json")["generators"]
     assert len(saved) == 2 and rep is not None
