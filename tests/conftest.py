@@ -31,20 +31,6 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
 
 
-# The modules whose tests train, run subprocesses or compile whole experiments (the slowest
-# tests of the suite, 20-90 s each). They are collected first, whole modules in their own order
-# (module fixtures stay contiguous), so that pytest-xdist's workers start on them and the last
-# minutes are filled by the many short tests instead of one worker finishing a long one alone.
-HEAVY_MODULES = ("test_gan_experiments", "test_train", "test_vqvae_experiment", "test_vae_experiment",
-                 "test_diffusion_experiments", "test_experiments", "test_cli", "test_autoencoders_experiment",
-                 "test_framework_free", "test_vq")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(HEAVY_MODULES)}
-    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))
-
-
 def pytest_unconfigure(config):
     if _CACHE_DIR is not None:
         shutil.rmtree(_CACHE_DIR, ignore_errors=True)

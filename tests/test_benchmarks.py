@@ -379,7 +379,12 @@ def test_every_experiment_family_is_its_experiments_build(name):
     assert size(state.params) == size(jax.eval_shape(built.init, jax.random.key(0)).params) > 0
     batch = jax.eval_shape(lambda k: jax.tree.map(lambda x: x[0], fam.batches(k, 1)), jax.random.key(1))
     new_state, metrics = jax.eval_shape(fam.step, state, batch)
+    # scalar metrics, but the VQ-VAE's per-code counts of the step (its dead codes per interval)
+    counts = metrics.pop("code_counts", None)
     assert new_state.step.shape == () and metrics and all(m.shape == () for m in metrics.values())
+    assert (counts is None) == (name != "vqvae")
+    if counts is not None:
+        assert counts.shape == (vqvae.Config().num_codes,)
 
 
 def test_every_public_divergence_has_forward_and_grad_benchmarks():
