@@ -96,6 +96,55 @@ def test_conv_layer_has_flax_conv_parameter_layout_and_output():
     np.testing.assert_allclose(mine.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
+def _upsample_then_conv(x, w):
+    """The literal resize-convolution: nearest-neighbour 2x by `jnp.repeat`, then a SAME
+    `lax.conv_general_dilated` (the form `upsample_conv2d` replaces)."""
+    return _reference_conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), w, 1, "SAME")
+
+
+@pytest.mark.parametrize("k,x_shape", [(1, (2, 5, 6, 3)), (3, (2, 7, 7, 3)), (3, (1, 4, 9, 2)), (5, (2, 7, 7, 3)),
+                                       (5, (1, 6, 5, 2)), (7, (1, 5, 5, 2))])
+def test_upsample_conv2d_equals_upsampling_then_convolving(k, x_shape):
+    """Reference: repeat + lax.conv_general_dilated, values and both gradients (float32 rounding:
+    the sub-pixel form sums the kernel taps before multiplying)."""
+    rng = np.random.default_rng(k)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, x_shape[-1], 4)), jnp.float32)
+    out = nn.upsample_conv2d(x, w)
+    assert out.shape == (x_shape[0], 2 * x_shape[1], 2 * x_shape[2], 4)
+    np.testing.assert_allclose(out, _upsample_then_conv(x, w), rtol=1e-5, atol=2e-5)
+    mine = lambda x, w: jnp.sum(jnp.sin(nn.upsample_conv2d(x, w)))
+    ref = lambda x, w: jnp.sum(jnp.sin(_upsample_then_conv(x, w)))
+    for a, b in zip(jax.grad(mine, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-4)
+
+
+def test_upsample_conv2d_check_grads_and_rejects_bad_kernels():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(1, 3, 3, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32) * 0.3
+    check_grads(nn.upsample_conv2d, (x, w), order=2, modes=["fwd", "rev"], atol=1e-2, rtol=1e-2)
+    with pytest.raises(ValueError, match="odd size"):
+        nn.upsample_conv2d(x, jnp.zeros((4, 4, 2, 1)))
+    with pytest.raises(ValueError, match="2 channels but the kernel expects 3"):
+        nn.upsample_conv2d(x, jnp.zeros((3, 3, 3, 1)))
+    with pytest.raises(ValueError, match=r"x \[B, H, W, C\]"):
+        nn.upsample_conv2d(x[0], w)
+
+
+def test_upsample_conv_layer_is_the_conv_it_replaces():
+    """Same parameter tree and initial values as `Conv` (a checkpoint of upsample + Conv loads),
+    the same output as upsampling then that Conv."""
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 7, 7, 3)), jnp.float32)
+    up = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    mine, plain = nn.UpsampleConv(6, (5, 5)), nn.Conv(6, (5, 5))
+    p_mine, p_plain = mine.init(jax.random.key(1), x), plain.init(jax.random.key(1), up)
+    assert jax.tree.map(jnp.shape, p_mine) == jax.tree.map(jnp.shape, p_plain)
+    for a, b in zip(jax.tree.leaves(p_mine), jax.tree.leaves(p_plain)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(mine.apply(p_mine, x), plain.apply(p_plain, up), rtol=1e-5, atol=1e-5)
+
+
 def test_classifier_shapes_and_features():
     model = nn.MnistClassifier(features_dim=16)
     x = jnp.zeros((5, 28, 28, 1))

@@ -235,3 +235,70 @@ class Conv(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
         return y
+
+
+def _phase_taps(k: int) -> tuple[jax.Array, int, int]:
+    """For a k x k kernel applied after nearest-neighbour 2x upsampling: the 0/1 matrix
+    `taps[a, u, j]` (output phase a in {0, 1}, low-resolution tap u, kernel tap j), the shift s of
+    phase 1's window against phase 0's, and phase 0's first low-resolution offset."""
+    import numpy as np
+
+    r = k // 2
+    lo0, lo1 = (-r) // 2, (1 - r) // 2
+    taps = np.zeros((2, r + 1, k), np.float32)
+    for a, lo in ((0, lo0), (1, lo1)):
+        for j in range(k):
+            taps[a, (a + j - r) // 2 - lo, j] = 1.0
+    return jnp.asarray(taps), lo1 - lo0, lo0
+
+
+def upsample_conv2d(x: jax.Array, w: jax.Array) -> jax.Array:
+    """`conv2d(upsample_nearest(x, 2), w, padding="SAME")` computed at the input's resolution.
+
+    After nearest-neighbour upsampling, each of the four output phases (even/odd row, even/odd
+    column) of a k x k convolution (k odd) is a ((k+1)/2) x ((k+1)/2) convolution of the
+    low-resolution input whose taps are sums of the kernel's taps (the "sub-pixel" form, Shi et
+    al. 2016). The four phases run as one convolution with 4x the output channels, then are
+    interleaved: 36 instead of 100 multiply-adds per output pixel and channel pair for k = 5, 16
+    instead of 36 for k = 3. Same parameters, same function (up to float rounding), on every
+    backend; gradients flow to `w` through the fixed tap sums.
+
+    Args:
+        x: [B, H, W, C].
+        w: [k, k, C, O] with k odd.
+    Returns:
+        [B, 2H, 2W, O].
+    """
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"upsample_conv2d needs x [B, H, W, C] and w [k, k, C, O], got {x.shape} and {w.shape}")
+    k = w.shape[0]
+    if w.shape[1] != k or k % 2 == 0:
+        raise ValueError(f"upsample_conv2d needs a square kernel of odd size, got {w.shape[:2]}")
+    if x.shape[-1] != w.shape[2]:
+        raise ValueError(f"x has {x.shape[-1]} channels but the kernel expects {w.shape[2]}")
+    taps, s, lo0 = _phase_taps(k)
+    m, (b, h, wd, _), o = taps.shape[1], x.shape, w.shape[3]
+    phased = jnp.einsum("aui,bvj,ijco->uvcabo", taps.astype(w.dtype), taps.astype(w.dtype), w)
+    pads = ((-lo0, lo0 + s + m - 1),) * 2  # phase 0's window starts at lo0, phase 1's ends at lo0 + s + m - 1
+    y = conv2d(x, phased.reshape(m, m, w.shape[2], 4 * o), 1, pads)
+    y = y.reshape(b, h + s, wd + s, 2, 2, o)
+    rows = [jnp.stack([y[:, a * s:a * s + h, c * s:c * s + wd, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * wd, o)  # [B, H, 2, W, 2, O] -> [B, 2H, 2W, O]
+
+
+class UpsampleConv(nn.Module):
+    """Nearest-neighbour 2x upsampling followed by a k x k `Conv` ("resize-convolution", Odena et
+    al. 2016), computed by `upsample_conv2d` at the input's resolution. Its parameters are those
+    of the `Conv` it replaces (`kernel` [k, k, C, O], `bias` [O], the same initialisers), so a
+    checkpoint of `Conv(features, (k, k))(upsample_nearest(x))` loads unchanged."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features))
+        y = upsample_conv2d(x, kernel.astype(x.dtype))
+        return y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genjax.nn._conv import Conv
+from genjax.nn._conv import Conv, UpsampleConv
 
 __all__ = ["sinusoidal_embedding", "TimeEmbedding", "MlpDenoiser", "UNet"]
 
@@ -191,8 +191,7 @@ class UNet(nn.Module):
                 h = ResBlock(self.channels[i], self.groups, name=f"up{i}_{j}")(
                     jnp.concatenate([h, skips.pop()], axis=-1), temb)
             if i > 0:
-                h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # nearest-neighbour x2
-                h = Conv(self.channels[i - 1], (3, 3), name=f"upsample{i}")(h)
+                h = UpsampleConv(self.channels[i - 1], (3, 3), name=f"upsample{i}")(h)  # nearest x2, conv
         h = nn.silu(nn.GroupNorm(num_groups=math.gcd(self.groups, h.shape[-1]), name="norm_out")(h))
         out = self.out_channels or x.shape[-1]
         return Conv(out, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out")(h)

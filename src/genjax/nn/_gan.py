@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax import _backend
-from genjax.nn._conv import Conv
+from genjax.nn._conv import Conv, UpsampleConv
 
 __all__ = [
     "DcganDiscriminator",
@@ -289,11 +289,9 @@ class DcganGenerator(nn.Module):
         w = self.width
         h = nn.Dense(7 * 7 * 2 * w, name="project")(h).reshape(-1, 7, 7, 2 * w)
         h = nn.relu(_normalize(self.norm, h, r, "norm0"))
-        h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # [N, 14, 14, 2w]
         k = (self.kernel_size, self.kernel_size)
-        h = nn.relu(_normalize(self.norm, Conv(w, k, name="conv1")(h), r, "norm1"))
-        h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # [N, 28, 28, w]
-        h = Conv(self.channels, k, name="conv2")(h)
+        h = nn.relu(_normalize(self.norm, UpsampleConv(w, k, name="conv1")(h), r, "norm1"))  # [N, 14, 14, w]
+        h = UpsampleConv(self.channels, k, name="conv2")(h)  # [N, 28, 28, channels]
         return nn.sigmoid(h)[r:]
 
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax import vae
-from genjax.nn._conv import Conv
+from genjax.nn._conv import Conv, UpsampleConv
 
 _ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
 
@@ -137,8 +137,8 @@ class VaeConv(nn.Module):
         self.enc_logvar = nn.Dense(self.latent_dim, name="enc_logvar")
         self.dec_dense = nn.Dense(self.hidden_dim, name="dec_dense")
         self.dec_grid = nn.Dense((h // 4) * (w // 4) * c2, name="dec_grid")
-        self.dec_conv1 = Conv(c1, (3, 3), name="dec_conv1")
-        self.dec_out = Conv(self.image_shape[-1], (3, 3), name="dec_out")
+        self.dec_conv1 = UpsampleConv(c1, (3, 3), name="dec_conv1")
+        self.dec_out = UpsampleConv(self.image_shape[-1], (3, 3), name="dec_out")
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         _check_images(x, self.image_shape)
@@ -155,15 +155,10 @@ class VaeConv(nn.Module):
         h, w, _ = self.image_shape
         g = act(self.dec_grid(act(self.dec_dense(z))))  # [N, H/4 * W/4 * c2]
         g = g.reshape(z.shape[0], h // 4, w // 4, self.channels[1])  # [N, H/4, W/4, c2]
-        g = act(self.dec_conv1(_upsample2(g)))  # [N, H/2, W/2, c1]
-        return self.dec_out(_upsample2(g))  # [N, H, W, C] logits
+        g = act(self.dec_conv1(g))  # nearest x2, conv: [N, H/2, W/2, c1]
+        return self.dec_out(g)  # nearest x2, conv: [N, H, W, C] logits
 
     def __call__(self, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         mean, logvar = self.encode(x)
         z = vae.reparameterize(key, mean, logvar)  # [B, D]
         return self.decode(z), mean, logvar
-
-
-def _upsample2(x: jax.Array) -> jax.Array:
-    """Nearest-neighbour 2x upsampling of [N, H, W, C] -> [N, 2H, 2W, C]."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from genjax.nn._conv import Conv  # gradients stay fast inside lax.scan on XLA:CPU
+from genjax.nn._conv import Conv, UpsampleConv  # gradients stay fast inside lax.scan on XLA:CPU
 
 
 # ------------------------------------------------------------------------------ the networks
@@ -86,5 +86,5 @@ class VQVAEDecoder(nn.Module):
         for i in range(self.res_blocks):
             x = ResidualBlock(self.res_hidden, name=f"res{i}")(x)
         x = nn.relu(x)
-        x = nn.relu(Conv(c0, (3, 3), name="up1")(upsample_nearest(x)))  # [B, 2h, 2w, c0]
-        return Conv(self.out_channels, (3, 3), name="up2")(upsample_nearest(x))  # [B, 4h, 4w, C]
+        x = nn.relu(UpsampleConv(c0, (3, 3), name="up1")(x))  # [B, 2h, 2w, c0]
+        return UpsampleConv(self.out_channels, (3, 3), name="up2")(x)  # [B, 4h, 4w, C]
