@@ -228,6 +228,69 @@ def generate(fn: Callable, params: Any, key, num: int, batch: int):
     return np.concatenate([np.asarray(x) for x in outputs])[:num], seconds
 
 
+def fid_during_training(fn: Callable, params_of: Callable, key, *, num_samples: int, batch: int, evaluator,
+                        final_step: int, postprocess: Callable = lambda x: x) -> Callable:
+    """An `eval_fn` for `ctx.fit`: the MNIST-feature FID of `num_samples` samples of the sampler
+    `fn(params, key) -> [batch, ...]` (one of `sampler_fns`' entries) from `params_of(state)`,
+    the same keys at every evaluation. Skipped at `final_step`, which the final scoring covers.
+    Its time is not training time: `fit` times each chunk before evaluating."""
+    import jax
+    import numpy as np
+
+    from genjax import train
+
+    jitted = train.jit(fn)  # compiled at the first evaluation, reused by the later ones
+    keys = [jax.random.fold_in(key, i) for i in range(-(-num_samples // batch))]
+
+    def eval_fn(state) -> dict:
+        if int(state.step) >= final_step:
+            return {}
+        params = params_of(state)
+        x = np.concatenate([np.asarray(jitted(params, k)) for k in keys])[:num_samples]
+        return {"fid": evaluator.fid(postprocess(x))}
+
+    return eval_fn
+
+
+def fid_curve(metrics_path, *, final_step: int, final_fid: float, seconds_per_1000: float,
+              extra_seconds: float = 0.0) -> list[dict]:
+    """FID against wall-clock seconds during training, from a run's `metrics.jsonl`: one point
+    per `fid_during_training` evaluation, and the final score at `final_step`. A point's
+    `seconds` is the training time up to its step (the chunks' times; evaluations excluded),
+    plus `extra_seconds` (e.g. the autoencoder a latent model needs) plus sampling 1,000 images
+    at the final sampler's `seconds_per_1000`: what a run stopped at that step would have cost."""
+    from genjax import report
+
+    records = [r for r in report.read_jsonl(metrics_path) if "steps_per_s" in r]
+    points, trained, prev = [], 0.0, 0
+    for r in records:
+        if r["step"] <= prev:  # a resumed run logs chunks again: keep the first
+            continue
+        trained += (r["step"] - prev) / r["steps_per_s"]
+        prev = r["step"]
+        if "eval/fid" in r and r["step"] < final_step:
+            points.append({"step": int(r["step"]), "seconds": trained + extra_seconds + seconds_per_1000,
+                           "fid": float(r["eval/fid"])})
+    points.append({"step": int(final_step), "seconds": trained + extra_seconds + seconds_per_1000,
+                   "fid": float(final_fid)})
+    return points
+
+
+def fid_at_seconds(curve: list[dict], seconds: float) -> float | None:
+    """The FID of `curve` (`fid_curve`) at `seconds`, interpolated linearly in log seconds and
+    log FID between its two neighbouring points; None outside the curve's span."""
+    import math
+
+    for p in curve:
+        if p["seconds"] == seconds:
+            return p["fid"]
+    for a, b in zip(curve, curve[1:]):
+        if a["seconds"] < seconds < b["seconds"]:
+            w = (math.log(seconds) - math.log(a["seconds"])) / (math.log(b["seconds"]) - math.log(a["seconds"]))
+            return math.exp((1 - w) * math.log(a["fid"]) + w * math.log(b["fid"]))
+    return None
+
+
 def sample_and_score(ctx, fns: dict, params: Any, key, *, num_samples: int, batch: int, evaluator,
                      postprocess: Callable = lambda x: x, log_prefix: str = "") -> dict:
     """Every sampler of `fns` (see `sampler_fns`) run for `num_samples` samples from the same
@@ -340,3 +403,27 @@ def quality_vs_nfe_figure(rep, results: dict, real_fid: float) -> None:
     rep.figure(fig, "quality_vs_speed", caption="quality and sampling time against the number of denoiser calls, "
                                                 "per sampler")
     plt.close(fig)
+
+
+def fid_curve_figure(rep, curves: dict, real_fid: float, caption: str = "") -> None:
+    """"fid_vs_seconds": each `fid_curve` (label -> points) as FID against wall-clock seconds
+    (training so far plus sampling 1,000 images), log-log, the floor dotted."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for k, (label, points) in enumerate(curves.items()):
+        ax.plot([p["seconds"] for p in points], [p["fid"] for p in points], "o-", color=f"C{k}", label=label)
+        ax.annotate(f"{points[-1]['step']} steps", (points[-1]["seconds"], points[-1]["fid"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7, color=f"C{k}")
+    ax.axhline(real_fid, color="0.5", ls=":", label="real digits (floor)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds: training so far + sampling 1,000 images")
+    ax.set_ylabel("MNIST-feature FID")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    rep.figure(fig, "fid_vs_seconds", caption=caption or "FID during training against the seconds a run stopped "
+                                                         "there would have cost (evaluations excluded)")
+    plt.close(fig)
+

@@ -83,7 +83,7 @@ def mnist_evaluator(ctx: Context, data_source: str = "auto", data_dir: str | Non
 
 def generator_record(label: str, *, fid: float, kid: float, train_seconds: float, seconds_per_1000: float,
                      real_fid: float, num_samples: int, note: str = "", samples: str = "",
-                     scores: dict | None = None) -> dict:
+                     scores: dict | None = None, curve: list[dict] | None = None) -> dict:
     """One image generator's entry in its experiment's summary (`summary["generators"]`, a list of
     these): the tour's closing figure plots every generator's MNIST-feature FID against the CPU
     seconds it cost, `train_seconds` (training, including any model it builds on, e.g. the
@@ -92,11 +92,14 @@ def generator_record(label: str, *, fid: float, kid: float, train_seconds: float
     given, is the file (relative to the experiment's run directory) of its scored samples, a
     float [N, 28, 28, 1] array in [0, 1] saved with `np.save`: the closing comparison shows them
     side by side. `scores` (`MnistEvaluator.scores`) adds its precision, recall, density and
-    coverage."""
+    coverage. `curve` (`experiments._diffusion_common.fid_curve`: `{"step", "seconds", "fid"}`
+    points, the last one this record's) is its FID against seconds during training, drawn as a
+    line in the closing figure."""
     prdc = {k: float(scores[k]) for k in PRDC_NAMES if scores and k in scores}
     return {"label": label, "fid": float(fid), "kid": float(kid), "train_seconds": float(train_seconds),
             "seconds_per_1000": float(seconds_per_1000), "real_fid": float(real_fid),
-            "num_samples": int(num_samples), "note": note, "samples": samples, **prdc}
+            "num_samples": int(num_samples), "note": note, "samples": samples, **prdc,
+            **({"curve": [dict(p) for p in curve]} if curve else {})}
 
 
 PRDC_NAMES = ("precision", "recall", "density", "coverage")

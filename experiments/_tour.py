@@ -169,6 +169,23 @@ def generator_records(results: list[dict]) -> list[dict]:
     return records
 
 
+def separate_labels(fig, labels, step_points: float = 9.0, tries: int = 12) -> None:
+    """Moves each annotation in `labels` (in order) down by `step_points` until its box overlaps
+    none placed before it (at most `tries` moves), so that close points keep readable labels."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for label in labels:
+        x, y = label.get_position()
+        for _ in range(tries):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            y -= step_points
+            label.set_position((x, y))
+        placed.append(label.get_window_extent(renderer))
+
+
 def closing_comparison(workdir: Path, results: list[dict]):
     """The course's closing comparison, `<workdir>/closing/`: every image generator's
     MNIST-feature FID against its CPU seconds (training plus sampling 1,000 images), one labelled
@@ -187,14 +204,21 @@ def closing_comparison(workdir: Path, results: list[dict]):
              "(1,000 samples against the 1,000 held-out digits, features of the tour's classifier) against the "
              "wall-clock seconds it cost on this machine: training (including the autoencoder a latent model builds on) plus "
              "sampling 1,000 images. Lower left is better; the dotted line is the floor, 1,000 real training "
-             f"digits scored the same way (FID {', '.join(f'{f:.2f}' for f in floors)}).")
+             f"digits scored the same way (FID {', '.join(f'{f:.2f}' for f in floors)}). A thin line through a "
+             "point is that model's FID during its training, at the seconds a run stopped there would have "
+             "cost (the diffusion models: so latent and pixel diffusion compare at equal wall clock).")
     fig, ax = plt.subplots(figsize=(8, 5.5))
     families = sorted({g["experiment"] for g in records}, key=[g["experiment"] for g in records].index)
+    labels = []
     for g in records:
         seconds = g["train_seconds"] + g["seconds_per_1000"]
         color = f"C{families.index(g['experiment']) % 10}"
+        if g.get("curve"):  # FID during training: where a shorter run of the same model would have been
+            ax.plot([p["seconds"] for p in g["curve"]], [p["fid"] for p in g["curve"]], "-", color=color, lw=1,
+                    alpha=0.6, marker=".", ms=4, zorder=2)
         ax.scatter(seconds, g["fid"], color=color, s=30, zorder=3)
-        ax.annotate(g["label"], (seconds, g["fid"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        labels.append(ax.annotate(g["label"], (seconds, g["fid"]), textcoords="offset points", xytext=(5, 4),
+                                  fontsize=8))
     for k, f in enumerate(floors):
         ax.axhline(f, color="k", ls=":", lw=1, label="floor (real digits)" if k == 0 else None)
         ax.axhline(10 * f, color="0.5", ls="--", lw=0.8, label="10x the floor" if k == 0 else None)
@@ -207,6 +231,7 @@ def closing_comparison(workdir: Path, results: list[dict]):
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
+    separate_labels(fig, labels)
     rep.figure(fig, "fid_vs_seconds", caption="FID against CPU seconds, every image generator of the tour")
     plt.close(fig)
     shown = [g for g in records if g.get("samples") and (workdir / g["experiment"] / g["samples"]).exists()]

@@ -49,9 +49,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._diffusion_common import (best_sampler, build_unet, check_samplers, loss_figure, make_schedule,
-                                          quality_vs_nfe_figure, run_summary, sample_and_score, sampler_fns,
-                                          samples_figure, to_unit)
+from experiments._diffusion_common import (best_sampler, build_unet, check_samplers, fid_curve, fid_curve_figure,
+                                          fid_during_training, loss_figure, make_schedule, quality_vs_nfe_figure,
+                                          run_summary, sample_and_score, sampler_fns, samples_figure, to_unit)
 from experiments._framework import Built, Context, Experiment
 
 
@@ -85,6 +85,7 @@ class Config:
     samplers: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "euler", "heun")
     nfe: tuple[int, ...] = (50, 20, 10, 5)
     checkpoint_every: int = 2_000
+    eval_every: int = 0  # > 0: FID of the first sampler every this many steps (the FID-vs-seconds curve)
     log_every: int = 200
     keep_checkpoints: int = 2
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
@@ -105,14 +106,15 @@ class Config:
 # compare with the floor and the GANs'.
 QUICK = {"channels": (32, 64), "patch_size": 2, "num_res_blocks": 1, "attention": False, "steps": 1000,
          "batch_size": 64, "learning_rate": 2e-3, "warmup_steps": 100, "ema_decay": 0.995, "prediction": "x0",
-         "num_samples": 1000, "sample_batch": 500, "ddpm_sampler": False, "samplers": ("ddim", "dpmpp_2m"),
-         "nfe": (20,), "checkpoint_every": 500, "log_every": 50}
+         "num_samples": 1000, "sample_batch": 500, "ddpm_sampler": False, "samplers": ("ddim",),
+         "nfe": (20,), "eval_every": 300, "checkpoint_every": 500, "log_every": 50}
 
-# `--preset standard`, an hour of a 2-core CPU: the quick model and recipe trained 12x longer
-# (the quick run's 4.4-5.3 steps/s make 12,000 steps 38-45 minutes), a slower EMA for the longer
-# run, scored at 10, 20 and 50 denoiser calls.
-STANDARD = {**QUICK, "steps": 12_000, "warmup_steps": 300, "ema_decay": 0.999, "nfe": (10, 20, 50),
-            "checkpoint_every": 2_000, "log_every": 100}
+# `--preset standard`, under an hour of a 2-core CPU: the quick model and recipe trained 16x longer
+# (the quick run's 11.4 steps/s of 2026-12-02 make 16,000 steps 23 minutes; the VM's slow state of
+# session 9 ran 5.3), a slower EMA for the longer run, DDIM and DPM++ at 20, 10 and 50 denoiser
+# calls, the FID-vs-seconds curve every 2,000 steps.
+STANDARD = {**QUICK, "steps": 16_000, "warmup_steps": 300, "ema_decay": 0.999, "samplers": ("ddim", "dpmpp_2m"),
+            "nfe": (20, 10, 50), "eval_every": 2_000, "checkpoint_every": 2_000, "log_every": 100}
 
 STRIP_TIMES = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)
 
@@ -186,18 +188,22 @@ def run(ctx: Context) -> dict:
              f"({cfg.schedule} betas); samples from the EMA ({cfg.ema_decay}) weights.")
     forward_strip(ctx, test_ds.images[0], cfg)
 
+    evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
+    batch = min(cfg.sample_batch, cfg.num_samples)
+    fns = sampler_fns(apply_fn, schedule, (batch, *train_ds.image_shape), samplers=cfg.samplers, nfe=cfg.nfe,
+                      ddpm=cfg.ddpm_sampler, clip_x0=(-1.0, 1.0), prediction=cfg.prediction)
+    curve_sampler = next(iter(fns))
+    eval_fn = fid_during_training(fns[curve_sampler][0], lambda s: s.extras["ema_params"],
+                                  jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples, batch=batch,
+                                  evaluator=evaluator, final_step=cfg.steps, postprocess=to_unit)
     loader = data.ArrayLoader.from_dataset(train_ds, cfg.batch_size, cfg.seed,
                                            process_index=jax.process_index(), process_count=jax.process_count())
-    fit = ctx.fit(state, step, loader)
+    fit = ctx.fit(state, step, loader, **({"eval_fn": eval_fn, "eval_every": cfg.eval_every} if cfg.eval_every else {}))
     ema = fit.state.extras["ema_params"]
     if ctx.is_main_process:
         train.save_params(ctx.workdir / "ddpm_params.msgpack", ema)
     ctx.log(f"trained {int(fit.state.step)} steps ({n_params} parameters); sampling")
 
-    evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
-    batch = min(cfg.sample_batch, cfg.num_samples)
-    fns = sampler_fns(apply_fn, schedule, (batch, *train_ds.image_shape), samplers=cfg.samplers, nfe=cfg.nfe,
-                      ddpm=cfg.ddpm_sampler, clip_x0=(-1.0, 1.0), prediction=cfg.prediction)
     results = sample_and_score(ctx, fns, ema, jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples,
                                batch=batch, evaluator=evaluator, postprocess=to_unit)
     if ctx.is_main_process:  # the DDPM samples
@@ -244,13 +250,20 @@ def run(ctx: Context) -> dict:
     plt.close(fig)
 
     best = best_sampler(results)
+    curve = fid_curve(ctx.workdir / "metrics.jsonl", final_step=int(fit.state.step), final_fid=results[curve_sampler]["fid"],
+                      seconds_per_1000=results[curve_sampler]["seconds_per_1000"])
+    if len(curve) > 1:
+        fid_curve_figure(rep, {f"pixel DDPM ({curve_sampler})": curve}, evaluator.real_fid)
     summary = run_summary(fit, history, results, num_parameters=n_params, num_samples=cfg.num_samples,
                           evaluator=evaluator, params="ddpm_params.msgpack", best_sampler=best)
     summary["generators"] = [generator_record(
         f"pixel DDPM ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
         train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl"),
         seconds_per_1000=results[best]["seconds_per_1000"], real_fid=evaluator.real_fid,
-        num_samples=cfg.num_samples, samples="samples.npy", scores=results[best], note=f"U-Net {tuple(cfg.channels)}, patch {cfg.patch_size}, {cfg.prediction}")]
+        num_samples=cfg.num_samples, samples="samples.npy", scores=results[best],
+        curve=curve if best == curve_sampler else None,
+        note=f"U-Net {tuple(cfg.channels)}, patch {cfg.patch_size}, {cfg.prediction}")]
+    summary["fid_curve"] = {"sampler": curve_sampler, "points": curve}
     return summary
 
 

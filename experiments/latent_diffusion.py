@@ -45,7 +45,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from experiments._diffusion_common import (best_sampler, build_unet, check_samplers, loss_figure, run_summary,
+from experiments._diffusion_common import (best_sampler, build_unet, check_samplers, fid_at_seconds, fid_curve,
+                                          fid_curve_figure, fid_during_training, loss_figure, run_summary,
                                           sample_and_score, sampler_fns, samples_figure)
 from experiments._framework import Built, Context, Experiment, prerequisite_run
 from experiments._vq_autoencoder import AUTOENCODER_CONFIG, AUTOENCODER_PARAMS, load_autoencoder
@@ -78,6 +79,7 @@ class Config:
     samplers: tuple[str, ...] = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "euler", "heun")  # as ddpm_mnist's
     nfe: tuple[int, ...] = (50, 20, 10, 5)  # denoiser calls per sample, for each sampler
     checkpoint_every: int = 2_000
+    eval_every: int = 0  # > 0: FID of the first sampler every this many steps (the FID-vs-seconds curve)
     log_every: int = 200
     keep_checkpoints: int = 2
     parallel: Literal["auto", "none", "pmap", "sharded"] = "auto"
@@ -92,12 +94,15 @@ class Config:
 QUICK = {"channels": (32,), "num_res_blocks": 1, "attention": False, "steps": 2_000, "batch_size": 64,
          "learning_rate": 2e-3, "warmup_steps": 50, "ema_decay": 0.98, "prediction": "x0", "num_samples": 1_000,
          "sample_batch": 500,
-         "ddpm_sampler": False, "samplers": ("ddim", "dpmpp_2m"), "nfe": (20,), "checkpoint_every": 1_000, "log_every": 100}
+         "ddpm_sampler": False, "samplers": ("ddim",), "nfe": (20,), "eval_every": 500, "checkpoint_every": 1_000,
+         "log_every": 100}
 
 # `--preset standard`, an hour of a 2-core CPU together with the VQ-VAE it builds on (vqvae's
-# standard preset): the 7x7 denoiser at twice the width, 10,000 steps, a slower EMA.
-STANDARD = {**QUICK, "channels": (64,), "steps": 10_000, "warmup_steps": 200, "ema_decay": 0.999,
-            "nfe": (10, 20, 50), "checkpoint_every": 2_000, "log_every": 200}
+# standard preset): the 7x7 denoiser at twice the width, 20,000 steps, a slower EMA, DDIM and DPM++ at
+# 20, 10 and 50 denoiser calls, the FID-vs-seconds curve every 2,000 steps.
+STANDARD = {**QUICK, "channels": (64,), "steps": 20_000, "warmup_steps": 200, "ema_decay": 0.999,
+            "samplers": ("ddim", "dpmpp_2m"), "nfe": (20, 10, 50), "eval_every": 2_000, "checkpoint_every": 2_000,
+            "log_every": 200}
 
 
 def build(cfg: Config, latent_shape: tuple[int, ...]) -> Built:
@@ -123,6 +128,18 @@ def pixel_rows(ctx: Context) -> tuple[list[tuple], dict | None]:
         rows.append((f"pixel space: {method.upper()} {n}", int(n), s[key], s.get(f"kid/{tag}"),
                      s.get(f"seconds_per_1000/{tag}")))
     return rows, s
+
+
+def equal_wall_clock(latent: list[dict], pixel: list[dict]) -> list[dict]:
+    """Latent against pixel diffusion at equal seconds: for every point of either `fid_curve`,
+    the other curve's FID at the same seconds (`fid_at_seconds`; None outside its span), sorted
+    by seconds. Rows: {"seconds", "latent_fid", "latent_step", "pixel_fid", "pixel_step"} (the
+    step of the curve the point comes from, None for the interpolated side)."""
+    rows = [{"seconds": p["seconds"], "latent_fid": p["fid"], "latent_step": p["step"],
+             "pixel_fid": fid_at_seconds(pixel, p["seconds"]), "pixel_step": None} for p in latent]
+    rows += [{"seconds": p["seconds"], "latent_fid": fid_at_seconds(latent, p["seconds"]), "latent_step": None,
+              "pixel_fid": p["fid"], "pixel_step": p["step"]} for p in pixel]
+    return sorted(rows, key=lambda r: r["seconds"])
 
 
 def run(ctx: Context) -> dict:
@@ -154,12 +171,6 @@ def run(ctx: Context) -> dict:
     key = jax.random.key(cfg.seed)
     state = built.init(key)
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
-    loader = data.ArrayLoader({"z": latents.astype(np.float32)}, cfg.batch_size, cfg.seed,
-                              process_index=jax.process_index(), process_count=jax.process_count())
-    fit = ctx.fit(state, step, loader)
-    ema = fit.state.extras["ema_params"]
-
-    # ---------------------------------------------------------------- sampling and scoring
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
     batch = min(cfg.sample_batch, cfg.num_samples)
     # the decoder is part of the timed, compiled sampler: latents -> images
@@ -167,6 +178,16 @@ def run(ctx: Context) -> dict:
            for label, (fn, nfe) in sampler_fns(apply_fn, schedule, (batch, *latent_shape), samplers=cfg.samplers,
                                                     nfe=cfg.nfe, ddpm=cfg.ddpm_sampler,
                                                     prediction=cfg.prediction).items()}
+    curve_sampler = next(iter(fns))
+    eval_fn = fid_during_training(fns[curve_sampler][0], lambda s: s.extras["ema_params"],
+                                  jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples, batch=batch,
+                                  evaluator=evaluator, final_step=cfg.steps)
+    loader = data.ArrayLoader({"z": latents.astype(np.float32)}, cfg.batch_size, cfg.seed,
+                              process_index=jax.process_index(), process_count=jax.process_count())
+    fit = ctx.fit(state, step, loader, **({"eval_fn": eval_fn, "eval_every": cfg.eval_every} if cfg.eval_every else {}))
+    ema = fit.state.extras["ema_params"]
+
+    # ---------------------------------------------------------------- sampling and scoring
     results = sample_and_score(ctx, fns, ema, jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples,
                                batch=batch, evaluator=evaluator, log_prefix="latent ")
     if ctx.is_main_process:  # the DDPM samples
@@ -206,6 +227,26 @@ def run(ctx: Context) -> dict:
     samples_figure(rep, panels, "the first 36 samples of each sampler, with pixel-space DDPM samples and the "
                                 "autoencoder's reconstructions for comparison", (2.8, 3.0))
 
+    autoencoder_seconds = float(info.get("train_seconds", 0.0))
+    curve = fid_curve(ctx.workdir / "metrics.jsonl", final_step=int(fit.state.step), final_fid=results[curve_sampler]["fid"],
+                      seconds_per_1000=results[curve_sampler]["seconds_per_1000"], extra_seconds=autoencoder_seconds)
+    pixel_curve = equal_time = None
+    if pix_summary is not None and pix_summary.get("fid_curve"):
+        pixel_curve = pix_summary["fid_curve"]
+        equal_time = equal_wall_clock(curve, pixel_curve["points"])
+        rep.table(["seconds (training + 1,000 samples)", f"latent {curve_sampler}: FID", "latent steps",
+                   f"pixel {pixel_curve['sampler']}: FID", "pixel steps"],
+                  [tuple("-" if v is None else v for v in (r["seconds"], r["latent_fid"], r["latent_step"],
+                                                          r["pixel_fid"], r["pixel_step"])) for r in equal_time],
+                  caption="at equal wall clock: each evaluation of either model, against the other's FID at the "
+                          "same seconds (interpolated in log-log between its evaluations; '-' outside its run). "
+                          "The latent model's seconds include the VQ-VAE's training.")
+    curves = {f"latent diffusion ({curve_sampler})": curve}
+    if pixel_curve is not None:
+        curves[f"pixel DDPM ({pixel_curve['sampler']}, ddpm_mnist)"] = pixel_curve["points"]
+    if sum(len(c) for c in curves.values()) > 2:
+        fid_curve_figure(rep, curves, evaluator.real_fid)
+
     history = report.read_jsonl(ctx.workdir / "metrics.jsonl")
     loss_figure(rep, history, "latent training loss (mean over each logging interval)",
                 "the simple loss in latent space, per latent coordinate")
@@ -214,13 +255,15 @@ def run(ctx: Context) -> dict:
                           evaluator=evaluator, latent_shape=list(latent_shape), reconstruction_fid=recon_fid,
                           autoencoder_dir=str(autoencoder_dir))
     best = best_sampler(results)
-    autoencoder_seconds = float(info.get("train_seconds", 0.0))
+    summary["fid_curve"] = {"sampler": curve_sampler, "points": curve}
+    if equal_time is not None:
+        summary["equal_wall_clock"] = equal_time
     summary["generators"] = [generator_record(
         f"latent diffusion ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
         train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl") + autoencoder_seconds,
         seconds_per_1000=results[best]["seconds_per_1000"],
         real_fid=evaluator.real_fid, num_samples=cfg.num_samples, samples="samples.npy", scores=results[best],
-        note=f"{cfg.latent} {'x'.join(map(str, latent_shape))} latents; training includes the VQ-VAE's "
+        curve=curve if best == curve_sampler else None, note=f"{cfg.latent} {'x'.join(map(str, latent_shape))} latents; training includes the VQ-VAE's "
              f"{autoencoder_seconds:.0f} s")]
     if pix_summary is not None:
         summary["pixel_fid/ddpm"] = pix_summary.get(f"fid/ddpm_{T}")

@@ -137,8 +137,8 @@ def runs_root(tmp_path_factory):
 
 TINY_MNIST = dict(channels=(4,), num_res_blocks=0, attention=False, num_timesteps=20, samplers=("ddim", "dpmpp_2m"),
                   nfe=(5, 3),
-                  ddpm_sampler=True, steps=2, batch_size=8, num_samples=8, sample_batch=8, checkpoint_every=2,
-                  log_every=2)
+                  ddpm_sampler=True, steps=4, batch_size=8, num_samples=8, sample_batch=8, checkpoint_every=2,
+                  log_every=2, eval_every=2)
 
 
 @pytest.mark.slow
@@ -158,10 +158,16 @@ def test_ddpm_mnist_smoke(runs_root):
     assert record["samples"] == "samples.npy" and record["train_seconds"] > 0
     assert record["precision"] == summary[f"precision/{best}"] and 0 <= summary["coverage/ddim_5"] <= 1
     assert len(summary["params_digest"]) == 64
-    for fig in ("forward_process", "training_loss", "samples", "quality_vs_speed", "reverse_process"):
+    for fig in ("forward_process", "training_loss", "samples", "quality_vs_speed", "reverse_process", "fid_vs_seconds"):
         assert (d / f"{fig}.png").exists()
     assert "MNIST-feature FID" in (d / "report.md").read_text()
-    assert json.loads((d / "summary.json").read_text())["steps"] == 2
+    assert json.loads((d / "summary.json").read_text())["steps"] == 4
+    # FID during training (eval_every 2): step 2, then the final score of the curve's sampler
+    curve = summary["fid_curve"]
+    points = curve["points"]
+    assert [p["step"] for p in points] == [2, 4] and points[0]["seconds"] < points[1]["seconds"]
+    assert points[-1]["fid"] == summary[f"fid/{curve['sampler'].lower().replace(' ', '_')}"]
+    assert all(np.isfinite(p["fid"]) for p in points)
 
 
 @pytest.mark.slow
@@ -176,8 +182,12 @@ def test_latent_diffusion_smoke(runs_root):
     assert record["label"].startswith("latent diffusion (") and np.isfinite(record["fid"])
     report = (d / "report.md").read_text()
     assert "VQ-VAE reconstructions" in report
+    assert [p["step"] for p in summary["fid_curve"]["points"]] == [2, 4]
     if (runs_root / "ddpm_mnist" / "summary.json").exists():  # the pixel-space rows, when that run exists
         assert "pixel space: DDPM 20" in report and summary["pixel_fid/ddpm"] is not None
+        rows = summary["equal_wall_clock"]  # each model's evaluations against the other's at the same seconds
+        assert len(rows) == 4 and [r["seconds"] for r in rows] == sorted(r["seconds"] for r in rows)
+        assert (d / "fid_vs_seconds.png").exists() and "at equal wall clock" in report
 
 
 @pytest.mark.slow
@@ -284,3 +294,23 @@ def test_patches_are_pixel_unshuffle_and_invert_exactly():
     np.testing.assert_array_equal(y[1, 2, 1], np.concatenate([x[1, 4, 2], x[1, 4, 3], x[1, 5, 2], x[1, 5, 3]]))
     np.testing.assert_array_equal(np.asarray(from_patches(y, 2)), x)
     assert to_patches(x, 1) is x and from_patches(x, 1) is x
+
+
+def test_fid_curve_interpolation_and_equal_wall_clock():
+    """`fid_at_seconds` is exact at a curve's points, log-log linear between them (the geometric
+    mean of the FIDs at the geometric mean of the seconds) and None outside; `equal_wall_clock`
+    pairs every point of each curve with the other's value."""
+    from experiments._diffusion_common import fid_at_seconds
+
+    pixel = [{"step": 300, "seconds": 10.0, "fid": 100.0}, {"step": 600, "seconds": 40.0, "fid": 25.0}]
+    latent = [{"step": 500, "seconds": 5.0, "fid": 80.0}, {"step": 1000, "seconds": 20.0, "fid": 30.0}]
+    assert fid_at_seconds(pixel, 10.0) == 100.0 and fid_at_seconds(pixel, 40.0) == 25.0
+    assert fid_at_seconds(pixel, 20.0) == pytest.approx(50.0)  # sqrt(10 * 40) -> sqrt(100 * 25)
+    assert fid_at_seconds(pixel, 9.0) is None and fid_at_seconds(pixel, 41.0) is None
+    rows = latent_diffusion.equal_wall_clock(latent, pixel)
+    assert [r["seconds"] for r in rows] == [5.0, 10.0, 20.0, 40.0]
+    assert rows[0]["pixel_fid"] is None and rows[1]["latent_fid"] == pytest.approx(80.0 * (30 / 80) ** 0.5)
+    assert rows[2] == {"seconds": 20.0, "latent_fid": 30.0, "latent_step": 1000, "pixel_fid": pytest.approx(50.0),
+                       "pixel_step": None}
+    assert rows[3]["latent_fid"] is None and rows[3]["pixel_step"] == 600
+
