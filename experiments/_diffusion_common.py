@@ -252,28 +252,30 @@ def fid_during_training(fn: Callable, params_of: Callable, key, *, num_samples: 
     return eval_fn
 
 
-def fid_curve(metrics_path, *, final_step: int, final_fid: float, seconds_per_1000: float,
+def fid_curve(metrics_path, *, final_step: int, final_fid: float, seconds_per_1000: float, train_seconds: float,
               extra_seconds: float = 0.0) -> list[dict]:
     """FID against wall-clock seconds during training, from a run's `metrics.jsonl`: one point
     per `fid_during_training` evaluation, and the final score at `final_step`. A point's
-    `seconds` is the training time up to its step (the chunks' times; evaluations excluded),
-    plus `extra_seconds` (e.g. the autoencoder a latent model needs) plus sampling 1,000 images
-    at the final sampler's `seconds_per_1000`: what a run stopped at that step would have cost."""
+    `seconds` is what a run stopped at its step would have cost: the chunks' times up to it
+    (evaluations excluded) plus the fit's fixed cost (compiling, checkpoints: `train_seconds`,
+    the whole training's `fit_seconds`, less all chunks' times), plus `extra_seconds` (e.g. the
+    autoencoder a latent model needs) plus sampling 1,000 images at `seconds_per_1000`. The last
+    point is then the generator record's total."""
     from genjax import report
 
     records = [r for r in report.read_jsonl(metrics_path) if "steps_per_s" in r]
-    points, trained, prev = [], 0.0, 0
+    evals, trained, prev = [], 0.0, 0
     for r in records:
         if r["step"] <= prev:  # a resumed run logs chunks again: keep the first
             continue
         trained += (r["step"] - prev) / r["steps_per_s"]
         prev = r["step"]
         if "eval/fid" in r and r["step"] < final_step:
-            points.append({"step": int(r["step"]), "seconds": trained + extra_seconds + seconds_per_1000,
-                           "fid": float(r["eval/fid"])})
-    points.append({"step": int(final_step), "seconds": trained + extra_seconds + seconds_per_1000,
-                   "fid": float(final_fid)})
-    return points
+            evals.append((int(r["step"]), trained, float(r["eval/fid"])))
+    fixed = max(float(train_seconds) - trained, 0.0) + extra_seconds + seconds_per_1000
+    return ([{"step": s, "seconds": t + fixed, "fid": f} for s, t, f in evals]
+            + [{"step": int(final_step), "seconds": max(trained, float(train_seconds)) + extra_seconds + seconds_per_1000,
+                "fid": float(final_fid)}])
 
 
 def fid_at_seconds(curve: list[dict], seconds: float) -> float | None:

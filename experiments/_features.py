@@ -106,13 +106,14 @@ PRDC_NAMES = ("precision", "recall", "density", "coverage")
 
 
 def fit_seconds(fit, metrics_path) -> float:
-    """The training seconds of a fit: `fit.seconds` when this call trained it from the start,
-    else the chunk times of its whole log (`metrics.jsonl`: every call's chunks, those after the
-    checkpoint it resumed from dropped), so that a resumed or finished run still reports them."""
+    """The training seconds of a fit: `fit.seconds` without the time spent evaluating during it
+    (`fit.eval_seconds`) when this call trained it from the start, else the chunk times of its
+    whole log (`metrics.jsonl`: every call's chunks, those after the checkpoint it resumed from
+    dropped), so that a resumed or finished run still reports them."""
     from genjax import report
 
     if fit.resumed_from is None:
-        return float(fit.seconds)
+        return float(fit.seconds - fit.eval_seconds)
     records = [r for r in report.read_jsonl(metrics_path) if "steps_per_s" in r] if metrics_path.exists() else []
     steps = [0] + [r["step"] for r in records]
     return float(sum((b - a) / r["steps_per_s"] for a, b, r in zip(steps, steps[1:], records)))

@@ -250,16 +250,16 @@ def run(ctx: Context) -> dict:
     plt.close(fig)
 
     best = best_sampler(results)
+    train_seconds = fit_seconds(fit, ctx.workdir / "metrics.jsonl")
     curve = fid_curve(ctx.workdir / "metrics.jsonl", final_step=int(fit.state.step), final_fid=results[curve_sampler]["fid"],
-                      seconds_per_1000=results[curve_sampler]["seconds_per_1000"])
+                      seconds_per_1000=results[curve_sampler]["seconds_per_1000"], train_seconds=train_seconds)
     if len(curve) > 1:
         fid_curve_figure(rep, {f"pixel DDPM ({curve_sampler})": curve}, evaluator.real_fid)
     summary = run_summary(fit, history, results, num_parameters=n_params, num_samples=cfg.num_samples,
                           evaluator=evaluator, params="ddpm_params.msgpack", best_sampler=best)
     summary["generators"] = [generator_record(
         f"pixel DDPM ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
-        train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl"),
-        seconds_per_1000=results[best]["seconds_per_1000"], real_fid=evaluator.real_fid,
+        train_seconds=train_seconds, seconds_per_1000=results[best]["seconds_per_1000"], real_fid=evaluator.real_fid,
         num_samples=cfg.num_samples, samples="samples.npy", scores=results[best],
         curve=curve if best == curve_sampler else None,
         note=f"U-Net {tuple(cfg.channels)}, patch {cfg.patch_size}, {cfg.prediction}")]

@@ -228,8 +228,10 @@ def run(ctx: Context) -> dict:
                                 "autoencoder's reconstructions for comparison", (2.8, 3.0))
 
     autoencoder_seconds = float(info.get("train_seconds", 0.0))
+    train_seconds = fit_seconds(fit, ctx.workdir / "metrics.jsonl")
     curve = fid_curve(ctx.workdir / "metrics.jsonl", final_step=int(fit.state.step), final_fid=results[curve_sampler]["fid"],
-                      seconds_per_1000=results[curve_sampler]["seconds_per_1000"], extra_seconds=autoencoder_seconds)
+                      seconds_per_1000=results[curve_sampler]["seconds_per_1000"], train_seconds=train_seconds,
+                      extra_seconds=autoencoder_seconds)
     pixel_curve = equal_time = None
     if pix_summary is not None and pix_summary.get("fid_curve"):
         pixel_curve = pix_summary["fid_curve"]
@@ -260,7 +262,7 @@ def run(ctx: Context) -> dict:
         summary["equal_wall_clock"] = equal_time
     summary["generators"] = [generator_record(
         f"latent diffusion ({best})", fid=results[best]["fid"], kid=results[best]["kid"],
-        train_seconds=fit_seconds(fit, ctx.workdir / "metrics.jsonl") + autoencoder_seconds,
+        train_seconds=train_seconds + autoencoder_seconds,
         seconds_per_1000=results[best]["seconds_per_1000"],
         real_fid=evaluator.real_fid, num_samples=cfg.num_samples, samples="samples.npy", scores=results[best],
         curve=curve if best == curve_sampler else None, note=f"{cfg.latent} {'x'.join(map(str, latent_shape))} latents; training includes the VQ-VAE's "

@@ -56,3 +56,42 @@ def test_no_generators_no_closing_section(tmp_path):
     results = [{"name": "info_theory", "ok": True, "seconds": 1.0, "summary": {}}]
     assert _tour.closing_comparison(tmp_path, results) is None
     assert not (tmp_path / "closing").exists()
+
+
+def test_labels_of_close_points_are_moved_apart():
+    """Two generators at nearly the same (seconds, FID) — the tour's DCGAN and latent diffusion
+    were — get label boxes that do not overlap; a lone label stays where it was."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1, 1000)
+    ax.set_ylim(1, 1000)
+    points = [(50.0, 42.0), (52.0, 42.5), (5.0, 500.0)]
+    labels = [ax.annotate(f"generator {i}", p, textcoords="offset points", xytext=(5, 4), fontsize=8)
+              for i, p in enumerate(points)]
+    _tour.separate_labels(fig, labels)
+    renderer = fig.canvas.get_renderer()
+    boxes = [a.get_window_extent(renderer) for a in labels]
+    assert not boxes[0].overlaps(boxes[1])
+    assert labels[0].get_position() == (5, 4) and labels[2].get_position() == (5, 4)
+    assert labels[1].get_position()[1] < 4
+    plt.close(fig)
+
+
+def test_a_record_with_a_curve_keeps_it(tmp_path):
+    """A generator's FID-vs-seconds curve (diffusion during training) is saved with its record
+    and the closing figure still draws."""
+    curve = [{"step": 300, "seconds": 30.0, "fid": 60.0}, {"step": 600, "seconds": 60.0, "fid": 30.0}]
+    g = generator_record("pixel DDPM (DDIM 20)", fid=30.0, kid=0.1, train_seconds=50.0, seconds_per_1000=10.0,
+                         real_fid=5.0, num_samples=1000, curve=curve)
+    assert g["curve"] == curve and "curve" not in generator_record(
+        "x", fid=1.0, kid=0.0, train_seconds=1.0, seconds_per_1000=1.0, real_fid=1.0, num_samples=2)
+    results = [{"name": "ddpm_mnist", "ok": True, "seconds": 60.0, "summary": {"generators": [g]}}]
+    assert _tour.closing_comparison(tmp_path, results) is not None
+    saved = report.read_json(tmp_path / "closing" / "generators.json")["generators"]
+    assert saved[0]["curve"] == curve

@@ -77,6 +77,27 @@ def test_fit_equals_a_plain_loop_of_jitted_steps():
     assert [r["step"] for r in result.history] == [7, 14, 21, 28, 30]
 
 
+def test_eval_fn_runs_at_its_steps_and_its_time_is_counted_apart():
+    """`eval_fn` runs every `eval_every` steps and at the end, its metrics join those records
+    (`eval/<name>`), and `eval_seconds` holds its time (here at least its 4 sleeps of 50 ms),
+    so `seconds - eval_seconds` is the training's own cost."""
+    import time
+
+    init, step = make(noise=0.1)
+    seen = []
+
+    def eval_fn(state):
+        seen.append(int(state.step))
+        time.sleep(0.05)
+        return {"w_norm": jnp.sum(jnp.square(state.params["w1"]))}
+
+    result = train.fit(init(jax.random.key(0)), step, RegressionSource(seed=0, batch_size=16), num_steps=30,
+                       log_every=10, eval_fn=eval_fn, eval_every=8, progress=False)
+    assert seen == [8, 16, 24, 30]
+    assert [r["step"] for r in result.history if "eval/w_norm" in r] == seen
+    assert 0.2 <= result.eval_seconds < result.seconds
+
+
 def test_fused_step_compiles_once():
     init, step = make(noise=0.0)
     source = RegressionSource(seed=0, batch_size=16)

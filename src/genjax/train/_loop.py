@@ -313,7 +313,8 @@ class FitResult:
     resumed_from: int | None  # the checkpoint step the run started from, or None
     history: list[dict[str, Any]]  # the records written to metrics.jsonl by this call
     compiles: int  # distinct compiled chunk lengths
-    seconds: float
+    seconds: float  # wall clock of this call, `eval_fn`'s calls included
+    eval_seconds: float = 0.0  # of which in `eval_fn`: `seconds - eval_seconds` is the training's cost
 
 
 def chunk_ends(start: int, stop: int, *periods: int) -> list[int]:
@@ -429,6 +430,7 @@ def fit(
                    file=sys.stderr, mininterval=1.0)
     history: list[dict[str, Any]] = []
     lengths = set()
+    eval_seconds = 0.0
     t0 = time.perf_counter()
     step = start
     last_saved = resumed_from
@@ -449,8 +451,10 @@ def fit(
             record = {"step": step, **{k_: _scalar_or_list(v) for k_, v in summary["mean"].items()},
                       "steps_per_s": k / seconds}
             if eval_fn is not None and (end == num_steps or (eval_every and end % eval_every == 0)):
+                eval_start = time.perf_counter()
                 record.update({f"eval/{n}": _scalar_or_list(v)
                                for n, v in jax.device_get(eval_fn(_host_state(state, parallel))).items()})
+                eval_seconds += time.perf_counter() - eval_start
             history.append(record)
             if metrics_log is not None and is_main:
                 metrics_log.write(record)
@@ -481,6 +485,7 @@ def fit(
         history=history,
         compiles=len(lengths),
         seconds=time.perf_counter() - t0,
+        eval_seconds=eval_seconds,
     )
 
 
