@@ -66,6 +66,9 @@ class Config:
     learning_rate: float = 2e-4  # GAN losses: Adam(b1 = 0.5) (Radford et al. 2016)
     wgan_learning_rate: float = 5e-5  # WGAN: RMSProp (Arjovsky et al. 2017)
     wgan_gp_learning_rate: float = 1e-4  # WGAN-GP: Adam(b1 = 0.5, b2 = 0.9)
+    # each optimizer's learning rate cosine-decays to this fraction of its start over its updates
+    # (the critic's: n_critic per generator step); 1: constant, as in the papers
+    final_lr_fraction: float = 1.0
     n_critic: int = 5  # critic updates per generator update for the WGANs
     clip: float = 0.01
     gp_weight: float = 10.0
@@ -132,6 +135,22 @@ def variant_steps(cfg: Config, variant: str) -> int:
     return cfg.wasserstein_steps if wasserstein and cfg.wasserstein_steps else cfg.steps
 
 
+def learning_rate(cfg: Config, variant: str, network: Literal["generator", "discriminator"]):
+    """The learning rate of one of `variant`'s networks: its loss's constant rate, or with
+    `final_lr_fraction` < 1 an optax schedule cosine-decaying it to that fraction over the
+    network's updates (the critic makes `n_critic` per generator step)."""
+    import optax
+
+    from experiments._gan_common import parse_variant
+
+    loss = parse_variant(variant)[0]
+    lr = {"wgan": cfg.wgan_learning_rate, "wgan_gp": cfg.wgan_gp_learning_rate}.get(loss, cfg.learning_rate)
+    if cfg.final_lr_fraction == 1.0:
+        return lr
+    updates = variant_steps(cfg, variant) * (cfg.n_critic if network == "discriminator" and loss.startswith("wgan") else 1)
+    return optax.cosine_decay_schedule(lr, max(updates, 1), cfg.final_lr_fraction)
+
+
 def build(cfg: Config, variant: str) -> Built:
     """A variant's networks (`model`: generator and discriminator), `init(key) -> TrainState`, the
     train step, `sample(generator_params, extras, key, n) -> [n, 28, 28, 1]` and its `GanOptions`."""
@@ -163,12 +182,11 @@ def build(cfg: Config, variant: str) -> Built:
     discriminator = nn.DcganDiscriminator(width=cfg.width, feature_dim=cfg.feature_dim,
                                            minibatch_kernels=cfg.minibatch_kernels if "mbd" in switches else 0,
                                            minibatch_dim=cfg.minibatch_dim)
-    if loss == "wgan":
-        make_tx = lambda: optax.rmsprop(cfg.wgan_learning_rate)  # noqa: E731
-    elif loss == "wgan_gp":
-        make_tx = lambda: optax.adam(cfg.wgan_gp_learning_rate, b1=0.5, b2=0.9)  # noqa: E731
-    else:
-        make_tx = lambda: optax.adam(cfg.learning_rate, b1=0.5)  # noqa: E731
+    def make_tx(network):
+        lr = learning_rate(cfg, variant, network)
+        if loss == "wgan":
+            return optax.rmsprop(lr)
+        return optax.adam(lr, b1=0.5, b2=0.9) if loss == "wgan_gp" else optax.adam(lr, b1=0.5)
 
     def gen_fn(params, z, extras):
         return generator.apply({"params": params}, z, extras.get("reference_z"))
@@ -187,8 +205,8 @@ def build(cfg: Config, variant: str) -> Built:
         extras = gan_extras(opts, params, reference_z)
         if ema:
             extras["ema_params"] = {"generator": jax.tree.map(jnp.copy, g)}
-        return train.TrainState.create(params=params, tx={"generator": make_tx(), "discriminator": make_tx()},
-                                       key=jax.random.fold_in(key, 2), extras=extras)
+        tx = {"generator": make_tx("generator"), "discriminator": make_tx("discriminator")}
+        return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 2), extras=extras)
 
     def sample(g_params, extras, key, n):
         return gen_fn(g_params, jax.random.normal(key, (n, cfg.latent_dim)), extras)

@@ -92,6 +92,26 @@ def test_wasserstein_variants_take_their_own_number_of_generator_steps():
         "DCGAN gan+ema", "DCGAN gan_minimax", "WGAN-GP", "WGAN+ls"]
 
 
+def test_final_lr_fraction_decays_each_network_over_its_own_updates():
+    """Cosine decay (optax.cosine_decay_schedule: lr * (f + (1 - f) (1 + cos(pi t / T)) / 2)) to
+    `final_lr_fraction` over T = the network's updates: the generator's steps, and for the WGAN
+    critic n_critic per generator step; 1 keeps the papers' constant rate."""
+    from experiments import gan_mnist
+
+    cfg = gan_mnist.EXPERIMENT.make_config(quick=True, final_lr_fraction=0.1)
+    assert gan_mnist.variant_steps(cfg, "wgan_gp") == 1200 and cfg.n_critic == 2
+    g = gan_mnist.learning_rate(cfg, "gan+ema", "generator")
+    d = gan_mnist.learning_rate(cfg, "gan+ema", "discriminator")
+    np.testing.assert_allclose([g(0), g(1500), g(3000), d(3000)], [2e-4, 1.1e-4, 2e-5, 2e-5], rtol=1e-5)
+    critic = gan_mnist.learning_rate(cfg, "wgan_gp", "discriminator")
+    generator = gan_mnist.learning_rate(cfg, "wgan_gp", "generator")
+    np.testing.assert_allclose([critic(1200), critic(2400), generator(1200)], [1.1e-4, 2e-5, 2e-5], rtol=1e-5)
+    constant = gan_mnist.EXPERIMENT.make_config(quick=True)
+    assert gan_mnist.learning_rate(constant, "wgan_gp", "discriminator") == 2e-4  # the quick WGAN-GP rate
+    with pytest.raises(Exception, match="final-lr-fraction"):
+        gan_mnist.EXPERIMENT.make_config(final_lr_fraction=0.0)
+
+
 def test_gp_examples_penalises_the_first_pairs_of_the_batch_alone():
     """`GanOptions(gp_examples=k)`: the gradient penalty is estimated on the first k (real, fake)
     pairs only: changing the batch's other real examples leaves it unchanged (and changes the
