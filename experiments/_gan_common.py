@@ -75,6 +75,25 @@ class GanOptions:
         return self.loss in ("wgan", "wgan_gp")
 
 
+def network_learning_rate(lr: float, options: GanOptions, network: Literal["generator", "discriminator"],
+                          generator_steps: int, final_fraction: float = 1.0):
+    """The learning rate of one of a GAN's networks: `lr` itself when `final_fraction` is 1, else an
+    optax schedule cosine-decaying it to `final_fraction * lr` over that network's own updates (one
+    per generator step for the generator, `options.n_critic` per generator step for the
+    discriminator; one schedule over the generator's steps would take a WGAN critic to its final
+    rate after 1 / n_critic of training)."""
+    import optax
+
+    if network not in ("generator", "discriminator"):
+        raise ValueError(f"network must be 'generator' or 'discriminator', got {network!r}")
+    if not 0.0 <= final_fraction <= 1.0:
+        raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction}")
+    if final_fraction == 1.0:
+        return lr
+    updates = generator_steps * (options.n_critic if network == "discriminator" else 1)
+    return optax.cosine_decay_schedule(lr, max(updates, 1), final_fraction)
+
+
 def gan_extras(options: GanOptions, params: dict, reference_z: Any = None) -> dict:
     """The non-gradient state slots of a GAN state for `options` (fixed at creation)."""
     from genjax import gan

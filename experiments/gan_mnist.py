@@ -139,16 +139,12 @@ def learning_rate(cfg: Config, variant: str, network: Literal["generator", "disc
     """The learning rate of one of `variant`'s networks: its loss's constant rate, or with
     `final_lr_fraction` < 1 an optax schedule cosine-decaying it to that fraction over the
     network's updates (the critic makes `n_critic` per generator step)."""
-    import optax
-
-    from experiments._gan_common import parse_variant
+    from experiments._gan_common import GanOptions, network_learning_rate, parse_variant
 
     loss = parse_variant(variant)[0]
     lr = {"wgan": cfg.wgan_learning_rate, "wgan_gp": cfg.wgan_gp_learning_rate}.get(loss, cfg.learning_rate)
-    if cfg.final_lr_fraction == 1.0:
-        return lr
-    updates = variant_steps(cfg, variant) * (cfg.n_critic if network == "discriminator" and loss.startswith("wgan") else 1)
-    return optax.cosine_decay_schedule(lr, max(updates, 1), cfg.final_lr_fraction)
+    options = GanOptions(loss, n_critic=cfg.n_critic if loss.startswith("wgan") else 1)
+    return network_learning_rate(lr, options, network, variant_steps(cfg, variant), cfg.final_lr_fraction)
 
 
 def build(cfg: Config, variant: str) -> Built:

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Literal
 
 from experiments._framework import Built, Context, Experiment
 from experiments._gan_common import PUBLISHED  # the published rows (diffusion_2d quotes them too)
@@ -158,6 +159,17 @@ def num_steps(cfg: Config, dataset: str) -> int:
     return cfg.steps if cfg.steps > 0 else (cfg.ring_steps if dataset == "ring" else cfg.grid_steps)
 
 
+def learning_rate(cfg: Config, method: str, dataset: str, network: Literal["generator", "discriminator"]):
+    """The optax schedule of one of `method`'s networks: its rate cosine-decayed to
+    `final_lr_fraction` of it over the network's own updates (a WGAN critic makes `n_critic` per
+    generator step, so its schedule is `n_critic` times longer)."""
+    from experiments._gan_common import network_learning_rate
+
+    opts = method_options(method, cfg)[0]
+    lr = cfg.wgan_learning_rate if opts.wasserstein else cfg.learning_rate
+    return network_learning_rate(lr, opts, network, num_steps(cfg, dataset), cfg.final_lr_fraction)
+
+
 def build(cfg: Config, method: str, dataset: str) -> Built:
     """One method's networks (`model`: generator and discriminator), `init(key) -> TrainState`,
     the train step, `sample(generator_params, key, n) -> [n, 2]` and its `GanOptions`."""
@@ -171,20 +183,20 @@ def build(cfg: Config, method: str, dataset: str) -> Built:
     opts, disc_kwargs = method_options(method, cfg)
     generator = nn.MlpGenerator(hidden=cfg.hidden, depth=cfg.depth)
     discriminator = nn.MlpDiscriminator(hidden=cfg.hidden, depth=cfg.depth, **disc_kwargs)
-    lr = cfg.wgan_learning_rate if opts.wasserstein else cfg.learning_rate
-    schedule = optax.cosine_decay_schedule(lr, max(num_steps(cfg, dataset), 1), cfg.final_lr_fraction)
-    if opts.loss == "wgan":
-        make_tx = lambda: optax.rmsprop(schedule)  # noqa: E731  (Arjovsky et al. 2017)
-    elif opts.loss == "wgan_gp":
-        make_tx = lambda: optax.adam(schedule, b1=0.5, b2=0.9)  # noqa: E731  (Gulrajani et al. 2017)
-    else:
-        make_tx = lambda: optax.adam(schedule, b1=0.5)  # noqa: E731  (Radford et al. 2016)
+
+    def make_tx(network):
+        schedule = learning_rate(cfg, method, dataset, network)
+        if opts.loss == "wgan":
+            return optax.rmsprop(schedule)  # Arjovsky et al. 2017
+        if opts.loss == "wgan_gp":
+            return optax.adam(schedule, b1=0.5, b2=0.9)  # Gulrajani et al. 2017
+        return optax.adam(schedule, b1=0.5)  # Radford et al. 2016
 
     def init(key):
         g = generator.init(jax.random.fold_in(key, 0), jnp.zeros((1, cfg.latent_dim)))["params"]
         d = discriminator.init(jax.random.fold_in(key, 1), jnp.zeros((2, 2 * opts.pack)))["params"]
         params = {"generator": g, "discriminator": d}
-        return train.TrainState.create(params=params, tx={"generator": make_tx(), "discriminator": make_tx()},
+        return train.TrainState.create(params=params, tx={"generator": make_tx("generator"), "discriminator": make_tx("discriminator")},
                                        key=jax.random.fold_in(key, 2), extras=gan_extras(opts, params))
 
     def gen_fn(params, z, extras):

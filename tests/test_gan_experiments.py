@@ -112,6 +112,25 @@ def test_final_lr_fraction_decays_each_network_over_its_own_updates():
         gan_mnist.EXPERIMENT.make_config(final_lr_fraction=0.0)
 
 
+def test_mode_collapse_critic_schedule_spans_its_n_critic_updates_per_generator_step():
+    """gan_mode_collapse decays each network's rate over its own updates (optax cosine formula as
+    above, final fraction 0.02 by default): the WGAN critic (5 updates per generator step) reaches
+    the final rate after all of training, not after a fifth of it; the GAN's two networks agree."""
+    from experiments import gan_mode_collapse as mc
+
+    cfg = mc.EXPERIMENT.make_config(quick=True)
+    steps = mc.num_steps(cfg, "ring")
+    assert steps == 5000 and cfg.n_critic == 5 and cfg.final_lr_fraction == 0.02
+    critic = mc.learning_rate(cfg, "wgan_gp", "ring", "discriminator")
+    generator = mc.learning_rate(cfg, "wgan_gp", "ring", "generator")
+    lr, f = cfg.wgan_learning_rate, cfg.final_lr_fraction
+    # the critic's update 5,000 (a fifth of training) is its schedule's first fifth: cos(pi / 5)
+    np.testing.assert_allclose([critic(steps), critic(5 * steps), generator(steps)],
+                               [lr * (f + (1 - f) * (1 + np.cos(np.pi / 5)) / 2), lr * f, lr * f], rtol=1e-5)
+    g, d = (mc.learning_rate(cfg, "gan", "ring", n) for n in ("generator", "discriminator"))
+    np.testing.assert_allclose([g(steps // 2), d(steps // 2)], [cfg.learning_rate * (f + (1 - f) / 2)] * 2, rtol=1e-5)
+
+
 def test_gp_examples_penalises_the_first_pairs_of_the_batch_alone():
     """`GanOptions(gp_examples=k)`: the gradient penalty is estimated on the first k (real, fake)
     pairs only: changing the batch's other real examples leaves it unchanged (and changes the

@@ -32,6 +32,10 @@ needed / the plain path.
     the same time in a loop as outside.
     Measured: jax 0.10.2, 2-core AMD EPYC VM; a 3x3, 32->64 channel conv on a [64, 14, 14, 32]
     batch: 7 ms per call, 250-340 ms per scan iteration; U-Net input gradient 4.5 vs 500 ms.
+    Re-measured 2026-12-03 (jax 0.10.2, idle 2-core VM, peak 330-350 GFLOP/s; ``python -m
+    benchmarks --quick --only train_step/dcgan,train_step/ddpm_unet``, ms per fused call of
+    K = 2 steps, on / off):
+    dcgan 62 / 922 (14.8x), ddpm_unet (quick U-Net) 255 / 8,165 (32x); per-step dispatch 32 / 171.
     Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
     without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_grad``; if the fused steps/s no longer drop
     with the switch off, the workaround can go.
@@ -46,6 +50,12 @@ needed / the plain path.
     Measured: jax 0.10.2, 2-core AMD EPYC VM under load; weight gradient inside a `lax.scan`,
     [64, 28, 28, 32] -> 1 channel: 48 vs 9 ms; [64, 14, 14, 64] -> 32: 22 vs 11.5 ms;
     [32, 28, 28, 32] -> 32: 26 vs 14 ms; whole fused steps in the ``train_step`` rows.
+    Re-measured 2026-12-03 (jax 0.10.2, idle 2-core VM, peak 330-350 GFLOP/s; ``python -m
+    benchmarks --quick --only train_step/dcgan,train_step/ddpm_unet``, ms per fused call of
+    K = 2 steps, on / off):
+    dcgan 62 / 56, ddpm_unet 255 / 227: with ``conv_library`` on (genjax's programs) the
+    convolutions no longer go to YNNPACK and the split *costs* ~11%; it still helps programs
+    compiled without that option (a plain `jax.jit`). Not yet made conditional on it.
     Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
     without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_wgrad_split``, or the per-op profile
     (`jax.profiler`): weight-gradient ``ynn_fusion`` ops with a 14x14 or 28x28 window.
@@ -65,6 +75,10 @@ samplers of `genjax.diffusion`, and the experiments' programs)
     113 / 92-96, gan_mnist's quick gan+ema 128 / 111 and WGAN-GP 301 / 271, vqvae 64.9 / 58.5,
     mnist_classifier 96 / 85-94 (within noise); the pixel U-Net's forward pass on 500 images
     707 / 449 ms.
+    Re-measured 2026-12-03 (jax 0.10.2, idle 2-core VM, peak 330-350 GFLOP/s; ``python -m
+    benchmarks --quick --only train_step/dcgan,train_step/ddpm_unet``, ms per fused call of
+    K = 2 steps, on / off):
+    dcgan 62 / 78 (1.26x), ddpm_unet 255 / 287 (1.12x).
     Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
     without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_library``, or count ``__ynn_fusion`` in
     ``jitted.lower(...).compile().as_text()``.
@@ -77,6 +91,9 @@ autoencoder loss)
     slower on XLA:CPU than ``max(x, 0) + log1p(exp(-|x|))`` with a JVP reusing the exp.
     Measured: jax 0.10.2, same machine; [128, 784] float32 (a VAE step's Bernoulli
     log-likelihood): 68 vs 283 us forward, 65 vs 288 us with the gradient.
+    Re-measured 2026-12-03 (``python -m benchmarks --quick --only losses/``, [256, 784], on /
+    off): the Bernoulli reconstruction loss 0.46 / 0.48 ms forward (no longer a gain), 0.45 /
+    0.72 ms with the gradient (1.6x); `vae.elbo` (Bernoulli) with the gradient 0.46 / 0.70 ms.
     Check: ``python -m benchmarks --only losses/`` with and without the switch ``softplus``.
     Plain path: `jax.nn.softplus`, `jax.nn.log_sigmoid`.
 ``abs_grad`` (`MinibatchDiscrimination`, nn/_gan.py)
