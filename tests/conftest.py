@@ -1,4 +1,7 @@
-"""One JAX persistent compilation cache per test process (each pytest-xdist worker its own, in a
+"""Tests marked `accelerator` are skipped unless JAX's default backend is a GPU or TPU
+(`bash benchmarks/device_check.sh` runs them on one).
+
+One JAX persistent compilation cache per test process (each pytest-xdist worker its own, in a
 temporary folder removed at the end).
 
 Many tests compile a program that an earlier test in the same process already compiled: a resumed
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+
+import pytest
 
 _CACHE_DIR: str | None = None
 
@@ -34,3 +39,17 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _CACHE_DIR is not None:
         shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if item.get_closest_marker("accelerator")]
+    if not marked:
+        return
+    import jax
+
+    backend = jax.default_backend()
+    if backend in ("gpu", "tpu"):
+        return
+    skip = pytest.mark.skip(reason=f"needs a GPU or TPU (JAX's default backend here: {backend})")
+    for item in marked:
+        item.add_marker(skip)

@@ -21,31 +21,10 @@ from jax import lax
 from genjax import _backend, _numerics
 from genjax import nn as gnn
 from genjax.nn import _conv, _gan
+from tests._export import NHWC_CONV
+from tests._export import export_ops as _export_ops
 
 PLATFORMS = ("cpu", "cuda", "tpu")
-
-
-def _ops(module_text: str) -> list[str]:
-    """The distinct operations of a StableHLO module, without SSA names, locations, constants,
-    calls and the `case`/`return` of `platform_dependent` (one-branch cases per platform). A set,
-    as a function called twice is emitted once or inlined depending on the program around it.
-    Broadcasts of scalars are left out too: under AD each branch of `platform_dependent` (a
-    `switch`) also returns the residuals of the others, filled with broadcast zeros, which XLA
-    removes once the conditional is resolved."""
-    ops = []
-    for line in module_text.splitlines():
-        m = re.search(r"(stablehlo\.\w+|chlo\.\w+)(.*)", line)
-        if not m or m.group(1) in ("stablehlo.case", "stablehlo.return", "stablehlo.constant") or "func.call" in line:
-            continue
-        rest = re.sub(r"loc\(.*?\)", "", m.group(2))
-        if m.group(1) == "stablehlo.broadcast_in_dim" and re.search(r"\(tensor<[a-z0-9]+>\) ->", rest):
-            continue
-        ops.append(m.group(1) + re.sub(r"%[\w#.]+", "%", rest).strip())
-    return sorted(set(ops))
-
-
-def _export_ops(f, args, platform):
-    return _ops(jax.export.export(jax.jit(f), platforms=(platform,))(*args).mlir_module())
 
 
 def _optimized_hlo(f, args) -> list[str]:
@@ -101,9 +80,8 @@ def test_conv_exported_for_cpu_is_the_cpu_path_with_unchanged_results():
     assert ours != plain
     # the reverse pass is ordinary NHWC x HWIO convolutions only (autodiff's weight gradient
     # contracts over the batch axis instead: [f, 0, 1, b] x [i, 0, 1, o] -> [0, 1, b, f])
-    nhwc = "[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]"
-    assert all(nhwc in op for op in ours if "convolution" in op)
-    assert not all(nhwc in op for op in plain if "convolution" in op)
+    assert all(NHWC_CONV in op for op in ours if "convolution" in op)
+    assert not all(NHWC_CONV in op for op in plain if "convolution" in op)
     # its gradients are those formulas exactly, and agree with XLA's autodiff to rounding
     (v, (gx, gw)), (v0, (gx0, gw0)) = _value_and_grad(_ours)(X, W), _value_and_grad(_plain)(X, W)
     ct = jnp.cos(_plain(X, W))
