@@ -35,7 +35,8 @@ def _peak_line(doc: dict[str, Any]) -> str:
     value = peak.get("flops_per_s")
     if not value:
         return f"peak: unknown ({peak.get('source', 'not recorded')}): no % of peak"
-    return f"peak: {value / 1e12:.4g} TFLOP/s {peak.get('dtype') or ''} ({peak.get('source')})".replace("  ", " ")
+    scaled = f"{value / 1e12:.4g} TFLOP/s" if value >= 1e12 else f"{value / 1e9:.4g} GFLOP/s"
+    return f"peak: {scaled} {peak.get('dtype') or ''} ({peak.get('source')})".replace("  ", " ")
 
 
 def train_step_rows(results: dict[str, dict]) -> list[list[str]]:

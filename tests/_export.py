@@ -8,6 +8,7 @@ failing test prints every problem at once.
 
 from __future__ import annotations
 
+import collections
 import re
 from collections.abc import Iterator, Sequence
 
@@ -85,28 +86,50 @@ def _operations(exported: jax.export.Exported) -> Iterator:
         yield from walk(module.operation)
 
 
-def _computes(region) -> bool:
-    """A region holding more than returns of constants (a branch that does work)."""
-    return any(op.operation.name not in ("stablehlo.return", "stablehlo.constant")
-               for block in region.blocks for op in block.operations)
+def _signature(region) -> frozenset[str]:
+    """What a region computes: each of its operations (nested ones included) by name, operand
+    and result types and attributes, without constants and returns (empty: it only returns
+    constants, as the `case` mapping a platform index to a branch index does). Read from the
+    bindings, not printed: printing a nested operation numbers the values of the whole module."""
+    out = set()
+    for block in region.blocks:
+        for child in block.operations:
+            op = child.operation
+            if op.name in ("stablehlo.return", "stablehlo.constant"):
+                continue
+            attributes = sorted(f"{name}={op.attributes[name]}" for name in op.attributes)
+            types = [str(v.type) for v in op.operands] + ["->"] + [str(r.type) for r in op.results]
+            out.add(" ".join([op.name, *types, *attributes]))
+            for nested in op.regions:
+                out |= _signature(nested)
+    return frozenset(out)
 
 
 def read(exported: jax.export.Exported) -> dict:
-    """What the checks look at: custom-call targets, the `case` operations with two or more
-    branches that compute (a dispatch whose alternatives both survived lowering), the element
-    types of every result, and the operand element types of each `dot_general`."""
-    targets, cases, types, dots = [], 0, set(), []
+    """What the checks look at: custom-call targets; the `case` operations whose branches compute
+    different things (each as the set of its branches' signatures); the element types of every
+    result; and the operand element types of each `dot_general`.
+
+    Lowered for several platforms, JAX emits a `case` on the platform index for every operation
+    with a platform-specific lowering rule, and `platform_dependent` keeps one branch per group
+    of platforms that share one. Branches that compute the same operations (`dot_general`'s) are
+    not reported; those that differ may be JAX's own (max-pooling's gradient,
+    `select_and_scatter_add`, is lowered one way for TPU and another for GPU), which is why
+    `accelerator_problems` compares them with the plain program's."""
+    targets, cases, types, dots = [], [], set(), []
     for op in _operations(exported):
         name = op.name
         if name == "stablehlo.custom_call":
             targets.append(str(op.attributes["call_target_name"]).strip('"'))
-        elif name == "stablehlo.case":
-            cases += sum(_computes(r) for r in op.regions) >= 2
+        elif name == "stablehlo.case" and len(op.regions) > 1:
+            branches = frozenset(_signature(r) for r in op.regions)
+            if len(branches) > 1:
+                cases.append(branches)
         elif name == "stablehlo.dot_general":
             dots.append(tuple(_element_type(v.type) for v in op.operands))
         for r in op.results:
             types.add(_element_type(r.type))
-    return {"custom_calls": targets, "branching_cases": cases, "element_types": types - {None}, "dots": dots}
+    return {"custom_calls": targets, "diverging_cases": cases, "element_types": types - {None}, "dots": dots}
 
 
 def _element_type(t) -> str | None:
@@ -119,13 +142,15 @@ FLOAT_TYPES = ("f16", "bf16", "f32", "f64")
 
 def accelerator_problems(exported: jax.export.Exported, plain: jax.export.Exported | None = None,
                          floats: Sequence[str] = ("f32",)) -> list[str]:
-    """What is wrong with `exported` as a GPU/TPU program (empty: nothing).
+    """What is wrong with `exported` as a GPU/TPU program (empty: nothing). (Any object with
+    `platforms` and `mlir_module()` will do, e.g. a program lowered with `jax.jit(f).lower`.)
 
     - it is not exported for exactly `ACCELERATORS`;
     - a custom call is CPU-only or a host callback (`HOST_OR_CPU_MARKERS`), or not one of the
       platform-neutral `NEUTRAL_CUSTOM_CALLS`;
-    - a `case` kept two branches that compute: a `platform_dependent` whose CPU path survived
-      (for GPU/TPU only the plain path may be left);
+    - a `case` has branches that compute different things, beyond those of `plain` (which has
+      the per-platform lowerings JAX itself emits, e.g. a TPU and a GPU form of one operation):
+      a `platform_dependent` whose CPU path survived (for GPU/TPU only the plain path may be left);
     - with `plain` (the same function exported with every CPU workaround switched off,
       `genjax._backend.disabled("all")`): its operations differ from the plain program's;
     - it has a floating-point element type outside `floats`.
@@ -139,8 +164,12 @@ def accelerator_problems(exported: jax.export.Exported, plain: jax.export.Export
             problems.append(f"custom call {target!r} is CPU-only or a host callback")
         elif target not in NEUTRAL_CUSTOM_CALLS:
             problems.append(f"custom call {target!r} is not known to be platform-neutral")
-    if seen["branching_cases"]:
-        problems.append(f"{seen['branching_cases']} case(s) kept two computing branches (a CPU path left in)")
+    diverging = collections.Counter(seen["diverging_cases"])
+    if plain is not None:
+        diverging -= collections.Counter(read(plain)["diverging_cases"])
+    if diverging:
+        problems.append(f"{diverging.total()} case(s) with branches that compute different things (a CPU path "
+                        "left in)")
     if plain is not None:
         ours, theirs = set(ops(exported.mlir_module())), set(ops(plain.mlir_module()))
         if ours != theirs:

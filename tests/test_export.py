@@ -17,6 +17,8 @@ the walks' valid calls of every public name (tests/test_bad_inputs_*.py); the be
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +36,7 @@ from tests import test_bad_inputs_vq as walk_vq
 from tests.test_backend import W, X, _ours, _value_and_grad
 
 K = 2  # fused steps per exported call
+F32 = jnp.dtype(jnp.float32)
 CONV_FAMILIES = ("dcgan", "vqvae", "ddpm_unet", "mnist_classifier")
 
 
@@ -66,7 +69,7 @@ def test_each_family_s_fused_step_exports_for_tpu_and_gpu_as_the_plain_float32_p
     assert hx.accelerator_problems(exported, plain) == []
     assert _floating_avals(exported.in_avals) == _floating_avals(exported.out_avals) == {"float32"}
     state, summary = jax.tree.unflatten(exported.out_tree, exported.out_avals)
-    assert state.step.shape == () and summary["mean"]["loss"].dtype == jnp.float32
+    assert state.step.shape == () and {m.dtype for m in jax.tree.leaves(summary["mean"])} == {F32}
     if name in CONV_FAMILIES:
         # the weight gradients are XLA's autodiff convolutions (contracting over the batch), not
         # the CPU path's NHWC-only reverse pass (`conv_grad`, see tests/test_backend.py)
@@ -83,7 +86,7 @@ def test_vae_mlp_in_bfloat16_exports_bf16_dots_with_float32_parameters_and_loss(
     # master weights, optimizer state, inputs and the loss stay float32
     assert _floating_avals(exported.in_avals) == _floating_avals(exported.out_avals) == {"float32"}
     state, summary = jax.tree.unflatten(exported.out_tree, exported.out_avals)
-    assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.float32}
+    assert {p.dtype for p in jax.tree.leaves(state.params)} == {F32}
     assert summary["mean"]["loss"].dtype == jnp.float32
 
 
@@ -106,7 +109,8 @@ def _sampler(name):
         key, model = jax.random.wrap_key_data(raw_key), (lambda x, t: _denoiser(params, x, t))
         if name == "ddim_sample":  # genjax.diffusion.ddim_sample (sample_with's "ddim" is the spaced one)
             return diffusion.ddim_sample(key, model, SCHEDULE, (3, D), num_steps=5, eta=0.5)
-        return diffusion.sample_with(key, model, SCHEDULE, (3, D), sampler=name, num_steps=None if name == "ddpm" else 5)
+        steps = None if name == "ddpm" else 5  # ancestral sampling takes all T steps
+        return diffusion.sample_with(key, model, SCHEDULE, (3, D), sampler=name, num_steps=steps)
 
     return run
 
@@ -129,7 +133,7 @@ def _valid_calls() -> dict[str, tuple]:
     """`module.name` -> (function, keyword arguments of a valid call), from the bad-input walks."""
     calls = {f"divergences.{n}": (s.fn, {**s.arrays, **s.statics}) for n, s in walk_dv.SPECS.items()}
     for n, (fn, kwargs) in walk_gan.CALLS.items():  # `state=None` there stands for a fresh state
-        calls[f"gan.{n}"] = (fn, {**kwargs, **({"state": walk_gan._state()} if "state" in kwargs else {})})
+        calls[f"gan.{n}"] = (fn, {**kwargs, **({"state": walk_gan._state()} if kwargs.get("state", 0) is None else {})})
     calls.update({f"autoencoders.{n}": (getattr(autoencoders, n), kw) for n, kw in walk_ae.GOOD.items()})
     calls.update({f"vae.{n}": (getattr(vae, n), kw) for n, kw in walk_vae.GOOD.items()})
     calls.update({f"vq.{n}": call for n, call in walk_vq.CALLS.items()})
@@ -170,16 +174,31 @@ def test_each_public_function_exports_for_tpu_and_gpu_as_the_plain_float32_progr
 # ------------------------------------------------------------------- the checks can fail
 
 
-def test_the_check_flags_a_host_callback_exported_for_cpu():
+@dataclasses.dataclass(frozen=True)
+class _Lowered:
+    """A lowered program where `accelerator_problems` takes an `Exported`."""
+
+    platforms: tuple[str, ...]
+    text: str
+
+    def mlir_module(self) -> str:
+        return self.text
+
+
+def test_the_check_flags_a_host_callback_lowered_for_cpu():
     def f(x):
         return jax.pure_callback(np.sin, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
 
-    target = "xla_ffi_python_cpu_callback"  # what jax 0.10 lowers a CPU pure_callback to
-    exported = hx.export(f, (jax.ShapeDtypeStruct((3,), jnp.float32),), ("cpu",),
-                         disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(target)])
-    assert hx.accelerator_problems(exported) == [
+    x = jax.ShapeDtypeStruct((3,), jnp.float32)
+    # jax.export refuses host callbacks itself (jax 0.10), for several platforms and for one
+    with pytest.raises(NotImplementedError, match="multi-platform lowering for python_callback"):
+        hx.export(f, (x,))
+    with pytest.raises(NotImplementedError, match="serialization of host_callbacks"):
+        hx.export(f, (x,), ("cpu",))
+    lowered = _Lowered(("cpu",), jax.jit(f).trace(x).lower(lowering_platforms=("cpu",)).as_text())
+    assert hx.accelerator_problems(lowered) == [
         "exported for ('cpu',), not ('tpu', 'cuda')",
-        f"custom call {target!r} is CPU-only or a host callback",
+        "custom call 'xla_ffi_python_cpu_callback' is CPU-only or a host callback",  # jax 0.10's target
     ]
 
 
@@ -193,7 +212,8 @@ def test_the_check_flags_the_cpu_path_of_a_convolution():
     assert hx.AUTODIFF_WEIGHT_GRAD in hx.convolutions(exported)
     # exported for CPU as well: both paths kept behind a conditional on the platform
     both = hx.export(_conv_value_and_grad, CONV_ARGS, ("cpu", "tpu", "cuda"))
-    assert "1 case(s) kept two computing branches (a CPU path left in)" in hx.accelerator_problems(both)
+    assert any(p.endswith("case(s) with branches that compute different things (a CPU path left in)")
+               for p in hx.accelerator_problems(both))
     # for CPU alone: the CPU path (NHWC convolutions only), not the plain program
     cpu, cpu_plain = _both(_conv_value_and_grad, CONV_ARGS, platforms=("cpu",))
     problems = hx.accelerator_problems(cpu, cpu_plain)
