@@ -56,33 +56,34 @@ def train_step_rows(results: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
-def seed_rows(doc: dict[str, Any], results: dict[str, dict]) -> list[list[str]]:
-    """(family, mode, R, replica-steps/s, ratio to one seed) for every `scaling/<mode>_seeds` row."""
-    paired = {c["numerator"]: c["ratio"] for c in doc.get("comparisons", [])}
+def scaling_rows(results: dict[str, dict], pattern: str, baseline: str,
+                 paired: dict[str, float] | None = None) -> list[list[str]]:
+    """(family, mode, count, steps/s, ratio) for every result whose name matches `pattern` (groups:
+    mode, family, count); the ratio is `paired[name]` where the run paired it with its baseline,
+    else steps/s over those of the result named `baseline.format(mode=, family=)`."""
     rows = []
     for name, r in results.items():
-        m = re.fullmatch(r"scaling/(vmap|loop)_seeds/([^/]+)/r(\d+)", name)
+        m = re.fullmatch(pattern, name)
         if not m:
             continue
-        ratio = paired.get(name)
-        one = results.get(f"scaling/one_seed/{m.group(2)}", {}).get("steps_per_s")
+        mode, family, count = m.groups()
+        ratio = (paired or {}).get(name)
+        one = results.get(baseline.format(mode=mode, family=family), {}).get("steps_per_s")
         if ratio is None and one and r.get("steps_per_s"):
             ratio = r["steps_per_s"] / one
-        rows.append([m.group(2), m.group(1), m.group(3), _fmt(r.get("steps_per_s")), _fmt(ratio, 3)])
+        rows.append([family, mode, count, _fmt(r.get("steps_per_s")), _fmt(ratio, 3)])
     return sorted(rows, key=lambda row: (row[0], row[1], int(row[2])))
+
+
+def seed_rows(doc: dict[str, Any], results: dict[str, dict]) -> list[list[str]]:
+    """`scaling/<vmap|loop>_seeds/<family>/r<R>`: replica-steps/s, and over one seed's steps/s."""
+    paired = {c["numerator"]: c["ratio"] for c in doc.get("comparisons", [])}
+    return scaling_rows(results, r"scaling/(vmap|loop)_seeds/([^/]+)/r(\d+)", "scaling/one_seed/{family}", paired)
 
 
 def device_rows(results: dict[str, dict]) -> list[list[str]]:
-    """(family, mode, D, steps/s, ratio to D = 1) for every `scaling/<mode>/<family>/d<D>` row."""
-    rows = []
-    for name, r in results.items():
-        m = re.fullmatch(r"scaling/([^/]+)/([^/]+)/d(\d+)", name)
-        if not m:
-            continue
-        one = results.get(f"scaling/{m.group(1)}/{m.group(2)}/d1", {}).get("steps_per_s")
-        ratio = r["steps_per_s"] / one if one and r.get("steps_per_s") else None
-        rows.append([m.group(2), m.group(1), m.group(3), _fmt(r.get("steps_per_s")), _fmt(ratio, 3)])
-    return sorted(rows, key=lambda row: (row[0], row[1], int(row[2])))
+    """`scaling/<mode>/<family>/d<D>` (e.g. pmap): steps/s on D devices, and over those on one."""
+    return scaling_rows(results, r"scaling/([^/]+)/([^/]+)/d(\d+)", "scaling/{mode}/{family}/d1")
 
 
 def summarise(doc: dict[str, Any]) -> str:
