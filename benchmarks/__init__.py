@@ -10,7 +10,7 @@ Modules: `_harness` (Case, Benchmark, Result, Skip, run_benchmark, select), `_pe
 FLOP/s), `_suites` (Config, QUICK, the benchmarks), `_losses` (the losses' inputs), `_families`
 (the model families' train steps, from the experiments' builders), `_torch_vae` (PyTorch's VAE
 example, optional), `_report` (tables, comparisons and the JSON document), `__main__` (the
-command line).
+command line), `device_summary` (the one table `device_check.sh` prints from a run's JSON).
 """
 
 from benchmarks._harness import (

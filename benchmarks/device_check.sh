@@ -4,7 +4,7 @@
 #     bash benchmarks/device_check.sh
 #
 # 1. finds the accelerator (an NVIDIA GPU if `nvidia-smi` lists one, a TPU if /dev/accel* or
-#    /dev/vfio/* exist), creates a virtual environment and installs genjax with its test extras
+#    /dev/vfio/<group> exist), creates a virtual environment and installs genjax with its test extras
 #    and the matching jaxlib (`jax[cuda12]` or `jax[tpu]`);
 # 2. prints `jax.devices()` (and stops if JAX sees no accelerator);
 # 3. runs the tests marked `accelerator` (skipped on CPU) and tests/test_export.py;
@@ -30,10 +30,11 @@ section() { printf '\n== %s\n' "$*"; }
 if nvidia-smi -L >/dev/null 2>&1; then
   accelerator=cuda12
   nvidia-smi -L
-elif compgen -G "/dev/accel*" >/dev/null || compgen -G "/dev/vfio/*" >/dev/null; then
+elif compgen -G "/dev/accel*" >/dev/null || compgen -G "/dev/vfio/[0-9]*" >/dev/null; then
+  # TPU chips: /dev/accel0... (v2-v5p), VFIO groups /dev/vfio/0... (v5e, v6e); not /dev/vfio/vfio alone
   accelerator=tpu
 else
-  echo "device_check: no NVIDIA GPU (nvidia-smi) and no TPU (/dev/accel*, /dev/vfio/*) found" >&2
+  echo "device_check: no NVIDIA GPU (nvidia-smi) and no TPU (/dev/accel*, /dev/vfio/<group>) found" >&2
   exit 2
 fi
 

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_the_script_is_valid_bash():
 
 def _has_accelerator() -> bool:
     gpu = shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-    return bool(gpu or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/*"))
+    return bool(gpu or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 @pytest.mark.skipif(_has_accelerator(), reason="this host has an accelerator: the script would install and run")
@@ -48,6 +49,24 @@ def test_without_an_accelerator_the_script_stops_before_installing_anything(tmp_
 
 
 TRAIN, SEEDS, DEVICES = "Train steps", "Seeds as replicas (one program)", "Over the local devices"
+
+
+@pytest.mark.skipif(_has_accelerator(), reason="this host has an accelerator: JAX would find it")
+def test_with_a_gpu_listed_but_jax_on_the_cpu_the_script_stops_at_the_device_check(tmp_path):
+    """A stand-in `nvidia-smi` that lists a GPU, and `PYTHON` (this interpreter, no install):
+    the script must not install anything and must stop where JAX reports the CPU."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'GPU 0: a stand-in'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "PYTHON": sys.executable,
+           "VENV": str(tmp_path / "venv"), "OUT_DIR": str(tmp_path / "out"), "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
+    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert "GPU 0: a stand-in" in proc.stdout and "== devices" in proc.stdout
+    assert "JAX runs on cpu, not an accelerator" in proc.stderr
+    assert "== tests" not in proc.stdout and not (tmp_path / "venv").exists()
 
 
 @pytest.fixture(scope="module")
