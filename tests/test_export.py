@@ -202,6 +202,15 @@ def test_the_check_flags_a_host_callback_lowered_for_cpu():
     ]
 
 
+def test_the_check_flags_a_custom_call_it_does_not_know():
+    def f(x):  # a foreign kernel (never registered: lowering does not need it, compiling would)
+        return jax.ffi.ffi_call("genjax_test_kernel", jax.ShapeDtypeStruct(x.shape, x.dtype))(x)
+
+    x = jax.ShapeDtypeStruct((3,), jnp.float32)
+    lowered = _Lowered(hx.ACCELERATORS, jax.jit(f).trace(x).lower(lowering_platforms=hx.ACCELERATORS).as_text())
+    assert hx.accelerator_problems(lowered) == ["custom call 'genjax_test_kernel' is not known to be platform-neutral"]
+
+
 _conv_value_and_grad = _value_and_grad(_ours)  # genjax.nn.conv2d and its gradients, from tests/test_backend.py
 CONV_ARGS = hx.abstract((X, W))
 
