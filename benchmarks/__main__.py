@@ -47,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
                    help="train_step: K of the convolutional families (default 4, quick 2)")
     p.add_argument("--train-batch-size", type=int, metavar="B",
                    help="train_step: batch of vae_mlp and mnist_classifier (default 128)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"],
+                   help="the train steps' compute dtype, every family (default float32); bfloat16: mixed "
+                        "precision, float32 master weights, gradients and loss; train_step names end in /bf16")
     p.add_argument("--peak-flops", type=float, metavar="FLOPS",
                    help="use this peak FLOP/s instead of the measured (CPU) or published (GPU/TPU) one")
     p.add_argument("--peak-matmul-size", type=int, metavar="N",
@@ -61,7 +64,7 @@ def build_config(args: argparse.Namespace) -> Config:
     overrides = {"repeats": args.repeats, "warmup": args.warmup, "min_rep_s": args.min_rep_time,
                  "batch_sizes": args.batch_sizes, "fused_steps": args.fused_steps,
                  "heavy_fused_steps": args.heavy_fused_steps, "train_batch_size": args.train_batch_size,
-                 "peak_matmul_size": args.peak_matmul_size}
+                 "peak_matmul_size": args.peak_matmul_size, "dtype": args.dtype}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Config(**values)
 

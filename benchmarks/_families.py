@@ -4,13 +4,15 @@ A `Family` is everything a train-step benchmark needs (taken by name from the ex
 `build()`, an `experiments._framework.Built`): `init(key) -> TrainState`, the step
 `(state, batch, axis_name=None) -> (state, metrics)` (a `genjax.train` step, so that
 `genjax.train.compile_fused` fuses it), `batches(key, k)` (synthetic inputs of the real shapes
-and dtypes, `[K, ...]`: timings do not depend on the values) and the batch size.
+and dtypes, `[K, ...]`: timings do not depend on the values) and the batch size. Every family
+takes `dtype`: "float32", or "bfloat16" for mixed precision (`genjax.train.mixed_precision` on
+the networks inside the loss: parameters and inputs cast to bfloat16 there, float32 master
+weights, gradients, optimizer state and loss; the experiments' `build(..., dtype=...)`).
 
 - `vae_mlp`: PyTorch's classic VAE example (`pytorch/examples`, `vae/main.py`) exactly:
   `genjax.nn.VaeMlp()` (784-400-20 ReLU encoder, mirrored decoder, Bernoulli decoder from
   logits), float32 images in [0, 1], loss = -sum over the batch of the ELBO (binary cross-entropy
-  summed + KL, as the example sums it), batch 128, Adam(1e-3). `dtype="bfloat16"` runs the
-  network in bfloat16 (parameters cast in the step, float32 master weights and loss).
+  summed + KL, as the example sums it), batch 128, Adam(1e-3).
 - `gan_grid`: `experiments.gan_mode_collapse`, method "gan" (non-saturating GAN, MLP generator and
   discriminator, 3 x 128) on the 25-Gaussian grid, batch 512: one discriminator and one
   generator update per step.
@@ -59,18 +61,13 @@ def vae_mlp(batch_size: int = 128, dtype: str = "float32") -> Family:
     from genjax import train, vae
     from genjax.nn import VaeMlp
 
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
     model = VaeMlp()  # 784-400-20, ReLU, Bernoulli logits: PyTorch's example
-    compute = jnp.dtype(dtype)
+    apply = train.mixed_precision(model.apply, dtype)
 
     def loss_fn(params, batch, key, state):
         x = batch["image"]  # [B, 28, 28, 1] float32 in [0, 1]
-        if compute != jnp.float32:
-            params = jax.tree.map(lambda p: p.astype(compute), params)
-        logits, mean, logvar = model.apply({"params": params}, x.astype(compute), key)
-        f32 = lambda a: a.astype(jnp.float32)  # noqa: E731
-        elbo = vae.elbo(x, f32(logits), f32(mean), f32(logvar))  # [B]
+        logits, mean, logvar = apply({"params": params}, x, key)
+        elbo = vae.elbo(x, logits, mean, logvar)  # [B]
         return -jnp.sum(elbo), ({}, {})  # the example sums BCE + KLD over the batch
 
     def init(key):
@@ -86,13 +83,13 @@ def vae_mlp(batch_size: int = 128, dtype: str = "float32") -> Family:
                   batches, dtype=dtype)
 
 
-def gan_grid(batch_size: int | None = None) -> Family:
+def gan_grid(batch_size: int | None = None, dtype: str = "float32") -> Family:
     import jax
 
     from experiments import gan_mode_collapse as exp
 
     cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
-    built = exp.build(cfg, "gan", "grid")
+    built = exp.build(cfg, "gan", "grid", dtype=dtype)
     b = cfg.batch_size
 
     def batches(key, k):
@@ -100,73 +97,72 @@ def gan_grid(batch_size: int | None = None) -> Family:
         return {"x": 2.0 * jax.random.normal(key, (k, built.options.n_critic, b, 2))}
 
     return Family("gan_grid", f"experiments.gan_mode_collapse 'gan' on the 25-Gaussian grid "
-                  f"(MLP {cfg.depth}x{cfg.hidden}, Adam(b1=0.5))", b, built.init, built.step, batches, batch_axis=1)
+                  f"(MLP {cfg.depth}x{cfg.hidden}, Adam(b1=0.5)), {dtype}", b, built.init, built.step, batches,
+                  batch_axis=1, dtype=dtype)
 
 
-def dcgan(batch_size: int | None = None) -> Family:
+def dcgan(batch_size: int | None = None, dtype: str = "float32") -> Family:
     from experiments import gan_mnist as exp
 
     cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
-    built = exp.build(cfg, "gan")
+    built = exp.build(cfg, "gan", dtype=dtype)
     b = cfg.batch_size
 
     def batches(key, k):
         return {"image": _uint8_images(key, (k, built.options.n_critic, b, *IMAGE_SHAPE))}
 
-    return Family("dcgan", f"experiments.gan_mnist 'gan' (DCGAN width {cfg.width}, Adam(b1=0.5))",
-                  b, built.init, built.step, batches, batch_axis=1)
+    return Family("dcgan", f"experiments.gan_mnist 'gan' (DCGAN width {cfg.width}, Adam(b1=0.5)), {dtype}",
+                  b, built.init, built.step, batches, batch_axis=1, dtype=dtype)
 
 
-def vqvae(batch_size: int | None = None) -> Family:
+def vqvae(batch_size: int | None = None, dtype: str = "float32") -> Family:
     from experiments import vqvae as exp
 
     cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
-    built = exp.build(cfg, IMAGE_SHAPE, "ema", cfg.main_beta, data_variance=0.1)
+    built = exp.build(cfg, IMAGE_SHAPE, "ema", cfg.main_beta, data_variance=0.1, dtype=dtype)
 
     def batches(key, k):
         return {"image": _uint8_images(key, (k, cfg.batch_size, *IMAGE_SHAPE))}
 
     return Family("vqvae", f"experiments.vqvae EMA codebook K={cfg.num_codes} D={cfg.latent_dim}, "
-                  f"channels {tuple(cfg.channels)}", cfg.batch_size, built.init, built.step, batches)
+                  f"channels {tuple(cfg.channels)}, {dtype}", cfg.batch_size, built.init, built.step, batches,
+                  dtype=dtype)
 
 
-def ddpm_unet(batch_size: int | None = None, quick_model: bool = False) -> Family:
+def ddpm_unet(batch_size: int | None = None, quick_model: bool = False, dtype: str = "float32") -> Family:
     from experiments import ddpm_mnist as exp
 
     model = {k: exp.QUICK[k] for k in ("channels", "num_res_blocks", "attention")} if quick_model else {}
     cfg = exp.Config(**model) if batch_size is None else exp.Config(batch_size=batch_size, **model)
-    built = exp.build(cfg, IMAGE_SHAPE)
+    built = exp.build(cfg, IMAGE_SHAPE, dtype=dtype)
 
     def batches(key, k):
         return {"image": _uint8_images(key, (k, cfg.batch_size, *IMAGE_SHAPE))}
 
     return Family("ddpm_unet", f"experiments.ddpm_mnist U-Net {tuple(cfg.channels)} x{cfg.num_res_blocks} "
-                  f"attention={cfg.attention}, T={cfg.num_timesteps}", cfg.batch_size, built.init, built.step,
-                  batches)
+                  f"attention={cfg.attention}, T={cfg.num_timesteps}, {dtype}", cfg.batch_size, built.init,
+                  built.step, batches, dtype=dtype)
 
 
-def mnist_classifier(batch_size: int = 128) -> Family:
+def mnist_classifier(batch_size: int = 128, dtype: str = "float32") -> Family:
     import jax
     import jax.numpy as jnp
 
     from experiments import mnist_classifier as exp
 
-    built = exp.build(exp.Config(batch_size=batch_size), 10, IMAGE_SHAPE)
+    built = exp.build(exp.Config(batch_size=batch_size), 10, IMAGE_SHAPE, dtype=dtype)
 
     def batches(key, k):
         k_img, k_lab = jax.random.split(key)
         return {"image": _uint8_images(k_img, (k, batch_size, *IMAGE_SHAPE)),
                 "label": jax.random.randint(k_lab, (k, batch_size), 0, 10).astype(jnp.int32)}
 
-    return Family("mnist_classifier", "experiments.mnist_classifier (genjax.nn.MnistClassifier, AdamW)",
-                  batch_size, built.init, built.step, batches)
+    return Family("mnist_classifier", f"experiments.mnist_classifier (genjax.nn.MnistClassifier, AdamW), {dtype}",
+                  batch_size, built.init, built.step, batches, dtype=dtype)
 
 
 def build_family(name: str, dtype: str = "float32") -> Family:
+    """The family `name` at its default batch size, in `dtype` ("float32" or "bfloat16")."""
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
-    if name == "vae_mlp":
-        return vae_mlp(dtype=dtype)
-    if dtype != "float32":
-        raise ValueError(f"family {name!r} is benchmarked in float32 only, got {dtype!r}")
-    return globals()[name]()
+    return globals()[name](dtype=dtype)

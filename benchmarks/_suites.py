@@ -16,7 +16,10 @@ Names are `<suite>/<subject>/<variant>`, so that `--only` selects by any part of
   `dispatch` is a Python loop over the jitted single step, K calls per repetition with one sync
   at the end (times are per step); `fused` is `genjax.train.compile_fused`: the same K steps in
   one `lax.scan` (times are per call of K steps). Compare them by steps/s. K is `fused_steps`
-  (`heavy_fused_steps` for the convolutional families). `bf16`: the network in bfloat16.
+  (`heavy_fused_steps` for the convolutional families). `bf16`: mixed precision, the network in
+  bfloat16 with float32 master weights, gradients and loss (`genjax.train.mixed_precision`):
+  every family with `dtype="bfloat16"` (`--dtype bfloat16`), vae_mlp alone besides float32 with
+  `bf16` (the default). The scaling rows run in `dtype` too (recorded in their config).
 - `scaling/<vmap|loop>_seeds/<family>/r<R>`: R independent replicas (seeds) of the fused step as
   one program, `compile_fused(..., replicas=True, replica_mode="vmap" | "loop")` (vectorized, or
   one replica after another inside the program; "auto" picks "loop" on CPU and "vmap" on GPU/TPU).
@@ -65,7 +68,11 @@ class Config:
     pmap_families: tuple[str, ...] = ("vae_mlp",)
     sample_timesteps: int = 1000  # sampling/ddpm: T
     sample_batch: int = 16  # sampling/ddpm: samples per call (the --quick U-Net of ddpm_mnist)
-    bf16: bool = True  # train_step/vae_mlp/*/bf16
+    # the train steps' compute dtype, for every family (train_step, scaling): "float32", or "bfloat16"
+    # (mixed precision, `genjax.train.mixed_precision`: the network in bfloat16, float32 master
+    # weights, gradients, optimizer and loss); train_step names then end in /bf16
+    dtype: str = "float32"
+    bf16: bool = True  # with dtype float32, also train_step/vae_mlp/*/bf16
     repeats: int = 7  # timed repetitions per benchmark (>= 5)
     warmup: int = 1  # untimed repetitions after the first call
     min_rep_s: float = 0.1  # the shortest timed repetition (more calls per repetition if needed)
@@ -81,6 +88,9 @@ class Config:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if not self.min_rep_s >= 0:
             raise ValueError(f"min_rep_s must be >= 0 seconds, got {self.min_rep_s}")
+        from genjax.train import compute_dtype
+
+        compute_dtype(self.dtype, "dtype")
         if self.ddpm_model not in ("default", "quick"):
             raise ValueError(f"ddpm_model must be 'default' or 'quick', got {self.ddpm_model!r}")
         for name in ("seeds", "pmap_devices"):
@@ -234,13 +244,15 @@ def loss_benchmarks(config: Config) -> list[Benchmark]:
 HEAVY = ("dcgan", "vqvae", "ddpm_unet", "mnist_classifier")
 
 
-def _family(config: Config, name: str, dtype: str = "float32"):
+def _family(config: Config, name: str, dtype: str | None = None):
+    """The family `name` at the config's batch sizes, in `dtype` (default: `config.dtype`)."""
     from benchmarks import _families
 
+    dtype = dtype or config.dtype
     if name == "ddpm_unet":
-        return _families.ddpm_unet(config.ddpm_batch_size, quick_model=config.ddpm_model == "quick")
+        return _families.ddpm_unet(config.ddpm_batch_size, quick_model=config.ddpm_model == "quick", dtype=dtype)
     if name in ("vae_mlp", "mnist_classifier"):
-        return getattr(_families, name)(config.train_batch_size, **({"dtype": dtype} if name == "vae_mlp" else {}))
+        return getattr(_families, name)(config.train_batch_size, dtype=dtype)
     return _families.build_family(name, dtype)
 
 
@@ -256,8 +268,9 @@ def _fresh_state(family, seed: int):
     return jax.tree.map(jnp.copy, family.init(jax.random.key(seed)))
 
 
-def _train_step_benchmark(config: Config, family_name: str, mode: str, dtype: str = "float32") -> Benchmark:
+def _train_step_benchmark(config: Config, family_name: str, mode: str, dtype: str | None = None) -> Benchmark:
     k = _steps_per_call(config, family_name)
+    dtype = dtype or config.dtype
 
     def setup() -> Case:
         import jax
@@ -269,7 +282,7 @@ def _train_step_benchmark(config: Config, family_name: str, mode: str, dtype: st
         batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)
         b = fam.batch_size
         if mode == "fused":  # one call = K steps in one lax.scan; the state is donated
-            return Case(fn=train.compile_fused(fam.step), args=(state, batches), donate_argnums=(0,),
+            return Case(fn=train.compile_fused(fam.step, "none"), args=(state, batches), donate_argnums=(0,),
                         carry=True, steps_per_call=k, examples_per_call=k * b, loop_trip_count=k)
         single = jax.tree.map(lambda x: x[0], batches)  # the same batch every step
         return Case(fn=jax.jit(fam.step, donate_argnums=0), args=(state, single), donate_argnums=(0,),
@@ -290,7 +303,7 @@ def train_step_benchmarks(config: Config) -> list[Benchmark]:
     from benchmarks._families import FAMILIES
 
     out = [_train_step_benchmark(config, f, mode) for f in FAMILIES for mode in ("dispatch", "fused")]
-    if config.bf16:
+    if config.bf16 and config.dtype == "float32":
         out += [_train_step_benchmark(config, "vae_mlp", mode, "bfloat16") for mode in ("dispatch", "fused")]
     return out
 
@@ -311,14 +324,14 @@ def _seeds_benchmark(config: Config, family_name: str, mode: str, replicas: int)
 
         fam = _family(config, family_name)
         batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)  # shared by replicas
-        one = Case(fn=train.compile_fused(fam.step), args=(_fresh_state(fam, config.seed), batches),
+        one = Case(fn=train.compile_fused(fam.step, "none"), args=(_fresh_state(fam, config.seed), batches),
                    donate_argnums=(0,), carry=True, steps_per_call=k, examples_per_call=k * fam.batch_size,
                    loop_trip_count=k)
         if mode == "one":
             return one
         keys = train.seed_keys(range(config.seed, config.seed + replicas))
         state = jax.tree.map(jnp.copy, train.init_replicas(fam.init, keys))
-        return Case(fn=train.compile_fused(fam.step, replicas=True, replica_mode=mode), args=(state, batches),
+        return Case(fn=train.compile_fused(fam.step, "none", replicas=True, replica_mode=mode), args=(state, batches),
                     donate_argnums=(0,), carry=True, steps_per_call=replicas * k,
                     examples_per_call=replicas * k * fam.batch_size,
                     # "loop" nests the K-step scan in a scan over the R replicas: cost analysis sees one body
@@ -329,12 +342,13 @@ def _seeds_benchmark(config: Config, family_name: str, mode: str, replicas: int)
         return Benchmark(
             name=f"scaling/one_seed/{family_name}", setup=setup,
             config={"suite": "scaling", "kind": "one_seed", "family": family_name, "fused_steps": k,
+                    "dtype": config.dtype,
                     "timing": "one call = K fused steps of one state (no replica axis)"})
     return Benchmark(
         name=f"scaling/{mode}_seeds/{family_name}/r{replicas}",
         setup=setup,
         config={"suite": "scaling", "kind": f"{mode}_seeds", "family": family_name, "replicas": replicas,
-                "fused_steps": k, "replica_mode": mode,
+                "fused_steps": k, "replica_mode": mode, "dtype": config.dtype,
                 "timing": f"one call = K fused steps of R replicas ({mode}); steps = replica-steps; "
                           "repetitions alternate with one seed's fused step (extra.vs_baseline)"},
     )
@@ -375,6 +389,7 @@ def _pmap_benchmark(config: Config, family_name: str, devices: int) -> Benchmark
     bench = Benchmark(
         name=name, setup=setup, run=run_elsewhere,
         config={"suite": "scaling", "kind": "pmap", "family": family_name, "devices": devices, "fused_steps": k,
+                "dtype": config.dtype,
                 "timing": "one call = K fused steps, the global batch split over D devices (pmap)"},
     )
     return bench
@@ -398,7 +413,8 @@ def _run_in_subprocess(name: str, devices: int, config: Config, *, repeats, warm
         cmd = [sys.executable, "-m", "benchmarks", "--only", name, "--json", out, "--repeats", str(repeats),
                "--warmup", str(warmup), "--min-rep-time", repr(float(config.min_rep_s)),
                "--fused-steps", str(config.fused_steps),
-               "--heavy-fused-steps", str(config.heavy_fused_steps), "--train-batch-size", str(config.train_batch_size)]
+               "--heavy-fused-steps", str(config.heavy_fused_steps), "--train-batch-size", str(config.train_batch_size),
+               "--dtype", config.dtype]
         if peak_flops:
             cmd += ["--peak-flops", repr(float(peak_flops))]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
@@ -503,7 +519,7 @@ def _torch_benchmark(config: Config, threads: int | None) -> Benchmark:
         if threads is not None:
             torch.set_num_threads(threads)
         step, args = make_torch_step(config.train_batch_size, config.seed)
-        fam = _family(config, "vae_mlp")  # FLOPs: the same step's count in JAX
+        fam = _family(config, "vae_mlp", "float32")  # FLOPs: the same step's count in JAX
         state = _fresh_state(fam, config.seed)
         batch = jax.tree.map(lambda x: x[0], fam.batches(jax.random.key(config.seed), 1))
         return Case(fn=step, args=args, jit=False, calls_per_rep=k, steps_per_call=1,
@@ -566,7 +582,7 @@ def _torch_conv_benchmark(config: Config, family: str, one_thread: bool) -> Benc
 
         torch.set_num_threads(1 if one_thread else (os.cpu_count() or 1))
         kwargs = _torch_twin_kwargs(config, family)
-        fam = _family(config, family)
+        fam = _family(config, family, "float32")  # the twins are float32
         if fam.batch_size != kwargs["batch_size"]:
             raise RuntimeError(f"{family}: the PyTorch twin's batch {kwargs['batch_size']} is not the JAX "
                                f"step's {fam.batch_size}")
@@ -574,7 +590,7 @@ def _torch_conv_benchmark(config: Config, family: str, one_thread: bool) -> Benc
         state = _fresh_state(fam, config.seed)
         batches = fam.batches(jax.random.fold_in(jax.random.key(config.seed), 1), k)
         one = jax.tree.map(lambda x: x[0], batches)
-        jax_fused = Case(fn=train.compile_fused(fam.step), args=(_fresh_state(fam, config.seed), batches),
+        jax_fused = Case(fn=train.compile_fused(fam.step, "none"), args=(_fresh_state(fam, config.seed), batches),
                          donate_argnums=(0,), carry=True, steps_per_call=k, examples_per_call=k * fam.batch_size)
         return Case(fn=step, args=args, jit=False, steps_per_call=1, examples_per_call=fam.batch_size,
                     sync=lambda out: out, analysis=(fam.step, (state, one)), baseline=jax_fused,

@@ -113,7 +113,7 @@ def from_patches(x, patch: int):
     return x.reshape(b, hp * patch, wp * patch, c)
 
 
-def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int, ...]):
+def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int, ...], dtype: str = "float32"):
     """The U-Net denoiser of a config with the fields of `ddpm_mnist.Config` (channels,
     num_res_blocks, time_dim, attention, schedule, num_timesteps, learning_rate, warmup_steps,
     steps, grad_clip, ema_decay, prediction, loss_weighting, min_snr_gamma, and optionally
@@ -124,12 +124,15 @@ def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int
 
     Returns a `Built`: the U-Net (`model`), the `schedule`, `apply_fn(params, x, t) -> eps`,
     `init(key) -> TrainState` (EMA weights in extras) and the DDPM `step` on
-    `preprocess(batch[data_key])`.
+    `preprocess(batch[data_key])`. With `dtype="bfloat16"` `apply_fn` (so the step and the
+    samplers) runs the U-Net in bfloat16 (`genjax.train.mixed_precision`: float32 master and EMA
+    weights, gradients, loss and predicted noise).
     """
     import jax
     import jax.numpy as jnp
 
     from experiments._framework import Built
+    from genjax import train
     from genjax.nn import UNet
 
     model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
@@ -140,7 +143,8 @@ def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int
     h, w, c = sample_shape
     if h % patch or w % patch:
         raise ValueError(f"--patch-size {patch} must divide the sample size {h}x{w}")
-    apply_fn = lambda params, x, t: from_patches(model.apply({"params": params}, to_patches(x, patch), t), patch)
+    apply_fn = train.mixed_precision(
+        lambda params, x, t: from_patches(model.apply({"params": params}, to_patches(x, patch), t), patch), dtype)
 
     def init(key):
         x = to_patches(jnp.zeros((1, *sample_shape)), patch)

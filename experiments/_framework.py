@@ -64,16 +64,12 @@ class Context:
 
     def fit(self, state: Any, step_fn: Any, source: Any, *, subdir: str | None = None, **kwargs: Any):
         """`genjax.train.fit` with this run's config: steps, checkpoint_every, log_every,
-        parallel ("auto": sharded over all devices when there are several, else one device),
-        checkpoints and metrics under the workdir (or `workdir/subdir` for a run's sub-model)."""
-        import jax
-
+        parallel ("auto": sharded over all devices when there are several, else one device;
+        `genjax.train.resolve_parallel`), checkpoints and metrics under the workdir (or
+        `workdir/subdir` for a run's sub-model)."""
         from genjax import train
 
         cfg = self.config
-        parallel = getattr(cfg, "parallel", "auto")
-        if parallel == "auto":
-            parallel = "sharded" if jax.device_count() > 1 else "none"
         workdir = self.workdir / subdir if subdir else self.workdir
         options = dict(
             num_steps=cfg.steps,
@@ -81,7 +77,7 @@ class Context:
             checkpoint_every=cfg.checkpoint_every,
             log_every=getattr(cfg, "log_every", 100),
             keep_checkpoints=getattr(cfg, "keep_checkpoints", 3),
-            parallel=parallel,
+            parallel=getattr(cfg, "parallel", "auto"),
             description=f"{self.name}/{subdir}" if subdir else self.name,
         )
         options.update(kwargs)

@@ -122,13 +122,14 @@ STRIP_TIMES = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)
 # ------------------------------------------------------------------------------ the experiment
 
 
-def build(cfg: Config, image_shape: tuple[int, ...] = (28, 28, 1)) -> Built:
+def build(cfg: Config, image_shape: tuple[int, ...] = (28, 28, 1), dtype: str = "float32") -> Built:
     """The U-Net (`model`), the `schedule`, `apply_fn`, `init(key) -> TrainState` and the step
-    (the simple loss on images scaled to [-1, 1], EMA of the weights in extras)."""
+    (the simple loss on images scaled to [-1, 1], EMA of the weights in extras); `dtype` as in
+    `build_unet`."""
     import jax.numpy as jnp
 
     preprocess = lambda img: img.astype(jnp.float32) / 127.5 - 1.0  # uint8 -> [-1, 1]
-    return build_unet(cfg, preprocess, "image", image_shape)
+    return build_unet(cfg, preprocess, "image", image_shape, dtype=dtype)
 
 
 def forward_strip(ctx: Context, image, cfg: Config):

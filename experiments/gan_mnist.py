@@ -147,9 +147,11 @@ def learning_rate(cfg: Config, variant: str, network: Literal["generator", "disc
     return network_learning_rate(lr, options, network, variant_steps(cfg, variant), cfg.final_lr_fraction)
 
 
-def build(cfg: Config, variant: str) -> Built:
+def build(cfg: Config, variant: str, dtype: str = "float32") -> Built:
     """A variant's networks (`model`: generator and discriminator), `init(key) -> TrainState`, the
-    train step, `sample(generator_params, extras, key, n) -> [n, 28, 28, 1]` and its `GanOptions`."""
+    train step, `sample(generator_params, extras, key, n) -> [n, 28, 28, 1]` and its `GanOptions`.
+    With `dtype="bfloat16"` both networks run in bfloat16 (`genjax.train.mixed_precision`:
+    float32 master weights, gradients and losses)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -184,11 +186,14 @@ def build(cfg: Config, variant: str) -> Built:
             return optax.rmsprop(lr)
         return optax.adam(lr, b1=0.5, b2=0.9) if loss == "wgan_gp" else optax.adam(lr, b1=0.5)
 
+    apply_g = train.mixed_precision(generator.apply, dtype)
+    apply_d = train.mixed_precision(discriminator.apply, dtype)
+
     def gen_fn(params, z, extras):
-        return generator.apply({"params": params}, z, extras.get("reference_z"))
+        return apply_g({"params": params}, z, extras.get("reference_z"))
 
     def disc_fn(params, x, with_features=False):
-        return discriminator.apply({"params": params}, x, with_features=with_features)
+        return apply_d({"params": params}, x, with_features=with_features)
 
     ema = "ema" in switches
 

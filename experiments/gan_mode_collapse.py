@@ -170,9 +170,11 @@ def learning_rate(cfg: Config, method: str, dataset: str, network: Literal["gene
     return network_learning_rate(lr, opts, network, num_steps(cfg, dataset), cfg.final_lr_fraction)
 
 
-def build(cfg: Config, method: str, dataset: str) -> Built:
+def build(cfg: Config, method: str, dataset: str, dtype: str = "float32") -> Built:
     """One method's networks (`model`: generator and discriminator), `init(key) -> TrainState`,
-    the train step, `sample(generator_params, key, n) -> [n, 2]` and its `GanOptions`."""
+    the train step, `sample(generator_params, key, n) -> [n, 2]` and its `GanOptions`. With
+    `dtype="bfloat16"` both networks run in bfloat16 (`genjax.train.mixed_precision`: float32
+    master weights, gradients and losses)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -199,11 +201,14 @@ def build(cfg: Config, method: str, dataset: str) -> Built:
         return train.TrainState.create(params=params, tx={"generator": make_tx("generator"), "discriminator": make_tx("discriminator")},
                                        key=jax.random.fold_in(key, 2), extras=gan_extras(opts, params))
 
+    apply_g = train.mixed_precision(generator.apply, dtype)
+    apply_d = train.mixed_precision(discriminator.apply, dtype)
+
     def gen_fn(params, z, extras):
-        return generator.apply({"params": params}, z)
+        return apply_g({"params": params}, z)
 
     def disc_fn(params, x, with_features=False):
-        return discriminator.apply({"params": params}, x, with_features=with_features)
+        return apply_d({"params": params}, x, with_features=with_features)
 
     def sample(params, key, n):
         return gen_fn(params, jax.random.normal(key, (n, cfg.latent_dim)), {})

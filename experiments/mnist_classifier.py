@@ -45,9 +45,12 @@ class Config:
 QUICK = {"steps": 300, "batch_size": 64, "checkpoint_every": 100, "log_every": 50, "eval_every": 100}
 
 
-def build(config: Config, num_classes: int, image_shape: tuple[int, ...] = (28, 28, 1)) -> Built:
+def build(config: Config, num_classes: int, image_shape: tuple[int, ...] = (28, 28, 1),
+          dtype: str = "float32") -> Built:
     """The classifier (`model`), `init(key) -> TrainState` for images of `image_shape`, its
-    `loss_fn` (AdamW on a warm-up + cosine learning rate) and the train `step` made from it."""
+    `loss_fn` (AdamW on a warm-up + cosine learning rate) and the train `step` made from it.
+    With `dtype="bfloat16"` the loss runs the network in bfloat16 (`genjax.train.mixed_precision`:
+    float32 master weights, gradients and loss)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -59,6 +62,7 @@ def build(config: Config, num_classes: int, image_shape: tuple[int, ...] = (28, 
     warmup = min(config.warmup_steps, config.steps // 2)
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(config.steps, warmup + 1))
     tx = optax.adamw(schedule, weight_decay=config.weight_decay)
+    apply = train.mixed_precision(model.apply, dtype)
 
     def init(key):
         params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, *image_shape)))["params"]
@@ -69,7 +73,7 @@ def build(config: Config, num_classes: int, image_shape: tuple[int, ...] = (28, 
         x = batch["image"].astype(jnp.float32) / 255.0  # [B, H, W, C]
         if config.augment_shift:
             x = random_shift(shift_key, x, config.augment_shift)
-        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": dropout_key})  # [B, K]
+        logits = apply({"params": params}, x, train=True, rngs={"dropout": dropout_key})  # [B, K]
         loss = jnp.mean(nn.cross_entropy_loss(logits, batch["label"]))
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, ({"accuracy": accuracy}, {})

@@ -268,7 +268,8 @@ def init_codebook(key, num_codes: int, dim: int):
     return jax.random.uniform(key, (num_codes, dim), minval=-limit, maxval=limit)
 
 
-def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: float) -> Built:
+def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: float,
+          dtype: str = "float32") -> Built:
     """The `Autoencoder` (`model`), `init(key) -> TrainState` and the step
     `(state, batch, axis_name=None) -> (state, metrics)` of one variant.
 
@@ -283,6 +284,9 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
     "fsq": `vq.fsq(z, levels)` (no codebook, no latent loss; the encoder outputs len(levels) channels).
     "lfq": `vq.lfq(z)` over log2 K channels, loss = recon + beta * commitment_loss(z, sign(z)) +
     lfq_entropy_weight * `vq.lfq_entropy_penalty(z, lfq_temperature)`.
+    With `dtype="bfloat16"` the step's encoder and decoder run in bfloat16
+    (`genjax.train.mixed_precision`); the latents come back in float32, so the quantizer, the
+    codebook and its EMA statistics, the losses, gradients and master weights stay float32.
 
     The metrics: loss, recon_mse, perplexity and codes_used of the batch, and `code_counts` [size],
     each index value's uses in the batch (its mean over a logged chunk is 0 exactly for the codes
@@ -301,6 +305,7 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
     size = codebook_size(cfg, codebook)
     ema, loss_book, rvq = codebook in EMA_CODEBOOKS, codebook in LOSS_CODEBOOKS, codebook == "rvq"
     rotation = codebook.endswith("_rotation")
+    encode, decode = train.mixed_precision(model.encode, dtype), train.mixed_precision(model.decode, dtype)
 
     def init(key):
         params = model.init(key, image_shape)
@@ -322,7 +327,7 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
         x = batch["image"].astype(jnp.float32) / 255.0  # [B, H, W, C]
 
         def loss_fn(params):
-            z = model.encode(params, x)  # [B, h, w, D]
+            z = encode(params, x)  # [B, h, w, D]
             levels = None
             if ema or loss_book:
                 book = state.extras["codebook"].codebook if ema else params["codebook"]  # [K, D]
@@ -344,7 +349,7 @@ def build(cfg: Config, image_shape, codebook: str, beta: float, data_variance: f
                 z_q, idx = vq.lfq(z)
                 penalty, _, _ = vq.lfq_entropy_penalty(z, cfg.lfq_temperature, axis_name=axis_name)
                 latent = beta * vq.commitment_loss(z, z_q) + cfg.lfq_entropy_weight * penalty
-            mse = jnp.mean((model.decode(params, z_q) - x) ** 2)
+            mse = jnp.mean((decode(params, z_q) - x) ** 2)
             return mse / data_variance + latent, (z, idx, levels, mse)
 
         (loss, (z, idx, levels, mse)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -429,13 +429,102 @@ def single() -> dict:
     return run_worker("--mode", "single", "--steps", "40", "--batch-size", "16")
 
 
-@pytest.mark.parametrize("mode", ["pmap", "sharded"])
-def test_four_virtual_devices_equal_one_device_on_the_whole_batch(mode, single):
-    multi = run_worker("--mode", mode, "--steps", "40",
-                       env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-    assert multi["devices"] == 4 and single["devices"] == 1
-    assert_trees_close(multi["params"], single["params"], rtol=1e-5, atol=1e-6)
-    assert_trees_close(multi["ema"], single["ema"], rtol=1e-5, atol=1e-6)  # non-gradient state too
+# the meshes of the replica checks on 1, 2, 4 and 8 devices: (replica devices, data devices)
+REPLICA_MESHES = {1: {2: [1, 1], 3: [1, 1]}, 2: {2: [2, 1], 3: [1, 2]}, 4: {2: [2, 2], 3: [1, 4]},
+                  8: {2: [2, 4], 3: [1, 8]}}
+
+
+@pytest.mark.parametrize("devices", [1, 2, 4, 8])
+def test_every_parallel_mode_equals_one_device_on_the_whole_batch(devices):
+    """On 1 (this process), 2, 4 and 8 virtual CPU devices (train_worker.py --mode devices): "pmap",
+    "sharded" and "auto" (sharded on several devices, "none" on one) train the regression model as
+    one device does on the whole batch; so do seeds as replicas on the (replica, data) mesh,
+    whose state is split along the replica axis and whose batches along both; two steps of the
+    VQ-VAE experiment's EMA-codebook step sharded give one device's codebook (its counts and sums
+    are global without `axis_name`); `vq.ema_update` with `axis_name` under `jax.shard_map` gives
+    the whole batch's update; a batch the data axis cannot split is refused."""
+    from tests.train_worker import device_checks
+
+    if devices == 1:
+        assert jax.device_count() == 1
+        result = device_checks(steps=20)
+    else:
+        result = run_worker("--mode", "devices", "--steps", "20",
+                            env_extra={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+    assert result["devices"] == devices
+    assert result["auto"] == ("sharded" if devices > 1 else "none")
+    for name in ("regression/sharded", "regression/auto", "regression/pmap", "replicas2/diff", "replicas3/diff"):
+        assert result[name] < 1e-5, (name, result[name])  # float32 rounding of 20 Adam steps
+    for r, (on_replicas, on_data) in REPLICA_MESHES[devices].items():
+        assert result[f"replicas{r}/mesh"] == [on_replicas, on_data] == list(train.mesh_shape(r, devices))
+        assert result[f"replicas{r}/state_spec"] == "PartitionSpec('replica',)"
+        assert result[f"replicas{r}/state_shard"] == [r // on_replicas, 8, 32]  # w1 [R, 8, 32]
+        assert result[f"replicas{r}/batch_shard"] == [r // on_replicas, 2, 16 // on_data, 8]  # x [R, K, B, 8]
+    assert result["vqvae/params"] < 1e-4 and result["vqvae/codebook"] < 1e-4
+    assert result["vqvae/perplexity"] < 1e-3
+    assert result["shard_map/ema_update"] < 1e-5
+    if devices > 1:
+        assert f"must be divisible by the {devices} devices of the data axis" in result["indivisible_batch"]
+
+
+def test_mesh_shape_puts_replicas_on_the_largest_even_split_and_the_rest_on_data():
+    assert train.mesh_shape(None, 8) == (1, 8)
+    assert train.mesh_shape(4, 8) == (4, 2)  # gcd(4, 8) = 4 devices on replicas, 2 on the batch
+    assert train.mesh_shape(16, 8) == (8, 1)  # two replicas per device, no batch split
+    assert train.mesh_shape(6, 4) == (2, 2)
+    assert train.mesh_shape(3, 8) == (1, 8)  # no even split: every device holds every replica
+    assert train.mesh_shape(4, 8, num_processes=2) == (1, 8)  # each process loads its slice of each batch
+    with pytest.raises(ValueError, match="num_replicas must be a positive int"):
+        train.mesh_shape(0, 8)
+    with pytest.raises(ValueError, match="num_devices must be a positive int"):
+        train.mesh_shape(2, 0)
+    assert train.sharded_mesh(5).axis_names == (train.REPLICA_AXIS, train.DATA_AXIS)
+
+
+def test_parallel_is_checked_and_auto_is_the_default():
+    import inspect
+
+    init, step = make(noise=0.0)
+    assert inspect.signature(train.fit).parameters["parallel"].default == "auto"
+    assert inspect.signature(train.compile_fused).parameters["parallel"].default == "auto"
+    assert train.resolve_parallel("auto") == "none"  # one device here
+    assert train.resolve_parallel("pmap") == "pmap"
+    with pytest.raises(ValueError, match="parallel must be 'auto', 'none', 'pmap' or 'sharded', got 'foo'"):
+        train.fit(init(jax.random.key(0)), step, RegressionSource(0, 16), num_steps=2, parallel="foo", progress=False)
+    with pytest.raises(ValueError, match="parallel must be 'auto', 'none', 'pmap' or 'sharded', got 'gpu'"):
+        train.compile_fused(step, "gpu")
+
+
+def test_mixed_precision_runs_bfloat16_with_float32_gradients_and_outputs():
+    """The network's matmul takes bfloat16 operands, its output and the gradient with respect to the
+    float32 parameters are float32 (the transpose of a cast casts back), integer and key
+    arguments pass unchanged, and float32 is the function itself."""
+    seen = {}
+
+    def net(params, x, t, key):
+        seen.update(t=t.dtype, key=jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key), x=x.dtype)
+        return jnp.tanh(x @ params["w"] + params["b"]) * t[:, None]
+
+    params = {"w": jax.random.normal(jax.random.key(0), (16, 4)), "b": jnp.zeros(4)}
+    x = jax.random.normal(jax.random.key(1), (8, 16))
+    t = jnp.arange(8, dtype=jnp.int32)
+    low = train.mixed_precision(net, "bfloat16")
+    jaxpr = jax.make_jaxpr(low)(params, x, t, jax.random.key(2))
+    (dot,) = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert [str(v.aval.dtype) for v in dot.invars] == ["bfloat16", "bfloat16"]
+    assert seen == {"t": jnp.int32, "key": True, "x": jnp.bfloat16}
+    out = low(params, x, t, jax.random.key(2))
+    assert out.dtype == jnp.float32
+    # bfloat16 keeps 8 significant bits: relative error 2^-8 per rounding, a few roundings here
+    np.testing.assert_allclose(out, net(params, x, t, jax.random.key(2)), rtol=3e-2, atol=3e-2)
+    loss = lambda f: lambda p: jnp.sum(f(p, x, t, jax.random.key(2)) ** 2)  # noqa: E731
+    grads, exact = jax.grad(loss(low))(params), jax.grad(loss(net))(params)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    assert_trees_close(grads, exact, rtol=5e-2, atol=5e-2 * float(jnp.max(jnp.abs(exact["w"]))))
+    assert train.mixed_precision(net, "float32") is net and train.mixed_precision(net, jnp.float32) is net
+    for bad in ("float16", "int8", "fp8"):
+        with pytest.raises(ValueError, match=rf"dtype must be one of \['float32', 'bfloat16'\], got '{bad}'"):
+            train.mixed_precision(net, bad)
 
 
 def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path, single):

@@ -1,7 +1,11 @@
-"""A tiny training run used by the runtime tests in subprocesses (pmap on virtual devices,
-several processes, SIGKILL and resume). Prints one JSON line with the final parameter digest.
+"""A tiny training run used by the runtime tests in subprocesses (virtual devices, several
+processes, SIGKILL and resume). Prints one JSON line with the final parameter digest.
 
     python tests/train_worker.py --mode single|pmap|sharded|dist [--workdir D] [--steps N] ...
+
+`--mode devices` instead runs every parallel mode on this process's devices (start it with
+XLA_FLAGS=--xla_force_host_platform_device_count=N) against one device on the whole batch, and
+prints the largest differences (`device_checks`).
 """
 
 from __future__ import annotations
@@ -67,9 +71,98 @@ def make(noise: float, lr: float = 1e-2):
     return init, train.make_train_step(loss_fn)
 
 
+def max_diff(a, b) -> float:
+    """The largest absolute difference between two pytrees of arrays (of the same structure)."""
+    import jax
+
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return max((float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in pairs
+                if np.size(x)), default=0.0)
+
+
+def device_checks(steps: int) -> dict:
+    """Each parallel mode on all of this process's devices against `parallel="none"` on the whole
+    batch: the regression model ("pmap", "sharded", "auto"), seeds as replicas on the replica x
+    data mesh, two steps of the VQ-VAE experiment's EMA-codebook step (cross-device codebook
+    statistics, sharded), and `vq.ema_update` with `axis_name` under `jax.shard_map` (the
+    explicit collective of code written per device)."""
+    import functools
+    from pathlib import Path
+
+    import jax
+    from jax.sharding import PartitionSpec as P
+
+    from genjax import train, vq
+
+    n = jax.device_count()
+    out = {"devices": n, "auto": train.resolve_parallel("auto")}
+    kw = dict(num_steps=steps, log_every=max(steps // 2, 1), progress=False)
+
+    # the regression model; noise drawn from the step key (pmap draws it per device: no noise there)
+    for noise, modes in ((0.1, ("sharded", "auto")), (0.0, ("pmap",))):
+        init, step = make(noise)
+        source = RegressionSource(0, 16)
+        ref = train.fit(init(jax.random.key(0)), step, source, parallel="none", **kw).state
+        for mode in modes:
+            got = train.fit(init(jax.random.key(0)), step, source, parallel=mode, **kw).state
+            out[f"regression/{mode}"] = max_diff((got.params, got.extras), (ref.params, ref.extras))
+    if n > 1:  # a batch the data axis cannot split evenly
+        try:
+            train.fit(init(jax.random.key(0)), step, RegressionSource(0, n + 1), parallel="sharded", **kw)
+        except ValueError as err:
+            out["indivisible_batch"] = str(err)
+
+    # seeds as replicas, one source each, on the (replica, data) mesh
+    init, step = make(0.1)
+    for r in (2, 3):
+        seeds = list(range(r))
+        sources = [RegressionSource(s, 16) for s in seeds]
+        states = functools.partial(train.init_replicas, init, train.seed_keys(seeds))
+        ref = train.fit(states(), step, sources, replicas=True, parallel="none", **kw).state
+        got = train.fit(states(), step, sources, replicas=True, parallel="sharded", **kw).state
+        out[f"replicas{r}/diff"] = max_diff((got.params, got.extras), (ref.params, ref.extras))
+        out[f"replicas{r}/mesh"] = list(train.sharded_mesh(r).shape.values())
+        compiled = train.compile_fused(step, "sharded", replicas=True, batches_per_replica=True)
+        batches = {k: np.stack([s.batches(0, 2)[k] for s in sources]) for k in ("x", "y")}  # [R, K, B, 8]
+        _, _, placed = compiled.place(states(), batches)
+        new, _ = compiled(states(), batches)
+        out[f"replicas{r}/state_spec"] = str(new.params["w1"].sharding.spec)
+        out[f"replicas{r}/state_shard"] = list(new.params["w1"].addressable_shards[0].data.shape)
+        out[f"replicas{r}/batch_shard"] = list(placed["x"].addressable_shards[0].data.shape)
+
+    # the VQ-VAE experiment's step with the EMA codebook: its counts and sums are over the global batch
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from experiments.vqvae import Config, build
+    from genjax import data
+
+    cfg = Config(channels=(2, 4), res_blocks=0, num_codes=16, latent_dim=4, batch_size=16)
+    images = np.random.default_rng(1).integers(0, 256, size=(64, 28, 28, 1)).astype(np.uint8)
+    loader = data.ArrayLoader({"image": images}, batch_size=cfg.batch_size, seed=0)
+    built = build(cfg, (28, 28, 1), "ema", 0.25, data_variance=0.1)
+    vq_runs = {mode: train.fit(built.init(jax.random.key(0)), built.step, loader, num_steps=2, log_every=2,
+                               parallel=mode, progress=False) for mode in ("none", "sharded")}
+    a, b = vq_runs["none"], vq_runs["sharded"]
+    out["vqvae/params"] = max_diff(a.state.params, b.state.params)
+    out["vqvae/codebook"] = max_diff(a.state.extras["codebook"], b.state.extras["codebook"])
+    out["vqvae/perplexity"] = abs(a.history[-1]["perplexity"] - b.history[-1]["perplexity"])
+
+    # per-device code: ema_update's psum over the data axis under shard_map = the whole batch at once
+    rng = np.random.default_rng(0)
+    book = vq.ema_init(rng.normal(size=(16, 3)).astype(np.float32))
+    z = rng.normal(size=(4 * n, 5, 5, 3)).astype(np.float32)
+
+    def update(state, z, axis_name=None):
+        return vq.ema_update(state, z, vq.quantize(z, state.codebook)[1], decay=0.9, axis_name=axis_name)
+
+    per_device = jax.jit(jax.shard_map(functools.partial(update, axis_name=train.DATA_AXIS),
+                                       mesh=train.sharded_mesh(), in_specs=(P(), P(train.DATA_AXIS)), out_specs=P()))
+    out["shard_map/ema_update"] = max_diff(per_device(book, z), jax.jit(update)(book, z))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", default="single", choices=["single", "pmap", "sharded", "dist"])
+    p.add_argument("--mode", default="single", choices=["single", "pmap", "sharded", "dist", "devices"])
     p.add_argument("--workdir", default=None)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16)
@@ -87,6 +180,9 @@ def main() -> None:
 
     from genjax import train
 
+    if args.mode == "devices":
+        print(json.dumps(device_checks(args.steps)), flush=True)
+        return
     if args.mode == "dist":
         train.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     init, step = make(args.noise)

@@ -21,7 +21,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -57,15 +57,19 @@ def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -
 
 
 class TimeEmbedding(nn.Module):
-    """`sinusoidal_embedding(t, dim)` followed by Dense(out) - SiLU - Dense(out): `[B]` -> `[B, out]`."""
+    """`sinusoidal_embedding(t, dim)` followed by Dense(out) - SiLU - Dense(out): `[B]` -> `[B, out]`.
+
+    The sinusoidal features are computed in float32 and cast to `dtype` (the denoisers pass their
+    input's dtype, so that a network run in bfloat16 is not promoted back to float32 by them)."""
 
     dim: int = 64
     out_dim: int | None = None  # default 4 * dim, as in DDPM
+    dtype: Any = jnp.float32  # of the features fed to the Dense layers
 
     @nn.compact
     def __call__(self, t: jax.Array) -> jax.Array:
         out = self.out_dim or 4 * self.dim
-        h = sinusoidal_embedding(t, self.dim)
+        h = sinusoidal_embedding(t, self.dim).astype(self.dtype)
         h = nn.silu(nn.Dense(out, name="dense1")(h))
         return nn.Dense(out, name="dense2")(h)
 
@@ -96,10 +100,10 @@ class MlpDenoiser(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
         _check_inputs(x, t, 2)
-        temb = TimeEmbedding(self.time_dim, name="time")(t)  # [B, 4 time_dim]
+        temb = TimeEmbedding(self.time_dim, dtype=x.dtype, name="time")(t)  # [B, 4 time_dim]
         h = x
         if self.fourier_levels:
-            freqs = jnp.pi * 2.0 ** jnp.arange(self.fourier_levels, dtype=jnp.float32)  # [L]
+            freqs = jnp.pi * 2.0 ** jnp.arange(self.fourier_levels, dtype=x.dtype)  # [L]
             angles = (x[:, :, None] * freqs).reshape(x.shape[0], -1)  # [B, D L]
             h = jnp.concatenate([x, jnp.sin(angles), jnp.cos(angles)], axis=-1)
         for i in range(self.num_layers):
@@ -138,7 +142,8 @@ class AttentionBlock(nn.Module):
         b, hgt, wid, c = x.shape
         h = nn.GroupNorm(num_groups=math.gcd(self.groups, c), name="norm")(x).reshape(b, hgt * wid, c)
         q, k, v = (nn.Dense(c, name=n)(h) for n in ("q", "k", "v"))
-        w = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(c), axis=-1)  # [B, HW, HW]
+        scores = jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(c)  # [B, HW, HW]
+        w = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)  # (float32 under bfloat16)
         out = nn.Dense(c, kernel_init=nn.initializers.zeros, name="out")(jnp.einsum("bqk,bkc->bqc", w, v))
         return x + out.reshape(b, hgt, wid, c)
 
@@ -172,7 +177,7 @@ class UNet(nn.Module):
         factor = 2 ** (levels - 1)
         if x.shape[1] % factor or x.shape[2] % factor:
             raise ValueError(f"the image size {x.shape[1:3]} must be divisible by {factor} for {levels} levels")
-        temb = TimeEmbedding(self.time_dim, name="time")(t)  # [B, 4 time_dim]
+        temb = TimeEmbedding(self.time_dim, dtype=x.dtype, name="time")(t)  # [B, 4 time_dim]
         h = Conv(self.channels[0], (3, 3), name="conv_in")(x)
         skips = [h]
         for i, ch in enumerate(self.channels):

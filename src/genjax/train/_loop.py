@@ -18,7 +18,8 @@ from genjax.train._checkpoint import Checkpointer
 from genjax.train._state import Metrics, PyTree, TrainState, params_digest
 
 DATA_AXIS = "data"
-Parallel = Literal["none", "pmap", "sharded"]
+REPLICA_AXIS = "replica"
+Parallel = Literal["auto", "none", "pmap", "sharded"]
 ReplicaMode = Literal["auto", "vmap", "loop"]
 StepFn = Callable[..., tuple[TrainState, Metrics]]  # (state, batch, axis_name=None)
 
@@ -121,20 +122,45 @@ def _first_nonfinite(m: jax.Array) -> jax.Array:
     return jnp.where(bad.any(), jnp.argmax(bad), -1)
 
 
+def resolve_parallel(parallel: Parallel) -> str:
+    """The execution mode that `parallel` names now: "auto" is "sharded" when JAX sees more than one
+    device (`jax.device_count()`, every process's devices) and "none" on one; the others as given.
+
+    Raises:
+        ValueError: `parallel` is not one of "auto", "none", "pmap", "sharded".
+    """
+    if parallel not in ("auto", "none", "pmap", "sharded"):
+        raise ValueError(f"parallel must be 'auto', 'none', 'pmap' or 'sharded', got {parallel!r}")
+    if parallel == "auto":
+        return "sharded" if jax.device_count() > 1 else "none"
+    return parallel
+
+
 def compile_fused(
     step_fn: StepFn,
-    parallel: Parallel = "none",
+    parallel: Parallel = "auto",
     replicas: bool = False,
     batches_per_replica: bool = False,
     replica_mode: ReplicaMode = "auto",
+    batch_axis: int = 0,
 ) -> Callable:
     """The compiled fused step for one execution mode (the state is donated).
 
+    - "auto" (the default): "sharded" with more than one device, else "none" (`resolve_parallel`).
     - "none": `jit` on one device.
     - "pmap": `pmap` over the local devices (state replicated, batches split on the batch axis,
-      gradients averaged with `lax.pmean`). Under `jax.distributed` the axis spans every process.
-    - "sharded": `jit` over a 1-D mesh of all devices, batch sharded along its batch axis, state
-      replicated; XLA inserts the all-reduce (the step itself is the single-device step).
+      the step called with `axis_name=DATA_AXIS` so that it averages gradients with `lax.pmean` and
+      sums cross-device statistics itself). Under `jax.distributed` the axis spans every process.
+    - "sharded": `jit` over a `jax.sharding.Mesh` of all devices with axes (REPLICA_AXIS,
+      DATA_AXIS) (`sharded_mesh`), inputs placed with `NamedSharding`s: each batch split along
+      `batch_axis` over the data axis, the state replicated (with `replicas`: split along its
+      replica axis over the replica axis). The step is the single-device step, called without
+      `axis_name`: it sees the global batch, so every batch reduction (mean loss, gradients, the
+      VQ-VAE's EMA codebook counts and sums, batch-norm statistics, `perplexity`) is already the
+      one-device value on the whole batch, and XLA inserts the all-reduces. No step needs an
+      explicit collective here (`jax.shard_map`, with `axis_name`, is for code written per device).
+      The call places host inputs itself (process-local batches under `jax.distributed`) and
+      returns the state on the mesh, so the next call takes it as it is.
     `replicas=True` trains a leading replica axis of the state (independent runs, e.g. seeds);
     the batches are shared unless `batches_per_replica`. `replica_mode` says how:
     "vmap" batches the replicas into one vectorized step; "loop" runs each replica's K steps in
@@ -143,24 +169,34 @@ def compile_fused(
     "loop" on CPU, where a vectorized step over many replicas streams their state through DRAM
     instead of the cache (vae_mlp, 16 replicas: 0.70x the throughput of one seed alone vmapped,
     1.02x looped; see benchmarks/); decided in Python when the step is built
-    (`genjax._backend.auto_replica_mode`, off switch ``replica_loop``). Each replica is the run of its seed alone: bit for bit with
+    (`genjax._backend.auto_replica_mode`, off switch ``replica_loop``), and "vmap" wherever the
+    sharded mode splits the replica axis over devices (a loop would slice a distributed axis).
+    Each replica is the run of its seed alone: bit for bit with
     "loop", up to float rounding with "vmap" (batched kernels may sum in another order).
+
+    Raises:
+        ValueError: an unknown `parallel` or `replica_mode`.
     """
-    if parallel not in ("none", "pmap", "sharded"):
-        raise ValueError(f"parallel must be 'none', 'pmap' or 'sharded', got {parallel!r}")
+    parallel = resolve_parallel(parallel)
     if replica_mode not in ("auto", "vmap", "loop"):
         raise ValueError(f"replica_mode must be 'auto', 'vmap' or 'loop', got {replica_mode!r}")
-    fused = fuse_steps(step_fn, axis_name=DATA_AXIS if parallel == "pmap" else None)
-    if replicas:
-        if replica_mode == "auto":
-            replica_mode = _backend.auto_replica_mode()  # program structure, chosen in Python
-        if replica_mode == "vmap":
-            fused = vmap_replicas(fused, batches_per_replica)
-        else:
-            fused = loop_replicas(fused, batches_per_replica)
+    if parallel == "sharded":
+        return _ShardedFused(step_fn, replicas, batches_per_replica, replica_mode, batch_axis)
+    fused = _fused_program(step_fn, DATA_AXIS if parallel == "pmap" else None, replicas, batches_per_replica,
+                           replica_mode)
     if parallel == "pmap":
         return jax.pmap(fused, axis_name=DATA_AXIS, donate_argnums=0)
     return _backend.jit(fused, donate_argnums=0)
+
+
+def _fused_program(step_fn: StepFn, axis_name: str | None, replicas: bool, batches_per_replica: bool,
+                   replica_mode: ReplicaMode) -> Callable:
+    fused = fuse_steps(step_fn, axis_name=axis_name)
+    if not replicas:
+        return fused
+    if replica_mode == "auto":
+        replica_mode = _backend.auto_replica_mode()  # program structure, chosen in Python
+    return (vmap_replicas if replica_mode == "vmap" else loop_replicas)(fused, batches_per_replica)
 
 
 def _replica_count(states: PyTree, batches: PyTree, batches_per_replica: bool) -> int:
@@ -241,33 +277,130 @@ def local_batch_split(batches: PyTree, num_devices: int, batch_axis: int) -> PyT
     return jax.tree.map(split, batches)
 
 
-def data_mesh():
-    from jax.sharding import Mesh
+def mesh_shape(num_replicas: int | None, num_devices: int, num_processes: int = 1) -> tuple[int, int]:
+    """(devices on the replica axis, devices on the data axis) of the sharded mode's mesh.
 
-    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+    Without replicas every device is on the data axis: (1, num_devices). With R replicas the replica
+    axis gets r = gcd(R, num_devices) devices, the most that split the replicas evenly (each device
+    holds R / r of them; replicas need no communication), and the data axis the other
+    num_devices / r: 4 seeds on 8 devices are (4, 2), 16 seeds (8, 1), 3 seeds (1, 8) (all devices
+    on the data axis, every device holding every replica). Under `jax.distributed`
+    (`num_processes > 1`) the replicas stay whole on every process, (1, num_devices): each process
+    loads only its slice of every batch, which the data axis then spans.
+
+    Raises:
+        ValueError: `num_replicas` or `num_devices` is not a positive int.
+    """
+    for name, value in (("num_devices", num_devices), ("num_processes", num_processes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if num_replicas is None or num_processes > 1:
+        return 1, num_devices
+    if not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1:
+        raise ValueError(f"num_replicas must be a positive int (the size of the state's replica axis) or None, "
+                         f"got {num_replicas!r}")
+    r = math.gcd(num_replicas, num_devices)
+    return r, num_devices // r
 
 
-def place_sharded(batches: PyTree, batch_axis: int) -> PyTree:
-    """Process-local batches -> global arrays sharded along `batch_axis` over all devices."""
+def sharded_mesh(num_replicas: int | None = None):
+    """The `jax.sharding.Mesh` of the sharded mode: axes (REPLICA_AXIS, DATA_AXIS) of the shape
+    `mesh_shape(num_replicas, jax.device_count(), jax.process_count())` over every device, laid
+    out by `jax.make_mesh` (on TPU, in the order of the interconnect), with `Auto` axis types
+    (the partitioner propagates shardings; the step needs no sharding annotations)."""
+    from jax.sharding import AxisType
+
+    shape = mesh_shape(num_replicas, jax.device_count(), jax.process_count())
+    return jax.make_mesh(shape, (REPLICA_AXIS, DATA_AXIS), axis_types=(AxisType.Auto, AxisType.Auto),
+                         devices=jax.devices())
+
+
+def _is_key(x) -> bool:
+    return jnp.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
+
+
+def _placed(x, sharding) -> bool:
+    return isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim)
+
+
+def _place_global(x, sharding):
+    """A value that every process holds whole (the state) -> a global array with `sharding`."""
+    if _placed(x, sharding):
+        return x
+    if _is_key(x):
+        return jax.random.wrap_key_data(_place_global(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _place_batches(batches: PyTree, mesh, batch_axis: int, per_replica: bool) -> PyTree:
+    """Process-local batches `[K, B, ...]` (per replica: `[R, K, B, ...]`) -> global arrays split
+    along the batch axis over the data axis (and along R over the replica axis)."""
     from jax.sharding import NamedSharding, PartitionSpec
 
-    mesh = data_mesh()
+    axis = batch_axis + (2 if per_replica else 1)
+    data_devices = mesh.shape[DATA_AXIS] // jax.process_count()  # this process's share of the data axis
 
     def put(x):
+        spec = [None] * np.ndim(x)
+        spec[axis] = DATA_AXIS
+        if per_replica:
+            spec[0] = REPLICA_AXIS
+        sharding = NamedSharding(mesh, PartitionSpec(*spec))
+        if _placed(x, sharding):
+            return x
         x = np.asarray(x)
-        spec = [None] * x.ndim
-        spec[batch_axis] = DATA_AXIS
-        return jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec(*spec)), x)
+        if x.shape[axis] % data_devices:
+            raise ValueError(f"the batch axis of each batch (axis {batch_axis}: {x.shape[axis]} examples on this "
+                             f"process) must be divisible by the {data_devices} devices of the data axis here "
+                             f"(mesh {dict(mesh.shape)})")
+        return jax.make_array_from_process_local_data(sharding, x)
 
     return jax.tree.map(put, batches)
 
 
-def replicate_sharded(tree: PyTree) -> PyTree:
-    from jax.sharding import NamedSharding, PartitionSpec
+class _ShardedFused:
+    """`compile_fused(..., parallel="sharded")`: one `jit` per mesh (the replica count chooses it),
+    with the output shardings pinned to the input ones, so a chunk's state feeds the next as it is."""
 
-    sharding = NamedSharding(data_mesh(), PartitionSpec())
-    return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda _: np.asarray(x))
-                        if not jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
+    def __init__(self, step_fn, replicas, batches_per_replica, replica_mode, batch_axis):
+        self.step_fn, self.replicas, self.batches_per_replica = step_fn, replicas, batches_per_replica
+        self.replica_mode, self.batch_axis = replica_mode, batch_axis
+        self._programs: dict[tuple[int, ...], tuple[Any, Any, Callable]] = {}
+
+    def program(self, state: PyTree, batches: PyTree):
+        """(mesh, the state's sharding, the jitted fused step) for these inputs."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        n = _replica_count(state, batches, self.batches_per_replica) if self.replicas else None
+        mesh = sharded_mesh(n)
+        shape = tuple(mesh.shape.values())
+        if shape not in self._programs:
+            mode = self.replica_mode
+            if mode == "auto" and mesh.shape[REPLICA_AXIS] > 1:
+                mode = "vmap"
+            fused = _fused_program(self.step_fn, None, self.replicas, self.batches_per_replica, mode)
+            # the state and the summary: [R, ...] split over the replica axis, or replicated
+            sharding = NamedSharding(mesh, PartitionSpec(REPLICA_AXIS) if self.replicas else PartitionSpec())
+            self._programs[shape] = (mesh, sharding,
+                                     _backend.jit(fused, donate_argnums=0, out_shardings=(sharding, sharding)))
+        return self._programs[shape]
+
+    def place(self, state: PyTree, batches: PyTree):
+        mesh, sharding, jitted = self.program(state, batches)
+        state = jax.tree.map(lambda x: _place_global(x, sharding), state)
+        return jitted, state, _place_batches(batches, mesh, self.batch_axis, self.batches_per_replica)
+
+    def __call__(self, state: PyTree, batches: PyTree):
+        jitted, state, batches = self.place(state, batches)
+        return jitted(state, batches)
+
+    def lower(self, state: PyTree, batches: PyTree):
+        jitted, state, batches = self.place(state, batches)
+        return jitted.lower(state, batches)
+
+    def _cache_size(self) -> int:
+        return sum(jitted._cache_size() for _, _, jitted in self._programs.values())
 
 
 def replicate_pmap(state: TrainState) -> TrainState:
@@ -336,7 +469,7 @@ def fit(
     checkpoint_every: int = 0,
     log_every: int = 100,
     keep_checkpoints: int = 3,
-    parallel: Parallel = "none",
+    parallel: Parallel = "auto",
     replicas: bool = False,
     replica_mode: ReplicaMode = "auto",
     batch_axis: int = 0,
@@ -355,7 +488,11 @@ def fit(
     from `source.batches(start_step, k)`, a pure function of (seed, step), so a resumed run sees
     the same data. With `replicas=True` the state has a leading replica axis; `source` may then
     be a sequence of sources, one per replica, and `replica_mode` says how the replicas run
-    (`compile_fused`). `eval_fn(state) -> metrics` (on the host-side,
+    (`compile_fused`). `parallel` spreads the work over devices (`compile_fused`): "auto" (the
+    default) is "sharded" with more than one device and "none" with one; "sharded" splits each
+    batch along `batch_axis` over the mesh's data axis and, with replicas, the replicas over its
+    replica axis (`mesh_shape` states the rule), and equals one device on the whole batch up to
+    float rounding; "pmap" is kept for steps written per device. `eval_fn(state) -> metrics` (on the host-side,
     unreplicated state) runs every `eval_every` steps and at the end; its metrics join the record.
     Metrics records go to `metrics_log` (default: `metrics.jsonl` and TensorBoard event files in
     `workdir`), only on process 0.
@@ -374,6 +511,7 @@ def fit(
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
+    parallel = resolve_parallel(parallel)
     is_main = jax.process_index() == 0
     per_replica_sources = isinstance(source, (list, tuple))
     if per_replica_sources and not replicas:
@@ -400,13 +538,11 @@ def fit(
         print(f"[{description}] resumed from checkpoint at step {resumed_from}", file=sys.stderr, flush=True)
 
     compiled = compile_fused(step_fn, parallel, replicas=replicas, batches_per_replica=per_replica_sources,
-                             replica_mode=replica_mode)
+                             replica_mode=replica_mode, batch_axis=batch_axis)
     if parallel == "pmap":
         state = replicate_pmap(state)
-    elif parallel == "sharded":
-        state = replicate_sharded(state)
     else:  # the compiled step donates its input state: never donate the caller's own buffers
-        state = jax.tree.map(jnp.copy, state)
+        state = jax.tree.map(jnp.copy, state)  # ("sharded" places a copy on the mesh at the first call)
 
     def get_batches(step, k):
         if per_replica_sources:
@@ -418,9 +554,7 @@ def fit(
             axis = batch_axis + 1  # [K, B, ...]
         if parallel == "pmap":
             return local_batch_split(b, jax.local_device_count(), axis)
-        if parallel == "sharded":
-            return place_sharded(b, axis)
-        return b
+        return b  # "sharded": placed on the mesh by the compiled step
 
     bar = None
     if progress and is_main and num_steps > start:
@@ -493,9 +627,16 @@ def _host_state(state: TrainState, parallel: Parallel) -> TrainState:
     if parallel == "pmap":
         return unreplicate_pmap(state)
     if parallel == "sharded":
-        return jax.tree.map(lambda x: jnp.asarray(np.asarray(x.addressable_data(0)))
-                            if not jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, state)
+        return jax.tree.map(_to_host, state)
     return state
+
+
+def _to_host(x):
+    """A sharded global array -> the same values on the default device (replicated across
+    processes: this process's copy)."""
+    if _is_key(x):
+        return jax.random.wrap_key_data(_to_host(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    return jnp.asarray(np.asarray(x if x.is_fully_addressable else x.addressable_data(0)))
 
 
 def _check_finite(first_bad: dict, last: dict, chunk_start: int) -> None:
