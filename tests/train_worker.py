@@ -82,7 +82,7 @@ def max_diff(a, b) -> float:
 
 def device_checks(steps: int) -> dict:
     """Each parallel mode on all of this process's devices against `parallel="none"` on the whole
-    batch: the regression model ("pmap", "sharded", "auto"), seeds as replicas on the replica x
+    batch: the regression model ("sharded", "pmap"), seeds as replicas on the replica x
     data mesh, two steps of the VQ-VAE experiment's EMA-codebook step (cross-device codebook
     statistics, sharded), and `vq.ema_update` with `axis_name` under `jax.shard_map` (the
     explicit collective of code written per device)."""
@@ -98,22 +98,23 @@ def device_checks(steps: int) -> dict:
     out = {"devices": n, "auto": train.resolve_parallel("auto")}
     kw = dict(num_steps=steps, log_every=max(steps // 2, 1), progress=False)
 
-    # the regression model; noise drawn from the step key (pmap draws it per device: no noise there)
-    for noise, modes in ((0.1, ("sharded", "auto")), (0.0, ("pmap",))):
-        init, step = make(noise)
-        source = RegressionSource(0, 16)
-        ref = train.fit(init(jax.random.key(0)), step, source, parallel="none", **kw).state
-        for mode in modes:
-            got = train.fit(init(jax.random.key(0)), step, source, parallel=mode, **kw).state
-            out[f"regression/{mode}"] = max_diff((got.params, got.extras), (ref.params, ref.extras))
-    if n > 1:  # a batch the data axis cannot split evenly
+    # the regression model (no input noise: pmap would draw it per device)
+    init, step = make(0.0)
+    init = jax.jit(init)  # one compile instead of one per eager op
+    source = RegressionSource(0, 16)
+    ref = train.fit(init(jax.random.key(0)), step, source, parallel="none", **kw).state
+    for mode in ("sharded", "pmap"):
+        got = train.fit(init(jax.random.key(0)), step, source, parallel=mode, **kw).state
+        out[f"regression/{mode}"] = max_diff((got.params, got.extras), (ref.params, ref.extras))
+    if n > 1:  # a batch the data axis cannot split evenly (refused before anything compiles)
         try:
             train.fit(init(jax.random.key(0)), step, RegressionSource(0, n + 1), parallel="sharded", **kw)
         except ValueError as err:
             out["indivisible_batch"] = str(err)
 
-    # seeds as replicas, one source each, on the (replica, data) mesh
+    # seeds as replicas, one source each, on the (replica, data) mesh; input noise from each step key
     init, step = make(0.1)
+    init = jax.jit(init)
     for r in (2, 3):
         seeds = list(range(r))
         sources = [RegressionSource(s, 16) for s in seeds]
@@ -122,12 +123,12 @@ def device_checks(steps: int) -> dict:
         got = train.fit(states(), step, sources, replicas=True, parallel="sharded", **kw).state
         out[f"replicas{r}/diff"] = max_diff((got.params, got.extras), (ref.params, ref.extras))
         out[f"replicas{r}/mesh"] = list(train.sharded_mesh(r).shape.values())
-        compiled = train.compile_fused(step, "sharded", replicas=True, batches_per_replica=True)
+        # where the sharded step puts its inputs (its outputs keep the state's sharding)
         batches = {k: np.stack([s.batches(0, 2)[k] for s in sources]) for k in ("x", "y")}  # [R, K, B, 8]
-        _, _, placed = compiled.place(states(), batches)
-        new, _ = compiled(states(), batches)
-        out[f"replicas{r}/state_spec"] = str(new.params["w1"].sharding.spec)
-        out[f"replicas{r}/state_shard"] = list(new.params["w1"].addressable_shards[0].data.shape)
+        _, placed_state, placed = train.compile_fused(step, "sharded", replicas=True, batches_per_replica=True).place(
+            states(), batches)
+        out[f"replicas{r}/state_spec"] = list(placed_state.params["w1"].sharding.spec)
+        out[f"replicas{r}/state_shard"] = list(placed_state.params["w1"].addressable_shards[0].data.shape)
         out[f"replicas{r}/batch_shard"] = list(placed["x"].addressable_shards[0].data.shape)
 
     # the VQ-VAE experiment's step with the EMA codebook: its counts and sums are over the global batch
@@ -139,8 +140,9 @@ def device_checks(steps: int) -> dict:
     images = np.random.default_rng(1).integers(0, 256, size=(64, 28, 28, 1)).astype(np.uint8)
     loader = data.ArrayLoader({"image": images}, batch_size=cfg.batch_size, seed=0)
     built = build(cfg, (28, 28, 1), "ema", 0.25, data_variance=0.1)
-    vq_runs = {mode: train.fit(built.init(jax.random.key(0)), built.step, loader, num_steps=2, log_every=2,
-                               parallel=mode, progress=False) for mode in ("none", "sharded")}
+    initial = jax.jit(built.init)(jax.random.key(0))
+    vq_runs = {mode: train.fit(initial, built.step, loader, num_steps=2, log_every=2, parallel=mode, progress=False)
+               for mode in ("none", "sharded")}
     a, b = vq_runs["none"], vq_runs["sharded"]
     out["vqvae/params"] = max_diff(a.state.params, b.state.params)
     out["vqvae/codebook"] = max_diff(a.state.extras["codebook"], b.state.extras["codebook"])

@@ -320,7 +320,11 @@ def _is_key(x) -> bool:
 
 
 def _placed(x, sharding) -> bool:
-    return isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim)
+    """Whether `x` is already an array on `sharding`'s mesh, laid out as `sharding` says."""
+    from jax.sharding import NamedSharding
+
+    return (isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding) and x.sharding.mesh == sharding.mesh
+            and x.sharding.is_equivalent_to(sharding, x.ndim))
 
 
 def _place_global(x, sharding):
