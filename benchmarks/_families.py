@@ -4,8 +4,9 @@ A `Family` is everything a train-step benchmark needs (taken by name from the ex
 `build()`, an `experiments._framework.Built`): `init(key) -> TrainState`, the step
 `(state, batch, axis_name=None) -> (state, metrics)` (a `genjax.train` step, so that
 `genjax.train.compile_fused` fuses it), `batches(key, k)` (synthetic inputs of the real shapes
-and dtypes, `[K, ...]`: timings do not depend on the values) and the batch size. Every family
-takes `dtype`: "float32", or "bfloat16" for mixed precision (`genjax.train.mixed_precision` on
+and dtypes, `[K, ...]`: timings do not depend on the values) and the batch size. The families
+built from an experiment take overrides of its config fields as keywords (e.g. `dcgan(width=8)`).
+Every family takes `dtype`: "float32", or "bfloat16" for mixed precision (`genjax.train.mixed_precision` on
 the networks inside the loss: parameters and inputs cast to bfloat16 there, float32 master
 weights, gradients, optimizer state and loss; the experiments' `build(..., dtype=...)`).
 
@@ -46,6 +47,12 @@ class Family:
     dtype: str = "float32"
 
 
+def _config(exp, batch_size: int | None, overrides: dict):
+    """The experiment's default config, with `batch_size` (if given) and other fields overridden
+    (smaller networks for tests)."""
+    return exp.Config(**overrides, **({} if batch_size is None else {"batch_size": batch_size}))
+
+
 def _uint8_images(key, shape):
     import jax
     import jax.numpy as jnp
@@ -83,12 +90,12 @@ def vae_mlp(batch_size: int = 128, dtype: str = "float32") -> Family:
                   batches, dtype=dtype)
 
 
-def gan_grid(batch_size: int | None = None, dtype: str = "float32") -> Family:
+def gan_grid(batch_size: int | None = None, dtype: str = "float32", **config) -> Family:
     import jax
 
     from experiments import gan_mode_collapse as exp
 
-    cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
+    cfg = _config(exp, batch_size, config)
     built = exp.build(cfg, "gan", "grid", dtype=dtype)
     b = cfg.batch_size
 
@@ -101,10 +108,10 @@ def gan_grid(batch_size: int | None = None, dtype: str = "float32") -> Family:
                   batch_axis=1, dtype=dtype)
 
 
-def dcgan(batch_size: int | None = None, dtype: str = "float32") -> Family:
+def dcgan(batch_size: int | None = None, dtype: str = "float32", **config) -> Family:
     from experiments import gan_mnist as exp
 
-    cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
+    cfg = _config(exp, batch_size, config)
     built = exp.build(cfg, "gan", dtype=dtype)
     b = cfg.batch_size
 
@@ -115,10 +122,10 @@ def dcgan(batch_size: int | None = None, dtype: str = "float32") -> Family:
                   b, built.init, built.step, batches, batch_axis=1, dtype=dtype)
 
 
-def vqvae(batch_size: int | None = None, dtype: str = "float32") -> Family:
+def vqvae(batch_size: int | None = None, dtype: str = "float32", **config) -> Family:
     from experiments import vqvae as exp
 
-    cfg = exp.Config() if batch_size is None else exp.Config(batch_size=batch_size)
+    cfg = _config(exp, batch_size, config)
     built = exp.build(cfg, IMAGE_SHAPE, "ema", cfg.main_beta, data_variance=0.1, dtype=dtype)
 
     def batches(key, k):
@@ -129,11 +136,12 @@ def vqvae(batch_size: int | None = None, dtype: str = "float32") -> Family:
                   dtype=dtype)
 
 
-def ddpm_unet(batch_size: int | None = None, quick_model: bool = False, dtype: str = "float32") -> Family:
+def ddpm_unet(batch_size: int | None = None, quick_model: bool = False, dtype: str = "float32",
+              **config) -> Family:
     from experiments import ddpm_mnist as exp
 
     model = {k: exp.QUICK[k] for k in ("channels", "num_res_blocks", "attention")} if quick_model else {}
-    cfg = exp.Config(**model) if batch_size is None else exp.Config(batch_size=batch_size, **model)
+    cfg = _config(exp, batch_size, {**model, **config})
     built = exp.build(cfg, IMAGE_SHAPE, dtype=dtype)
 
     def batches(key, k):
@@ -144,13 +152,13 @@ def ddpm_unet(batch_size: int | None = None, quick_model: bool = False, dtype: s
                   built.step, batches, dtype=dtype)
 
 
-def mnist_classifier(batch_size: int = 128, dtype: str = "float32") -> Family:
+def mnist_classifier(batch_size: int = 128, dtype: str = "float32", **config) -> Family:
     import jax
     import jax.numpy as jnp
 
     from experiments import mnist_classifier as exp
 
-    built = exp.build(exp.Config(batch_size=batch_size), 10, IMAGE_SHAPE, dtype=dtype)
+    built = exp.build(_config(exp, batch_size, config), 10, IMAGE_SHAPE, dtype=dtype)
 
     def batches(key, k):
         k_img, k_lab = jax.random.split(key)

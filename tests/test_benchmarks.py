@@ -438,10 +438,13 @@ def test_the_cpu_peak_is_the_best_repetition_of_the_better_measurement():
 
 # ---------------------------------------------------------------------------- mixed precision
 
-# small batches of every family (the dtype switch does not depend on the batch size)
-SMALL = {"vae_mlp": {"batch_size": 8}, "gan_grid": {"batch_size": 16}, "dcgan": {"batch_size": 8},
-         "vqvae": {"batch_size": 8}, "ddpm_unet": {"batch_size": 4, "quick_model": True},
-         "mnist_classifier": {"batch_size": 8}}
+# every family with small batches and narrow networks (the same layers: the dtype switch does not
+# depend on the sizes, and compiling the full-size networks twice would take minutes)
+SMALL = {"vae_mlp": {"batch_size": 8}, "gan_grid": {"batch_size": 16, "hidden": 32},
+         "dcgan": {"batch_size": 8, "width": 8},
+         "vqvae": {"batch_size": 8, "channels": (8, 8), "res_hidden": 8, "num_codes": 16, "latent_dim": 4},
+         "ddpm_unet": {"batch_size": 4, "channels": (8,), "num_res_blocks": 0, "attention": True},
+         "mnist_classifier": {"batch_size": 8, "features_dim": 16}}
 CONTRACTIONS = ("dot_general", "conv_general_dilated", "genjax_conv2d_cpu")  # matmuls and convolutions
 
 
@@ -463,23 +466,29 @@ def contraction_dtypes(jaxpr) -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("name", ["vae_mlp", "gan_grid", "dcgan", "vqvae", "ddpm_unet", "mnist_classifier"])
 def test_every_family_trains_in_bfloat16_with_float32_master_weights(name):
     """`dtype="bfloat16"` (`python -m benchmarks --dtype bfloat16`): every matmul and convolution of
-    the train step (forward and backward) takes bfloat16 operands, except the VQ-VAE's
-    nearest-code search and codebook statistics, which run on the float32 latents by design;
-    three fused steps are finite; the parameters and optimizer state stay float32 and move; and
-    each loss (the mean over the three steps, from the same init and batches) is within 5% of
-    float32's. Why 5%: bfloat16 keeps 8 significant bits, a relative rounding of 2^-9 per operand,
-    and a few such roundings per layer through these networks leave the losses measured here
-    within 1% of float32's (mnist_classifier's the furthest); 5% leaves room for other
-    machines' kernels while an input or a network left unscaled or uncast breaks it."""
+    the train step (forward and backward) takes bfloat16 operands, except two of the VQ-VAE's,
+    the nearest-code distances and the EMA codebook sums, which run on the float32 latents by
+    design; three fused steps are finite; the parameters and optimizer state stay float32 and
+    move; and each loss (the mean over the three steps, from the same init and batches) is within
+    2% of float32's.
+
+    Why 2%: bfloat16 keeps 8 significant bits, a relative rounding of 2^-9 per operand; measured
+    here (jax 0.10.2, CPU) the losses differ from float32's by 0.37% (vae_mlp), 0.01-0.05%
+    (gan_grid, dcgan, vqvae, mnist_classifier) and 0 (ddpm_unet: its output convolution starts at zero and the learning
+    rate warms up from 0, so its first losses are those of the noise alone; its bfloat16 U-Net is
+    checked by the operand dtypes). 2% is 5x the largest, for other kernels' rounding, while an
+    input left unscaled or a network left half in float32 breaks a check.
+    """
     from benchmarks import _families
     from genjax import train
 
     runs = {}
+    state = batches = None
     for dtype in ("float32", "bfloat16"):
         fam = getattr(_families, name)(**SMALL[name], dtype=dtype)
         assert fam.dtype == dtype and dtype in fam.description
-        state = fam.init(jax.random.key(0))
-        batches = fam.batches(jax.random.key(1), 3)
+        if state is None:  # the same initial state and batches for both (neither depends on the dtype)
+            state, batches = fam.init(jax.random.key(0)), fam.batches(jax.random.key(1), 3)
         one = jax.tree.map(lambda x: x[0], batches)
         dtypes = contraction_dtypes(jax.make_jaxpr(fam.step)(state, one).jaxpr)
         new, summary = train.compile_fused(fam.step, "none")(jax.tree.map(jnp.copy, state), batches)
@@ -488,7 +497,7 @@ def test_every_family_trains_in_bfloat16_with_float32_master_weights(name):
     state, new, bf16, bf16_ops = runs["bfloat16"]
     assert f32_ops and all(set(ops) == {"float32"} for ops in f32_ops)
     in_bf16 = [set(ops) == {"bfloat16"} for ops in bf16_ops]
-    assert len(bf16_ops) == len(f32_ops) and sum(in_bf16) >= (0.9 if name == "vqvae" else 1.0) * len(in_bf16)
+    assert len(bf16_ops) == len(f32_ops) and len(in_bf16) - sum(in_bf16) == (2 if name == "vqvae" else 0)
     for before, after in zip(jax.tree.leaves((state.params, state.opt_state)),
                              jax.tree.leaves((new.params, new.opt_state)), strict=True):
         if jnp.issubdtype(before.dtype, jnp.floating):
@@ -498,8 +507,8 @@ def test_every_family_trains_in_bfloat16_with_float32_master_weights(name):
     losses = [m for m in f32 if "loss" in m]
     assert losses
     for metric in losses:
-        assert np.isfinite(bf16[metric]) and bf16[metric] != f32[metric]  # the switch changed the computation
-        np.testing.assert_allclose(bf16[metric], f32[metric], rtol=0.05, err_msg=metric)
+        assert np.isfinite(bf16[metric])
+        np.testing.assert_allclose(bf16[metric], f32[metric], rtol=0.02, err_msg=metric)
 
 
 def test_the_cli_runs_every_family_in_bfloat16():
