@@ -474,10 +474,12 @@ def test_mesh_shape_puts_replicas_on_the_largest_even_split_and_the_rest_on_data
     assert train.mesh_shape(6, 4) == (2, 2)
     assert train.mesh_shape(3, 8) == (1, 8)  # no even split: every device holds every replica
     assert train.mesh_shape(4, 8, num_processes=2) == (1, 8)  # each process loads its slice of each batch
-    with pytest.raises(ValueError, match="num_replicas must be a positive int"):
+    with pytest.raises(ValueError, match=r"`num_replicas` must be an int in \[1, inf\], got 0"):
         train.mesh_shape(0, 8)
-    with pytest.raises(ValueError, match="num_devices must be a positive int"):
+    with pytest.raises(ValueError, match=r"`num_devices` must be an int in \[1, inf\], got 0"):
         train.mesh_shape(2, 0)
+    with pytest.raises(TypeError, match="`num_replicas` must be a Python int"):
+        train.mesh_shape(2.0, 8)
     assert train.sharded_mesh(5).axis_names == (train.REPLICA_AXIS, train.DATA_AXIS)
 
 

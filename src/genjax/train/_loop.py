@@ -151,6 +151,9 @@ def compile_fused(
     - "pmap": `pmap` over the local devices (state replicated, batches split on the batch axis,
       the step called with `axis_name=DATA_AXIS` so that it averages gradients with `lax.pmean` and
       sums cross-device statistics itself). Under `jax.distributed` the axis spans every process.
+      What the step does not reduce over `axis_name` stays per device: the DCGAN generator's
+      batch-norm statistics, and the GAN steps' latents z, drawn from the same key on every device,
+      so that there pmap is not one device on the whole batch (the sharded mode is).
     - "sharded": `jit` over a `jax.sharding.Mesh` of all devices with axes (REPLICA_AXIS,
       DATA_AXIS) (`sharded_mesh`), inputs placed with `NamedSharding`s: each batch split along
       `batch_axis` over the data axis, the state replicated (with `replicas`: split along its
@@ -289,17 +292,14 @@ def mesh_shape(num_replicas: int | None, num_devices: int, num_processes: int = 
     loads only its slice of every batch, which the data axis then spans.
 
     Raises:
-        ValueError: `num_replicas` or `num_devices` is not a positive int.
+        ValueError, TypeError: a count that is not a positive Python int (`num_replicas` may be None).
     """
-    for name, value in (("num_devices", num_devices), ("num_processes", num_processes)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if num_replicas is None or num_processes > 1:
+    from genjax import _checks
+
+    num_devices = _checks.positive_int(num_devices, "num_devices")
+    if _checks.positive_int(num_processes, "num_processes") > 1 or num_replicas is None:
         return 1, num_devices
-    if not isinstance(num_replicas, int) or isinstance(num_replicas, bool) or num_replicas < 1:
-        raise ValueError(f"num_replicas must be a positive int (the size of the state's replica axis) or None, "
-                         f"got {num_replicas!r}")
-    r = math.gcd(num_replicas, num_devices)
+    r = math.gcd(_checks.positive_int(num_replicas, "num_replicas"), num_devices)
     return r, num_devices // r
 
 
