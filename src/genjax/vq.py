@@ -67,7 +67,9 @@ Conventions:
 - **Several devices.** ``ema_update``, ``codebook_usage``, ``perplexity`` and
   ``restart_dead_codes`` take ``axis_name``: under ``pmap``/``shard_map`` the counts and sums are
   added across that axis, so data-parallel training gives the codebook that one device would get
-  from the whole batch.
+  from the whole batch. Under ``jit`` with the batch sharded over devices (``genjax.train``'s
+  ``parallel="sharded"``, the default on several devices) no ``axis_name`` is needed: the
+  function sees the global batch and XLA adds up the shards itself.
 
 References:
     A. van den Oord, O. Vinyals, K. Kavukcuoglu, "Neural Discrete Representation Learning",
