@@ -442,14 +442,16 @@ def test_every_parallel_mode_equals_one_device_on_the_whole_batch(devices):
     whose state is split along the replica axis and whose batches along both; two steps of the
     VQ-VAE experiment's EMA-codebook step sharded give one device's codebook (its counts and sums
     are global without `axis_name`); `vq.ema_update` with `axis_name` under `jax.shard_map` gives
-    the whole batch's update; a batch the data axis cannot split is refused."""
+    the whole batch's update; a batch the data axis cannot split is refused; and (on 8 devices, to
+    keep the time down) two steps of the grid GAN, whose batches are split on their axis 1 and
+    whose latents are drawn at the global batch's shape, equal one device's."""
     from tests.train_worker import device_checks
 
     if devices == 1:
         assert jax.device_count() == 1
         result = device_checks(steps=20)
     else:
-        result = run_worker("--mode", "devices", "--steps", "20",
+        result = run_worker("--mode", "devices", "--steps", "20", *(["--gan"] if devices == 8 else []),
                             env_extra={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
     assert result["devices"] == devices
     assert result["auto"] == ("sharded" if devices > 1 else "none")
@@ -465,6 +467,8 @@ def test_every_parallel_mode_equals_one_device_on_the_whole_batch(devices):
     assert result["shard_map/ema_update"] < 1e-5
     if devices > 1:
         assert f"must be divisible by the {devices} devices of the data axis" in result["indivisible_batch"]
+    if devices == 8:  # (not so under pmap, where every device draws the same latents)
+        assert result["gan/params"] < 1e-5
 
 
 def test_mesh_shape_puts_replicas_on_the_largest_even_split_and_the_rest_on_data():

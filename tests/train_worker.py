@@ -80,12 +80,12 @@ def max_diff(a, b) -> float:
                 if np.size(x)), default=0.0)
 
 
-def device_checks(steps: int) -> dict:
+def device_checks(steps: int, gan: bool = False) -> dict:
     """Each parallel mode on all of this process's devices against `parallel="none"` on the whole
     batch: the regression model ("sharded", "pmap"), seeds as replicas on the replica x
     data mesh, two steps of the VQ-VAE experiment's EMA-codebook step (cross-device codebook
-    statistics, sharded), and `vq.ema_update` with `axis_name` under `jax.shard_map` (the
-    explicit collective of code written per device)."""
+    statistics, sharded), `vq.ema_update` with `axis_name` under `jax.shard_map` (the explicit
+    collective of code written per device), and with `gan` two steps of the grid GAN sharded."""
     import functools
     from pathlib import Path
 
@@ -148,6 +148,19 @@ def device_checks(steps: int) -> dict:
     out["vqvae/codebook"] = max_diff(a.state.extras["codebook"], b.state.extras["codebook"])
     out["vqvae/perplexity"] = abs(a.history[-1]["perplexity"] - b.history[-1]["perplexity"])
 
+    # a GAN step on the 25-Gaussian grid: batches [n_critic, B, 2] (batch axis 1), latents drawn
+    # from the step key at the global batch's shape (pmap would draw the same ones on every device)
+    if gan:
+        from experiments import gan_mode_collapse
+        from experiments._gan_common import ToySource
+
+        gan = gan_mode_collapse.build(gan_mode_collapse.Config(batch_size=16, hidden=16), "gan", "grid")
+        toy = ToySource("grid", 16, 0, draws=gan.options.n_critic)
+        initial = jax.jit(gan.init)(jax.random.key(0))
+        gan_runs = [train.fit(initial, gan.step, toy, num_steps=2, log_every=2, parallel=mode, batch_axis=1,
+                              progress=False).state for mode in ("none", "sharded")]
+        out["gan/params"] = max_diff(gan_runs[0].params, gan_runs[1].params)
+
     # per-device code: ema_update's psum over the data axis under shard_map = the whole batch at once
     rng = np.random.default_rng(0)
     book = vq.ema_init(rng.normal(size=(16, 3)).astype(np.float32))
@@ -176,6 +189,7 @@ def main() -> None:
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
     p.add_argument("--dist-parallel", default="pmap", choices=["pmap", "sharded"])
+    p.add_argument("--gan", action="store_true", help="--mode devices: also the grid GAN's step")
     args = p.parse_args()
 
     import jax
@@ -183,7 +197,7 @@ def main() -> None:
     from genjax import train
 
     if args.mode == "devices":
-        print(json.dumps(device_checks(args.steps)), flush=True)
+        print(json.dumps(device_checks(args.steps, gan=args.gan)), flush=True)
         return
     if args.mode == "dist":
         train.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
