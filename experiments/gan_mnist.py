@@ -110,7 +110,9 @@ QUICK = {"variants": ("gan+ema", "wgan_gp"), "steps": 3000, "wasserstein_steps":
 # (2026-12-02, 20,000 DCGAN steps, FID every 1,000): gan+ema is best at 9,000 steps (FID 21.5,
 # 4.4x the floor 4.93) and then degrades (35.4 at 20,000: the constant learning rate), so the
 # preset stops it there (its training is identical up to that step); WGAN-GP's 8,000 steps reached
-# FID 9.7 (2.0x the floor), still improving. About 20 minutes together on the 2-core VM.
+# FID 9.7 (2.0x the floor), still improving. About 20 minutes together on the 2-core VM. A
+# cosine decay instead (`--final-lr-fraction 0.05`, 15,000 steps; 2026-12-03) did not help the
+# DCGAN: FID 28.2 / 25.1 / 26.4 / 26.5 at 5,000 / 8,000 / 12,000 / 15,000 steps (final score 25.4).
 STANDARD = {**QUICK, "steps": 9_000, "wasserstein_steps": 8_000, "eval_every": 1_000, "checkpoint_every": 1_000,
             "log_every": 100, "noise_anneal_steps": 2_000}
 

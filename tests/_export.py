@@ -108,7 +108,7 @@ def _signature(region) -> frozenset[str]:
 def read(exported: jax.export.Exported) -> dict:
     """What the checks look at: custom-call targets; the `case` operations whose branches compute
     different things (each as the set of its branches' signatures); the element types of every
-    result; and the operand element types of each `dot_general`.
+    result; and the operand element types of each `dot_general` and `convolution`.
 
     Lowered for several platforms, JAX emits a `case` on the platform index for every operation
     with a platform-specific lowering rule, and `platform_dependent` keeps one branch per group
@@ -116,7 +116,7 @@ def read(exported: jax.export.Exported) -> dict:
     not reported; those that differ may be JAX's own (max-pooling's gradient,
     `select_and_scatter_add`, is lowered one way for TPU and another for GPU), which is why
     `accelerator_problems` compares them with the plain program's."""
-    targets, cases, types, dots = [], [], set(), []
+    targets, cases, types, dots, convs = [], [], set(), [], []
     for op in _operations(exported):
         name = op.name
         if name == "stablehlo.custom_call":
@@ -127,9 +127,12 @@ def read(exported: jax.export.Exported) -> dict:
                 cases.append(branches)
         elif name == "stablehlo.dot_general":
             dots.append(tuple(_element_type(v.type) for v in op.operands))
+        elif name == "stablehlo.convolution":
+            convs.append(tuple(_element_type(v.type) for v in op.operands))
         for r in op.results:
             types.add(_element_type(r.type))
-    return {"custom_calls": targets, "diverging_cases": cases, "element_types": types - {None}, "dots": dots}
+    return {"custom_calls": targets, "diverging_cases": cases, "element_types": types - {None}, "dots": dots,
+            "convs": convs}
 
 
 def _element_type(t) -> str | None:
