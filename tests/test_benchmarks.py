@@ -87,25 +87,31 @@ def test_carried_donated_scan_counts_steps_and_loop_flops():
     assert d["peak_fraction"] is None  # no peak given
 
 
-def test_short_repetitions_are_lengthened_to_min_rep_s():
-    """A 2 ms call, 1 call per repetition, min_rep_s 20 ms: each timed repetition makes >= 10
-    calls (timeit's autorange); times stay per call, and 0 leaves calls_per_rep alone."""
-    import time as _time
+def test_short_repetitions_are_lengthened_to_min_rep_s(monkeypatch):
+    """A 2 ms call, 1 call per repetition, min_rep_s 20 ms: each timed repetition makes
+    ceil(20 / 2) = 10 calls (timeit's autorange); times stay per call, and 0 leaves calls_per_rep
+    alone. The harness's clock is a fake one that each call advances by exactly 2 ms, so the
+    counts do not depend on how long `sleep` takes on a loaded machine."""
+    import types
 
-    calls = []
+    from benchmarks import _harness
+
+    calls, clock = [], [0.0]
+    monkeypatch.setattr(_harness, "time", types.SimpleNamespace(perf_counter=lambda: clock[0],
+                                                                process_time=_harness.time.process_time))
 
     def setup() -> Case:
         def slow(x):
             calls.append(1)
-            _time.sleep(0.002)
+            clock[0] += 0.002
             return x
 
         return Case(fn=slow, args=(jnp.ones(2),), jit=False, calls_per_rep=1, sync=lambda out: out)
 
     d = run_benchmark(Benchmark("tiny/sleep", setup), repeats=5, warmup=1, min_rep_s=0.02).as_dict()
-    assert d["calls_per_rep"] >= 10
+    assert d["calls_per_rep"] == 10
     assert len(calls) == 1 + 1 + 1 + 5 * d["calls_per_rep"]  # first call, warm-up, autorange, timed
-    assert 0.002 <= d["median_s"] < 0.01  # per call
+    np.testing.assert_allclose(d["median_s"], 0.002, rtol=1e-9)  # per call
     calls.clear()
     d0 = run_benchmark(Benchmark("tiny/sleep", setup), repeats=5, warmup=1).as_dict()
     assert d0["calls_per_rep"] == 1 and len(calls) == 1 + 1 + 5
