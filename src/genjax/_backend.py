@@ -53,9 +53,11 @@ needed / the plain path.
     Re-measured 2026-12-03 (jax 0.10.2, idle 2-core VM, peak 330-350 GFLOP/s; ``python -m
     benchmarks --quick --only train_step/dcgan,train_step/ddpm_unet``, ms per fused call of
     K = 2 steps, on / off):
-    dcgan 62 / 56, ddpm_unet 255 / 227: with ``conv_library`` on (genjax's programs) the
-    convolutions no longer go to YNNPACK and the split *costs* ~11%; it still helps programs
-    compiled without that option (a plain `jax.jit`). Not yet made conditional on it.
+    dcgan 62 / 56, ddpm_unet 255 / 227; repeated with vqvae (fused ms, on / off): with
+    ``conv_library`` on, dcgan 60.9 / 57.1, vqvae 38.1 / 40.1, ddpm_unet 240.8 / 214.6; with it off
+    (YNNPACK convolutions, as in a plain `jax.jit`) 82.8 / 80.0, 58.0 / 60.4, 305.1 / 335.7. So
+    beside ``conv_library`` the split now costs 6% (dcgan) and 11% (U-Net) and gains 5% (vqvae);
+    without it, it gains 4-10% for vqvae and the U-Net. Its per-shape rule needs re-tuning.
     Check: ``python -m benchmarks --only train_step/dcgan,train_step/ddpm_unet`` with and
     without ``GENJAX_DISABLE_CPU_WORKAROUNDS=conv_wgrad_split``, or the per-op profile
     (`jax.profiler`): weight-gradient ``ynn_fusion`` ops with a 14x14 or 28x28 window.
