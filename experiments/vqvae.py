@@ -137,6 +137,7 @@ class Config:
     prior_layers: int = 2
     prior_heads: int = 4
     prior_learning_rate: float = 1e-3  # Adam, linear warm-up then cosine decay to a tenth
+    prior_weight_decay: float = 0.0  # > 0: AdamW (decoupled weight decay, Loshchilov & Hutter 2019)
     fid_samples: int = 1000  # prior samples scored by MNIST-feature FID/KID
     checkpoint_every: int = 1_000
     log_every: int = 100
@@ -514,7 +515,7 @@ def build_prior(cfg: Config, num_codes: int, length: int) -> Built:
     warmup = min(200, max(cfg.prior_steps // 10, 1))
     lr = optax.warmup_cosine_decay_schedule(0.0, cfg.prior_learning_rate, warmup, max(cfg.prior_steps, warmup + 1),
                                             end_value=0.1 * cfg.prior_learning_rate)
-    tx = optax.adam(lr)
+    tx = optax.adamw(lr, weight_decay=cfg.prior_weight_decay) if cfg.prior_weight_decay > 0 else optax.adam(lr)
 
     def nll(params, codes):  # [B, L] -> [B]
         return jnp.sum(nn.cross_entropy_loss(prior.apply({"params": params}, codes), codes), axis=1)

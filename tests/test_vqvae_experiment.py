@@ -103,6 +103,31 @@ def test_tiny_run_writes_the_report_and_a_loadable_autoencoder(tmp_path):
     assert all(v["resumed_from"] == 4 for v in again["variants"].values())
 
 
+def test_prior_weight_decay_is_decoupled_adamw():
+    """--prior-weight-decay w > 0 trains the code prior with AdamW (Loshchilov & Hutter 2019:
+    theta <- theta - lr (adam_update + w theta)). The schedule warms up from 0, so the first step
+    leaves the parameters alone in both runs while updating identical Adam moments; the second
+    differs by exactly -lr(1) w theta_0, with lr(1) = peak / warm-up steps (optax's linear warm-up)."""
+    exp = vqvae.EXPERIMENT
+    codes = {"codes": jnp.asarray(np.random.default_rng(0).integers(0, 16, (8, 9)), jnp.int32)}
+    params = {}
+    for w in (0.0, 0.5):
+        cfg = exp.make_config(**{**TINY, "prior_steps": 40, "prior_weight_decay": w})
+        built = vqvae.build_prior(cfg, num_codes=16, length=9)
+        state = built.init(jax.random.key(0))
+        theta0 = state.params
+        for _ in range(2):
+            state, _ = jax.jit(built.step)(state, codes)
+        params[w] = state.params
+    lr1 = 1e-3 / 4  # the default prior_learning_rate, warm-up min(200, 40 // 10) = 4 steps
+    assert exp.make_config(**TINY).prior_learning_rate == 1e-3
+    for a, b, t in zip(jax.tree.leaves(params[0.5]), jax.tree.leaves(params[0.0]), jax.tree.leaves(theta0)):
+        np.testing.assert_allclose(a - b, -lr1 * 0.5 * t, atol=1e-7)
+    assert any(float(jnp.abs(t).max()) > 0.05 for t in jax.tree.leaves(theta0))  # the difference is visible
+    with pytest.raises(ConfigError, match=r"--prior-weight-decay: expected a finite number in \[0, 1\)"):
+        exp.make_config(prior_weight_decay=-0.1)
+
+
 def test_config_is_checked():
     exp = vqvae.EXPERIMENT
     with pytest.raises(ConfigError, match="--main-beta 0.5 must be one of --betas"):
