@@ -138,6 +138,7 @@ class Config:
     prior_heads: int = 4
     prior_learning_rate: float = 1e-3  # Adam, linear warm-up then cosine decay to a tenth
     prior_weight_decay: float = 0.0  # > 0: AdamW (decoupled weight decay, Loshchilov & Hutter 2019)
+    prior_dropout: float = 0.0  # GPT-2's dropout in the prior while it trains (`CodePrior.dropout`)
     fid_samples: int = 1000  # prior samples scored by MNIST-feature FID/KID
     checkpoint_every: int = 1_000
     log_every: int = 100
@@ -258,6 +259,8 @@ def check_config(cfg: Config) -> None:
     for name in ("prior_steps", "prior_batch_size", "prior_width", "prior_layers", "prior_heads"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.prior_dropout < 1.0:
+        raise ConfigError(f"--prior-dropout must be a rate in [0, 1), got {cfg.prior_dropout}")
     if cfg.prior_width % cfg.prior_heads:
         raise ConfigError(f"--prior-width ({cfg.prior_width}) must be divisible by --prior-heads ({cfg.prior_heads})")
     if cfg.fid_samples < 2:
@@ -503,7 +506,8 @@ def reconstruct(model: Autoencoder, params, codebook, images, batch_size: int = 
 
 def build_prior(cfg: Config, num_codes: int, length: int) -> Built:
     """The code prior (`genjax.nn.CodePrior`, `model`), `init(key) -> TrainState` and its step
-    on batches `{"codes": int [B, L]}`: Adam on the mean next-code cross-entropy (nats per code),
+    on batches `{"codes": int [B, L]}`: Adam on the mean next-code cross-entropy (nats per code,
+    with `prior_dropout` applied, its mask drawn from the step's key),
     the learning rate warmed up linearly over min(200, steps / 10) steps, then cosine-decayed to a
     tenth. `loss_fn(params, codes) -> [B]` is the negative log-likelihood of each grid (nats)."""
     import jax
@@ -513,7 +517,7 @@ def build_prior(cfg: Config, num_codes: int, length: int) -> Built:
     from genjax import nn, train
 
     prior = nn.CodePrior(num_codes=num_codes, length=length, width=cfg.prior_width, num_layers=cfg.prior_layers,
-                         num_heads=cfg.prior_heads)
+                         num_heads=cfg.prior_heads, dropout=cfg.prior_dropout)
     warmup = min(200, max(cfg.prior_steps // 10, 1))
     lr = optax.warmup_cosine_decay_schedule(0.0, cfg.prior_learning_rate, warmup, max(cfg.prior_steps, warmup + 1),
                                             end_value=0.1 * cfg.prior_learning_rate)
@@ -526,8 +530,10 @@ def build_prior(cfg: Config, num_codes: int, length: int) -> Built:
         params = jax.jit(prior.init)(jax.random.fold_in(key, 0), jnp.zeros((1, length), jnp.int32))["params"]
         return train.TrainState.create(params=params, tx=tx, key=jax.random.fold_in(key, 1))
 
-    def loss(params, batch, key, state):
-        return jnp.mean(nll(params, batch["codes"])) / length, ({}, {})
+    def loss(params, batch, key, state):  # dropout (if any) in training only: `nll` is deterministic
+        codes = batch["codes"]
+        logits = prior.apply({"params": params}, codes, deterministic=False, rngs={"dropout": key})
+        return jnp.mean(jnp.sum(nn.cross_entropy_loss(logits, codes), axis=1)) / length, ({}, {})
 
     return Built(model=prior, init=init, step=train.make_train_step(loss), loss_fn=nll)
 

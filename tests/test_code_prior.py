@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import errors as flax_errors
 
 from genjax import nn
 
@@ -98,6 +99,35 @@ def test_a_few_training_steps_lower_the_cross_entropy(params):
         p, opt, value = step(p, opt)
         losses.append(float(value))
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]
+
+
+DROPPY = nn.CodePrior(num_codes=K, length=L, width=16, num_layers=2, num_heads=2, dropout=0.5)
+
+
+def test_dropout_is_identity_when_deterministic_and_a_function_of_the_key_in_training(params):
+    """Dropout adds no parameters, so the rate-0.5 prior takes the same params; deterministic
+    (the default, what `nll` and sampling use) it gives the rate-0 numbers bit for bit; rate 0
+    in training mode is the identity too (flax's Dropout returns its input at rate 0, no key
+    needed). In training the mask is a function of the "dropout" key alone, and causality holds
+    under every mask: the mask is drawn per position, so it cannot carry later tokens back."""
+    tokens = _tokens(5)
+    clean = np.asarray(APPLY({"params": params}, tokens))
+    assert jax.tree.structure(jax.eval_shape(DROPPY.init, jax.random.key(0), tokens)["params"]) == \
+        jax.tree.structure(params)
+    np.testing.assert_array_equal(jax.jit(DROPPY.apply)({"params": params}, tokens), clean)  # both jitted
+    np.testing.assert_array_equal(jax.jit(PRIOR.apply, static_argnums=2)({"params": params}, tokens, False), clean)
+    train = jax.jit(lambda t, k: DROPPY.apply({"params": params}, t, deterministic=False, rngs={"dropout": k}))
+    a, b = np.asarray(train(tokens, jax.random.key(1))), np.asarray(train(tokens, jax.random.key(2)))
+    np.testing.assert_array_equal(train(tokens, jax.random.key(1)), a)
+    assert np.abs(a - clean).max() > 1e-2 and np.abs(a - b).max() > 1e-2
+    changed = tokens.at[:, 4:].set((tokens[:, 4:] + 1) % K)
+    np.testing.assert_array_equal(np.asarray(train(changed, jax.random.key(1)))[:, :5], a[:, :5])
+    with pytest.raises(flax_errors.InvalidRngError):
+        DROPPY.apply({"params": params}, tokens, deterministic=False)
+    for rate in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match=r"dropout must be a rate in \[0, 1\)"):
+            jax.eval_shape(nn.CodePrior(num_codes=K, length=L, width=16, num_heads=2, dropout=rate).init,
+                           jax.random.key(0), tokens)
 
 
 def test_bad_arguments_are_named(params):

@@ -128,6 +128,28 @@ def test_prior_weight_decay_is_decoupled_adamw():
         exp.make_config(prior_weight_decay=-0.1)
 
 
+def test_prior_dropout_is_in_the_training_loss_only():
+    """--prior-dropout p: the training loss of the prior uses dropout, with the mask drawn from
+    the step's key; `loss_fn` (the held-out NLL) stays deterministic. At p = 0 the training
+    loss is the NLL per code exactly (the same numbers as before the option existed)."""
+    exp = vqvae.EXPERIMENT
+    codes = {"codes": jnp.asarray(np.random.default_rng(0).integers(0, 16, (8, 9)), jnp.int32)}
+    losses = {}
+    for p in (0.0, 0.3):
+        built = vqvae.build_prior(exp.make_config(**{**TINY, "prior_dropout": p}), num_codes=16, length=9)
+        state = built.init(jax.random.key(0))
+        _, metrics = jax.jit(built.step)(state, codes)
+        nll = float(jnp.mean(jax.jit(built.loss_fn)(state.params, codes["codes"]))) / 9
+        losses[p] = (float(metrics["loss"]), nll)
+        assert built.model.dropout == p
+    assert losses[0.0][0] == pytest.approx(losses[0.0][1], rel=1e-6)
+    assert losses[0.3][1] == pytest.approx(losses[0.0][1], rel=1e-6)  # the same init, deterministic NLL
+    assert abs(losses[0.3][0] - losses[0.3][1]) > 1e-3
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"--prior-dropout must be a rate in \[0, 1\)"):
+            vqvae.check_config(exp.make_config(**{**TINY, "prior_dropout": bad}))
+
+
 def test_config_is_checked():
     exp = vqvae.EXPERIMENT
     with pytest.raises(ConfigError, match="--main-beta 0.5 must be one of --betas"):

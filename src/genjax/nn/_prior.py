@@ -59,8 +59,10 @@ class _Block(nn.Module):
     width: int
     num_heads: int
     mlp_ratio: int
+    dropout: float = 0.0
 
     def setup(self):
+        self.drop = nn.Dropout(self.dropout)
         self.norm1 = nn.LayerNorm(name="norm1")
         self.qkv = nn.Dense(3 * self.width, name="qkv")
         self.proj = nn.Dense(self.width, name="proj")
@@ -73,12 +75,13 @@ class _Block(nn.Module):
         shape = (*x.shape[:-1], self.num_heads, self.width // self.num_heads)
         return q.reshape(shape), k.reshape(shape), v.reshape(shape)
 
-    def _mlp(self, x):
-        return x + self.out(nn.gelu(self.fc(self.norm2(x))))
+    def _mlp(self, x, deterministic: bool = True):
+        return x + self.drop(self.out(nn.gelu(self.fc(self.norm2(x)))), deterministic=deterministic)
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool = True) -> jax.Array:
         q, k, v = self._qkv(x)  # [B, L, H, d]
-        return self._mlp(x + self.proj(_attend(q, k, v, mask)))
+        x = x + self.drop(self.proj(_attend(q, k, v, mask)), deterministic=deterministic)
+        return self._mlp(x, deterministic)
 
     def decode_step(self, x: jax.Array, cache: tuple[jax.Array, jax.Array], position: jax.Array):
         """One position: x [B, W] at `position`; `cache` holds the keys and values [B, L, H, d]
@@ -105,6 +108,11 @@ class CodePrior(nn.Module):
       num_layers: the number of pre-LN Transformer blocks.
       num_heads: attention heads per block.
       mlp_ratio: the MLP's hidden width is `mlp_ratio * W`.
+      dropout: the rate of GPT-2's dropout (Radford et al. 2019): on the embeddings' sum and on
+        each residual branch (attention and MLP outputs), in training only, i.e. when
+        `__call__(tokens, deterministic=False)` with a "dropout" PRNG stream
+        (`apply(..., rngs={"dropout": key})`). 0 (the default) is no dropout: the same numbers
+        as without it. A prior over a few thousand code grids memorises them without it.
 
     Examples:
       >>> prior = CodePrior(num_codes=16, length=9, width=32, num_layers=1, num_heads=2)
@@ -120,24 +128,31 @@ class CodePrior(nn.Module):
     num_layers: int = 2
     num_heads: int = 4
     mlp_ratio: int = 4
+    dropout: float = 0.0
 
     def setup(self):
         for name in ("num_codes", "length", "width", "num_layers", "num_heads", "mlp_ratio"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"CodePrior: {name} must be a positive int, got {value!r}")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"CodePrior: dropout must be a rate in [0, 1), got {self.dropout!r}")
         if self.width % self.num_heads:
             raise ValueError(f"CodePrior: width ({self.width}) must be divisible by num_heads ({self.num_heads})")
         init = nn.initializers.normal(0.02)  # GPT-2's embedding initialisation
         self.token_embed = nn.Embed(self.num_codes + 1, self.width, embedding_init=init, name="token_embed")
         self.position_embed = self.param("position_embed", init, (self.length, self.width))  # [L, W]
-        self.blocks = [_Block(self.width, self.num_heads, self.mlp_ratio, name=f"block{i}")
+        self.blocks = [_Block(self.width, self.num_heads, self.mlp_ratio, float(self.dropout), name=f"block{i}")
                        for i in range(self.num_layers)]
+        self.embed_drop = nn.Dropout(float(self.dropout))
         self.final_norm = nn.LayerNorm(name="final_norm")
         self.head = nn.Dense(self.num_codes, name="head")
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """Next-code logits of every position: tokens [B, L] int in [0, K) -> [B, L, K]."""
+    def __call__(self, tokens: jax.Array, deterministic: bool = True) -> jax.Array:
+        """Next-code logits of every position: tokens [B, L] int in [0, K) -> [B, L, K].
+
+        `deterministic=False` applies `dropout` (training; needs the "dropout" PRNG stream)."""
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 2 or tokens.shape[1] != self.length:
             raise ValueError(f"CodePrior: tokens must be [B, {self.length}], got shape {tokens.shape}")
@@ -146,14 +161,16 @@ class CodePrior(nn.Module):
         start = jnp.full((tokens.shape[0], 1), self.num_codes, tokens.dtype)
         inputs = jnp.concatenate([start, tokens[:, :-1]], axis=1)  # [B, L]: position i sees c_{i-1}
         x = self.token_embed(inputs) + self.position_embed  # [B, L, W]
+        x = self.embed_drop(x, deterministic=deterministic)
         mask = jnp.tril(jnp.ones((self.length, self.length), bool))  # [L, L]: i attends to j <= i
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, deterministic)
         return self.head(self.final_norm(x))  # [B, L, K]
 
     def decode_step(self, cache, previous: jax.Array, position: jax.Array):
         """The logits of position `position` from the code before it and the cache of earlier
-        positions: the same numbers as `__call__(tokens)[:, position]`, for one position.
+        positions: the same numbers as `__call__(tokens)[:, position]`, for one position
+        (deterministic: no dropout).
 
         Args:
           cache: one `(keys, values)` pair per block, each [B, L, H, W / H], written at the
