@@ -955,16 +955,17 @@ def min_snr_loss(
     return min_snr_weight(schedule, t, gamma, prediction) * loss
 
 
-def _install() -> None:
-    """Makes the public functions genjax.diffusion's own (its namespace, `__all__`, `__module__`)."""
+def publish(namespace: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Makes the functions `names` of a private module's `namespace` genjax.diffusion's own (its
+    namespace, `__all__`, `__module__`)."""
     import sys
 
     module = sys.modules["genjax.diffusion"]
-    for name in PUBLIC:
-        fn = globals()[name]
+    for name in names:
+        fn = namespace[name]
         fn.__module__ = module.__name__
         setattr(module, name, fn)
-    module.__all__ = [n for n in module.__all__ if n not in PUBLIC] + list(PUBLIC)
+    module.__all__ = [n for n in module.__all__ if n not in names] + list(names)
 
 
 PUBLIC = (
@@ -972,4 +973,4 @@ PUBLIC = (
     "dpmpp_2m_sample", "euler_sample", "heun_sample", "ddim_spaced_sample", "sample_with",
     "min_snr_weight", "min_snr_loss",
 )
-_install()
+publish(globals(), PUBLIC)

@@ -667,15 +667,24 @@ def ddpm_loss(
     schedule = _check_schedule(schedule)
     x0 = _float_array(x0, "x0")
     prediction = _checks.choice(prediction, "prediction", _PREDICTIONS)
-    t_key, noise_key = jax.random.split(key)
-    b = x0.shape[0]
-    t = jax.random.randint(t_key, (b,), 0, schedule.num_timesteps, dtype=jnp.int32)  # [B]
-    noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
-    xt = q_sample(schedule, x0, t, noise)
+    t, noise, xt = _noised(key, schedule, x0)
     out = eps_fn(xt, t)
     if jnp.shape(out) != x0.shape:
         raise ValueError(
             f"the denoiser returned shape {jnp.shape(out)} for inputs of shape {x0.shape}; they must agree")
+    return _simple_loss(schedule, out, x0, t, noise, prediction)
+
+
+def _noised(key: jax.Array, schedule: Schedule, x0: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The training draw of `ddpm_loss`: (t [B] ~ U{0..T-1}, noise, x_t) from `split(key)`."""
+    t_key, noise_key = jax.random.split(key)
+    t = jax.random.randint(t_key, (x0.shape[0],), 0, schedule.num_timesteps, dtype=jnp.int32)  # [B]
+    noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+    return t, noise, q_sample(schedule, x0, t, noise)
+
+
+def _simple_loss(schedule, out, x0, t, noise, prediction) -> jax.Array:
+    """L_simple per example: the mean over the data axes of (out - target)^2, [B]."""
     if prediction == "epsilon":
         target = noise
     elif prediction == "x0":
@@ -683,7 +692,7 @@ def ddpm_loss(
     else:
         target = v_target(schedule, x0, t, noise)
     sq = jnp.square(out.astype(jnp.float32) - target.astype(jnp.float32))
-    return jnp.mean(sq.reshape(b, math.prod(x0.shape[1:])), axis=1)  # [B]
+    return jnp.mean(sq.reshape(x0.shape[0], math.prod(x0.shape[1:])), axis=1)  # [B]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1049,3 +1058,4 @@ def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, use_clip
 # --------------------------------------------------------------------------------------------
 
 from genjax import _samplers  # noqa: E402,F401
+from genjax import _learned_variance  # noqa: E402,F401
