@@ -159,6 +159,56 @@ NOT_BATCHED |= {"rescale_zero_terminal_snr", "zero_terminal_snr_schedule", "karr
 NO_EXTREME = set(_FAST_SAMPLERS) | {"min_snr_weight", "min_snr_loss"}
 
 
+# Learned variances (issue 18, genjax._learned_variance): a model returning (prediction, v).
+def learned_pair(x, t):
+    return jnp.zeros_like(x), jnp.full_like(x, 0.5)
+
+
+_LEARNED = ("discretized_gaussian_log_likelihood", "learned_log_variance", "vlb_term", "hybrid_loss", "respace",
+            "learned_variance_sample")
+Z = jnp.zeros((3, 2))
+CALLS.update({
+    "discretized_gaussian_log_likelihood": (df.discretized_gaussian_log_likelihood,
+                                            dict(x=X, mean=N, log_scale=Z, num_bins=256)),
+    "learned_log_variance": (df.learned_log_variance, dict(schedule=SCHED, t=3, v=X)),
+    "vlb_term": (df.vlb_term, dict(schedule=SCHED, x0=X, xt=N, t=3, mean=N, log_variance=Z)),
+    "hybrid_loss": (df.hybrid_loss, dict(key=KEY, model_fn=learned_pair, schedule=SCHED, x0=X, vlb_weight=0.001,
+                                         prediction="v")),
+    # the schedule is read on the host: a keyword default, so that the export test keeps it concrete
+    "respace": (lambda schedule=SCHED, **a: df.respace(schedule, **a).alphas_cumprod,
+                dict(timesteps=np.arange(0, T, 4))),
+    "learned_variance_sample": (lambda schedule=SCHED, **a: df.learned_variance_sample(schedule=schedule, **a),
+                                dict(key=KEY, model_fn=learned_pair,
+                                                                 shape=(3, 2), num_steps=5, prediction="v",
+                                                                 return_trajectory=False)),
+})
+REAL_ARRAYS.update({"discretized_gaussian_log_likelihood": ["x", "mean", "log_scale"], "learned_log_variance": ["v"],
+                    "vlb_term": ["x0", "xt", "mean", "log_variance"], "hybrid_loss": ["x0"]})
+TIMESTEPS.update({"learned_log_variance": ["t"], "vlb_term": ["t"]})
+SCHEDULES.update({n: "schedule" for n in _LEARNED if n != "discretized_gaussian_log_likelihood"})
+KEYS.update({"hybrid_loss": "key", "learned_variance_sample": "key"})
+CALLABLES.update({"hybrid_loss": "model_fn", "learned_variance_sample": "model_fn"})
+CHOICES.update({"hybrid_loss": "prediction", "learned_variance_sample": "prediction"})
+FLAGS.update({"learned_variance_sample": ["return_trajectory"]})
+SHAPES.update({"learned_variance_sample": "shape"})
+STATIC_NUMBERS.update({"hybrid_loss": {"vlb_weight": (-1.0, float("inf"))}})
+WRONG_SHAPES.update({
+    "discretized_gaussian_log_likelihood": [("mean", jnp.zeros((4, 5)))],
+    "learned_log_variance": [("t", jnp.zeros((3, 1), jnp.int32))],
+    "vlb_term": [("mean", jnp.zeros((1, 2)))],
+    "hybrid_loss": [("x0", jnp.zeros(()))],
+    "respace": [("timesteps", np.zeros((2, 2), np.int32))],
+    "learned_variance_sample": [("shape", ()), ("num_steps", T + 1)],
+})
+EMPTY.update({"discretized_gaussian_log_likelihood": dict(x=jnp.zeros((0, 2)), mean=jnp.zeros((0, 2)),
+                                                          log_scale=jnp.zeros((0, 2))),
+              "learned_log_variance": dict(v=jnp.zeros((0, 2))),
+              "vlb_term": {a: jnp.zeros((0, 2)) for a in ("x0", "xt", "mean", "log_variance")},
+              "hybrid_loss": dict(x0=jnp.zeros((0, 2))), "learned_variance_sample": dict(shape=(0, 2))})
+NOT_BATCHED |= {"respace"}
+# walked for extreme values in tests/test_learned_variance.py (finite at extreme scales) instead
+NO_EXTREME |= set(_LEARNED)
+
 def _call(name, **override):
     return walk.call(CALLS, name, **override)
 

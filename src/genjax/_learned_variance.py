@@ -116,6 +116,11 @@ def discretized_gaussian_log_likelihood(x: Any, mean: Any, log_scale: Any, num_b
     bins = _checks.positive_int(num_bins, "num_bins")
     if bins < 2:
         raise ValueError(f"`num_bins` must be at least 2, got {bins}")
+    try:
+        jnp.broadcast_shapes(x.shape, mean.shape, log_scale.shape)
+    except ValueError:
+        raise ValueError(f"`x`, `mean` and `log_scale` must broadcast together, got shapes {x.shape}, {mean.shape} "
+                         f"and {log_scale.shape}") from None
     return _discretized_ll(x, mean, log_scale, 1.0 / (bins - 1))
 
 
@@ -357,6 +362,8 @@ def learned_variance_sample(
     References:
         Nichol & Dhariwal 2021, eq. (15) and section 4.
     """
+    _checks.key(key)
+    _callable(model_fn, "model_fn")
     shape = _check_sample_args(key, model_fn, schedule, shape)
     T = schedule.num_timesteps
     n = T if num_steps is None else _checks.positive_int(num_steps, "num_steps")

@@ -974,3 +974,6 @@ PUBLIC = (
     "min_snr_weight", "min_snr_loss",
 )
 publish(globals(), PUBLIC)
+
+# learned variances (hybrid loss, its sampler): written on top of this module, published the same way
+from genjax import _learned_variance  # noqa: E402,F401

@@ -1057,5 +1057,4 @@ def _ddim_sample(key, schedule, eta, eps_fn, shape, num_steps, clip_x0, use_clip
 # min_snr_weight and min_snr_loss to this namespace and to __all__ (whichever is imported first).
 # --------------------------------------------------------------------------------------------
 
-from genjax import _samplers  # noqa: E402,F401
-from genjax import _learned_variance  # noqa: E402,F401
+from genjax import _samplers  # noqa: E402,F401  (it imports genjax._learned_variance in turn)
