@@ -249,7 +249,7 @@ def _quantize(exact: bool) -> Builder:
 # -------------------------------------------------------------------------- genjax.diffusion
 
 
-def _ddpm_loss(b, n, key, loss="ddpm_loss", **options):
+def _ddpm_loss(b, n, key, loss="ddpm_loss", learned_variance=False, **options):
     import jax
     import jax.numpy as jnp
 
@@ -258,10 +258,12 @@ def _ddpm_loss(b, n, key, loss="ddpm_loss", **options):
     schedule = diffusion.make_schedule(diffusion.linear_beta_schedule(TIMESTEPS))
     k1, k2, k3, k4 = _keys(key, 4)
     params = {"w1": _normal(k1, (n, CRITIC_HIDDEN), n**-0.5), "t": _normal(k2, (TIMESTEPS, CRITIC_HIDDEN), 0.1),
-              "w2": _normal(k3, (CRITIC_HIDDEN, n), CRITIC_HIDDEN**-0.5)}
+              "w2": _normal(k3, (CRITIC_HIDDEN, (1 + learned_variance) * n), CRITIC_HIDDEN**-0.5)}
 
     def eps_fn(params, x, t):  # an MLP denoiser with a learned timestep embedding
-        return jnp.tanh(x @ params["w1"] + params["t"][t]) @ params["w2"]
+        out = jnp.tanh(x @ params["w1"] + params["t"][t]) @ params["w2"]
+        # hybrid_loss's model also returns v, the interpolation of eq. (15), from a second head
+        return (out[:, :n], jax.nn.sigmoid(out[:, n:])) if learned_variance else out
 
     def f(params, x0, raw_key):
         return getattr(diffusion, loss)(jax.random.wrap_key_data(raw_key), lambda x, t: eps_fn(params, x, t),
@@ -298,4 +300,5 @@ LOSSES: dict[str, Builder] = {
     "vq.lfq_entropy_penalty": _lfq_entropy_penalty,
     "diffusion.ddpm_loss": _ddpm_loss,
     "diffusion.min_snr_loss[v]": functools.partial(_ddpm_loss, loss="min_snr_loss", prediction="v"),
+    "diffusion.hybrid_loss": functools.partial(_ddpm_loss, loss="hybrid_loss", learned_variance=True),
 }

@@ -15,6 +15,7 @@ from jax.test_util import check_grads
 from scipy import stats
 
 from genjax import diffusion as df
+from genjax import _learned_variance
 
 SCHED = df.make_schedule(df.linear_beta_schedule(100))
 LEVELS = np.linspace(-1.0, 1.0, 256)
@@ -152,9 +153,9 @@ def test_the_sampler_with_a_constant_v_is_ddpm_with_the_fixed_variances_and_comp
     got = df.learned_variance_sample(jax.random.key(6), model, SCHED, (3, 2), 10)
     expected = df.sample(jax.random.key(6), lambda x, k: eps(x, jnp.asarray(ts)[k]), df.respace(SCHED, ts), (3, 2))
     np.testing.assert_allclose(got, expected, atol=2e-6)
-    n = df._learned_variance._learned_sample._cache_size()
+    n = _learned_variance._learned_sample._cache_size()
     df.learned_variance_sample(jax.random.key(7), model, SCHED, (3, 2), 10)
-    assert df._learned_variance._learned_sample._cache_size() == n
+    assert _learned_variance._learned_sample._cache_size() == n
 
 
 def test_on_gaussian_data_the_optimal_variance_lies_between_the_bounds_and_samples_exactly_in_10_steps():
