@@ -51,13 +51,16 @@ def make_optimizer(learning_rate: float, warmup_steps: int, steps: int, grad_cli
 
 
 def make_ddpm_step(apply_fn: Callable, schedule, ema_decay: float, preprocess: Callable, data_key: str,
-                   prediction: str = "epsilon", loss_weighting: str = "simple", min_snr_gamma: float = 5.0):
+                   prediction: str = "epsilon", loss_weighting: str = "simple", min_snr_gamma: float = 5.0,
+                   vlb_weight: float | None = None):
     """The train step: the mean loss on `preprocess(batch[data_key])`, then the EMA of the
     weights in `state.extras["ema_params"]` (`genjax.train.with_ema`, with its warm-up).
 
     The network predicts `prediction` ("epsilon", "x0" or "v"); the loss is the simple loss of
     that target (`loss_weighting="simple"`, `genjax.diffusion.ddpm_loss`) or its min-SNR-gamma
-    weighting (`"min_snr"`, `genjax.diffusion.min_snr_loss`, Hang et al. 2023)."""
+    weighting (`"min_snr"`, `genjax.diffusion.min_snr_loss`, Hang et al. 2023). With a
+    `vlb_weight`, `apply_fn` returns `(prediction, v)` and the loss is the hybrid loss of learned
+    variances (`genjax.diffusion.hybrid_loss`, Nichol & Dhariwal 2021; the simple weighting only)."""
     import jax.numpy as jnp
 
     from genjax import diffusion, train
@@ -65,7 +68,9 @@ def make_ddpm_step(apply_fn: Callable, schedule, ema_decay: float, preprocess: C
     def loss_fn(params, batch, key, state):
         x0 = preprocess(batch[data_key])
         model_fn = lambda x, t: apply_fn(params, x, t)  # noqa: E731
-        if loss_weighting == "min_snr":
+        if vlb_weight is not None:
+            loss = diffusion.hybrid_loss(key, model_fn, schedule, x0, vlb_weight, prediction)  # [B]
+        elif loss_weighting == "min_snr":
             loss = diffusion.min_snr_loss(key, model_fn, schedule, x0, prediction, min_snr_gamma)  # [B]
         else:
             loss = diffusion.ddpm_loss(key, model_fn, schedule, x0, prediction)  # [B]
@@ -124,7 +129,12 @@ def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int
 
     Returns a `Built`: the U-Net (`model`), the `schedule`, `apply_fn(params, x, t) -> eps`,
     `init(key) -> TrainState` (EMA weights in extras) and the DDPM `step` on
-    `preprocess(batch[data_key])`. With `dtype="bfloat16"` `apply_fn` (so the step and the
+    `preprocess(batch[data_key])`. With `cfg.learned_variance` the U-Net has twice the output
+    channels, the second half v of Nichol & Dhariwal's eq. (15) (the network's output mapped by
+    (out + 1) / 2), the step minimises `hybrid_loss` with `cfg.vlb_weight`, `apply_fn` is the
+    first half (so every fixed-variance sampler works unchanged) and
+    `sample(params, key, shape, num_steps=None, clip_x0=None)` is ancestral sampling with the
+    learned variances (`learned_variance_sample`: all T steps, or `num_steps` strided ones). With `dtype="bfloat16"` `apply_fn` (so the step and the
     samplers) runs the U-Net in bfloat16 (`genjax.train.mixed_precision`: float32 master and EMA
     weights, gradients, loss and predicted noise).
     """
@@ -132,28 +142,41 @@ def build_unet(cfg, preprocess: Callable, data_key: str, sample_shape: tuple[int
     import jax.numpy as jnp
 
     from experiments._framework import Built
-    from genjax import train
+    from genjax import diffusion, train
     from genjax.nn import UNet
 
-    model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
-                 attention=cfg.attention)
-    schedule = make_schedule(cfg.schedule, cfg.num_timesteps)
-    tx = make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
+    learned = getattr(cfg, "learned_variance", False)
     patch = getattr(cfg, "patch_size", 1)
     h, w, c = sample_shape
     if h % patch or w % patch:
         raise ValueError(f"--patch-size {patch} must divide the sample size {h}x{w}")
-    apply_fn = train.mixed_precision(
+    model = UNet(channels=tuple(cfg.channels), num_res_blocks=cfg.num_res_blocks, time_dim=cfg.time_dim,
+                 attention=cfg.attention, out_channels=2 * patch * patch * c if learned else None)
+    schedule = make_schedule(cfg.schedule, cfg.num_timesteps)
+    tx = make_optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.grad_clip)
+    network = train.mixed_precision(
         lambda params, x, t: from_patches(model.apply({"params": params}, to_patches(x, patch), t), patch), dtype)
+
+    def learned_fn(params, x, t):  # (prediction, v): v = (out + 1) / 2, as improved-diffusion maps its output
+        out = network(params, x, t)
+        return out[..., :c], (out[..., c:] + 1.0) / 2.0
+
+    apply_fn = (lambda params, x, t: learned_fn(params, x, t)[0]) if learned else network
 
     def init(key):
         x = to_patches(jnp.zeros((1, *sample_shape)), patch)
         params = jax.jit(model.init)(key, x, jnp.zeros((1,), jnp.int32))["params"]
         return init_with_ema(key, params, tx)
 
-    step = make_ddpm_step(apply_fn, schedule, cfg.ema_decay, preprocess, data_key, cfg.prediction,
-                          cfg.loss_weighting, cfg.min_snr_gamma)
-    return Built(model=model, init=init, step=step, schedule=schedule, apply_fn=apply_fn)
+    def sample(params, key, shape, num_steps=None, clip_x0=None):  # ancestral, with the learned variances
+        return diffusion.learned_variance_sample(key, lambda x, t: learned_fn(params, x, t), schedule, shape,
+                                                 num_steps, prediction=cfg.prediction, clip_x0=clip_x0)
+
+    step = make_ddpm_step(learned_fn if learned else network, schedule, cfg.ema_decay, preprocess, data_key,
+                          cfg.prediction, cfg.loss_weighting, cfg.min_snr_gamma,
+                          getattr(cfg, "vlb_weight", 0.001) if learned else None)
+    return Built(model=model, init=init, step=step, schedule=schedule, apply_fn=apply_fn,
+                 sample=sample if learned else None)
 
 
 SAMPLER_LABELS = {"ddim": "DDIM", "dpmpp_2m": "DPM++", "dpmpp_2m_sde": "DPM++SDE", "euler": "Euler", "heun": "Heun"}
@@ -179,7 +202,8 @@ def sampler_steps(sampler: str, nfe: int) -> tuple[int, int]:
 
 
 def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], *, samplers=("ddim", "dpmpp_2m"),
-                nfe=(20,), ddpm: bool = True, clip_x0=None, prediction: str = "epsilon") -> dict:
+                nfe=(20,), ddpm: bool = True, clip_x0=None, prediction: str = "epsilon",
+                learned_sample: Callable | None = None) -> dict:
     """`{label: (fn(params, key) -> samples of `shape`, number of denoiser calls)}`: "DDPM T" with
     all T steps (if `ddpm`), then each sampler of `samplers` at each budget of `nfe` denoiser calls
     per sample: "DDIM n" (eta = 0, leading spacing; `genjax.diffusion.ddim_sample`), "DPM++ n"
@@ -188,7 +212,10 @@ def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], *, sampler
     `sampler_steps`). The network predicts `prediction`. With `clip_x0`, every sampler clips its
     x0 predictions and DDIM recomputes the noise from the clipped x0_hat
     (`use_clipped_model_output`, as guided-diffusion's DDIM does; on ddpm_mnist's quick model it
-    lowered DDIM's FID from about 270 to 190)."""
+    lowered DDIM's FID from about 270 to 190). With `learned_sample` (a learned-variance model's
+    `Built.sample`), "iDDPM n" (Nichol & Dhariwal's improved DDPM: ancestral sampling with the
+    learned variances on n strided timesteps) follows at every budget of `nfe` (and at T if
+    `ddpm`)."""
     from genjax import diffusion
 
     T = schedule.num_timesteps
@@ -212,6 +239,11 @@ def sampler_fns(apply_fn: Callable, schedule, shape: tuple[int, ...], *, sampler
                     return diffusion.sample_with(key, lambda x, t: apply_fn(params, x, t), schedule, shape, name, n,
                                                  prediction, clip_x0=clip_x0)
             fns[f"{SAMPLER_LABELS[name]} {calls}"] = (fn, calls)
+    if learned_sample is not None:
+        for steps in ((T,) if ddpm else ()) + tuple(nfe):
+            def fn(params, key, n=steps):
+                return learned_sample(params, key, shape, n, clip_x0)
+            fns[f"iDDPM {steps}"] = (fn, steps)
     return fns
 
 

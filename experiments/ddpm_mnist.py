@@ -14,6 +14,12 @@
    1,000 samples (one compiled sampler per method, compiled ahead of time, then timed with
    `block_until_ready`).
 
+With `--learned-variance true` (Nichol & Dhariwal 2021) the U-Net also outputs v, the weight
+of eq. (15) between log beta_t and log tilde-beta_t, trained by the hybrid loss L_simple +
+`--vlb-weight` (0.001) x T x L_t (`genjax.diffusion.hybrid_loss`), and "iDDPM n" samples
+ancestrally with the learned variances on n strided timesteps at every `--nfe` budget
+(`genjax.diffusion.learned_variance_sample`); the fixed-variance samplers use the first output.
+
 The same number of samples is scored for every sampler, so their FIDs are comparable with each
 other; FID is biased upward for small sample counts (`--quick` scores only 64), KID is not.
 `samples.npy` holds the DDPM samples, float32 [num_samples, 28, 28, 1] in [0, 1]; the EMA
@@ -76,6 +82,10 @@ class Config:
     prediction: Literal["epsilon", "x0", "v"] = "epsilon"  # what the network predicts
     loss_weighting: Literal["simple", "min_snr"] = "simple"  # min_snr: Hang et al. 2023's min-SNR-gamma
     min_snr_gamma: float = 5.0
+    # learned variances (Nichol & Dhariwal 2021): a second output v, trained by L_simple +
+    # vlb_weight * T * L_t (`genjax.diffusion.hybrid_loss`), sampled by "iDDPM n" at every budget
+    learned_variance: bool = False
+    vlb_weight: float = 0.001
     num_samples: int = 1_000  # scored per sampler (the held-out reference has 1,000 digits)
     sample_batch: int = 500  # samples per compiled sampler call
     ddpm_sampler: bool = True  # ancestral DDPM with all T steps (T denoiser calls per sample)
@@ -94,6 +104,11 @@ class Config:
         if self.num_samples < 2:
             raise ValueError(f"--num-samples: expected >= 2 (FID needs two samples), got {self.num_samples}")
         check_samplers(self.samplers, self.nfe, self.num_timesteps)
+        if self.vlb_weight < 0:
+            raise ValueError(f"--vlb-weight: expected >= 0 (the bound's weight lambda), got {self.vlb_weight}")
+        if self.learned_variance and self.loss_weighting != "simple":
+            raise ValueError("--learned-variance: the hybrid loss weights the simple loss uniformly; expected "
+                             f"--loss-weighting simple, got {self.loss_weighting!r}")
 
 
 # The tour's pixel-space model on a CPU: the U-Net sees 2x2 pixel patches (14x14x4 positions, so
@@ -186,13 +201,18 @@ def run(ctx: Context) -> dict:
              f"{tuple(cfg.channels)}, {cfg.num_res_blocks} residual block(s) per level, attention at the bottleneck: "
              f"{cfg.attention}; {n_params:,} parameters), {cfg.steps} steps of batch {cfg.batch_size}, Adam "
              f"(peak learning rate {cfg.learning_rate}, gradient norm clipped at {cfg.grad_clip}), T = {T} "
-             f"({cfg.schedule} betas); samples from the EMA ({cfg.ema_decay}) weights.")
+             f"({cfg.schedule} betas); samples from the EMA ({cfg.ema_decay}) weights."
+             + (f" Learned variances (Nichol & Dhariwal 2021): a second output v interpolates log beta_t and "
+                f"log tilde-beta_t (eq. 15), trained by the hybrid loss L_simple + {cfg.vlb_weight} T L_t "
+                "(`genjax.diffusion.hybrid_loss`); \"iDDPM n\" samples ancestrally with them on n strided "
+                "timesteps." if cfg.learned_variance else ""))
     forward_strip(ctx, test_ds.images[0], cfg)
 
     evaluator = mnist_evaluator(ctx, data_source=cfg.data_source, data_dir=cfg.data_dir)
     batch = min(cfg.sample_batch, cfg.num_samples)
     fns = sampler_fns(apply_fn, schedule, (batch, *train_ds.image_shape), samplers=cfg.samplers, nfe=cfg.nfe,
-                      ddpm=cfg.ddpm_sampler, clip_x0=(-1.0, 1.0), prediction=cfg.prediction)
+                      ddpm=cfg.ddpm_sampler, clip_x0=(-1.0, 1.0), prediction=cfg.prediction,
+                      learned_sample=built.sample)
     curve_sampler = next(iter(fns))
     eval_fn = fid_during_training(fns[curve_sampler][0], lambda s: s.extras["ema_params"],
                                   jax.random.fold_in(key, 10_000), num_samples=cfg.num_samples, batch=batch,
@@ -219,7 +239,8 @@ def run(ctx: Context) -> dict:
     # ---------------------------------------------------------------- report
     history = report.read_jsonl(ctx.workdir / "metrics.jsonl")
     loss_figure(rep, history, "training loss (mean over each logging interval)",
-                "the simple loss E||eps - eps_theta(x_t, t)||^2 per pixel")
+                "the hybrid loss L_simple + lambda T L_t" if cfg.learned_variance else
+                f"the simple loss of the {cfg.prediction} prediction per pixel")
 
     prdc = ("precision", "recall", "density", "coverage")
     rows = [(label, r["nfe"], r["fid"], r["kid"], r["kid_std"], *(r[k] for k in prdc), r["seconds_per_1000"])

@@ -314,3 +314,48 @@ def test_fid_curve_interpolation_and_equal_wall_clock():
                        "pixel_step": None}
     assert rows[3]["latent_fid"] is None and rows[3]["pixel_step"] == 600
 
+
+
+
+def test_the_learned_variance_unet_trains_the_hybrid_loss_and_samples_with_its_variances():
+    """ddpm_mnist's `learned_variance=True` (Nichol & Dhariwal 2021): the U-Net's output has twice
+    the channels, the second half mapped to v = (out + 1) / 2 (as openai/improved-diffusion maps
+    its `model_var_values`); the step's loss is `hybrid_loss` of that model with the step's key;
+    `apply_fn` is the first half; "iDDPM n" is `learned_variance_sample` on n strided timesteps;
+    and the config's checks name their flags."""
+    from experiments._diffusion_common import from_patches, sampler_fns, to_patches
+    from genjax import diffusion
+
+    cfg = ddpm_mnist.EXPERIMENT.make_config(**{**TINY_MNIST, "patch_size": 2}, learned_variance=True,
+                                            vlb_weight=0.5, prediction="x0")
+    built = ddpm_mnist.build(cfg)
+    state = built.init(jax.random.key(0))
+    params = jax.tree.map(lambda p: p + 0.05 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), state.params)
+    state = state.replace(params=params)  # (the U-Net's output layer starts at zero: move it)
+
+    def model(x, t):  # the mapping the docstring states, written out
+        out = from_patches(built.model.apply({"params": params}, to_patches(x, 2), t), 2)  # [B, 28, 28, 2]
+        return out[..., :1], (out[..., 1:] + 1.0) / 2.0
+
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1)), jnp.uint8)
+    x, t = images.astype(jnp.float32) / 127.5 - 1.0, jnp.array([0, 5, 10, 19])
+    assert built.model.apply({"params": params}, to_patches(x, 2), t).shape == (4, 14, 14, 8)
+    np.testing.assert_array_equal(built.apply_fn(params, x, t), model(x, t)[0])
+    expected = jnp.mean(diffusion.hybrid_loss(state.step_key(), model, built.schedule, x, 0.5, "x0"))
+    _, metrics = jax.jit(built.step)(state, {"image": images})
+    np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+    simple = diffusion.ddpm_loss(state.step_key(), lambda x, t: model(x, t)[0], built.schedule, x, "x0")
+    assert float(expected) > float(jnp.mean(simple))  # (+ 0.5 T L_t, a KL: positive)
+
+    fns = sampler_fns(built.apply_fn, built.schedule, (2, 28, 28, 1), samplers=("ddim",), nfe=(5,), ddpm=True,
+                      clip_x0=(-1.0, 1.0), prediction="x0", learned_sample=built.sample)
+    assert [(k, n) for k, (_, n) in fns.items()] == [("DDPM 20", 20), ("DDIM 5", 5), ("iDDPM 20", 20), ("iDDPM 5", 5)]
+    got = fns["iDDPM 5"][0](params, jax.random.key(4))
+    np.testing.assert_array_equal(got, diffusion.learned_variance_sample(
+        jax.random.key(4), model, built.schedule, (2, 28, 28, 1), 5, prediction="x0", clip_x0=(-1.0, 1.0)))
+    assert bool(jnp.all(jnp.isfinite(got)))
+
+    with pytest.raises(ValueError, match="--vlb-weight"):
+        ddpm_mnist.EXPERIMENT.make_config(vlb_weight=-1.0)
+    with pytest.raises(ValueError, match="--learned-variance"):
+        ddpm_mnist.EXPERIMENT.make_config(learned_variance=True, loss_weighting="min_snr")
